@@ -1,0 +1,138 @@
+"""BGZF blocks of one contig, decompressed in worker threads with libdeflate.
+
+The compiled kernel parses BAM records itself from these blocks (see _coverage.pyx). Doing the
+inflate here instead of in pysam's htslib is the largest single speed-up of extraction: pysam's
+htslib inflates with zlib, and libdeflate (the `deflate` package, which releases the GIL) is
+about 2.7x faster on BGZF blocks (benchmarks/README.md). Every block's CRC32 and size are checked,
+so a corrupted block is an error, never silent zeros.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
+
+try:  # libdeflate; zlib is the (slower) fallback
+    from deflate import DeflateError, crc32, deflate_decompress
+
+    def _inflate_raw(data: memoryview, size: int) -> bytes:
+        return deflate_decompress(data, size)
+
+    _INFLATE_ERRORS: tuple[type[BaseException], ...] = (DeflateError, zlib.error, ValueError)
+except ImportError:  # pragma: no cover - only without the deflate wheel
+    crc32 = zlib.crc32
+
+    def _inflate_raw(data: memoryview, size: int) -> bytes:
+        return zlib.decompress(data, -15, max(size, 1))
+
+    _INFLATE_ERRORS = (zlib.error, ValueError)
+
+BGZF_MAGIC = b"\x1f\x8b\x08\x04"
+MAX_BLOCK = 1 << 16
+BATCH_BYTES = 1 << 20  # compressed bytes per worker task
+
+
+class BgzfError(Exception):
+    """A block that cannot be decoded; `offset` is its byte offset in the file."""
+
+    def __init__(self, offset: int, problem: str):
+        super().__init__(f"BGZF block at byte {offset}: {problem}")
+        self.offset = offset
+        self.problem = problem
+
+
+def _block_size(raw: bytes, off: int, base: int) -> int:
+    """Total size of the block starting at raw[off] (BSIZE + 1), from its BC extra subfield."""
+    if raw[off : off + 4] != BGZF_MAGIC:
+        raise BgzfError(base + off, "not a BGZF block header")
+    xlen = struct.unpack_from("<H", raw, off + 10)[0]
+    p, end = off + 12, off + 12 + xlen
+    while p + 4 <= end:
+        slen = struct.unpack_from("<H", raw, p + 2)[0]
+        if raw[p] == 66 and raw[p + 1] == 67 and slen == 2:
+            return struct.unpack_from("<H", raw, p + 4)[0] + 1
+        p += 4 + slen
+    raise BgzfError(base + off, "BGZF block without a BC size field")
+
+
+def _inflate_batch(raw: bytes, spans: list[tuple[int, int, int]], base: int) -> list[bytes]:
+    """Decompress the blocks (offset, data start, total size) of one batch; check CRC and size."""
+    view = memoryview(raw)
+    out: list[bytes] = []
+    for off, data_start, total in spans:
+        crc, isize = struct.unpack_from("<II", raw, off + total - 8)
+        if isize == 0:
+            continue  # empty block (the EOF marker)
+        try:
+            data = _inflate_raw(view[data_start : off + total - 8], isize)
+        except _INFLATE_ERRORS as exc:
+            raise BgzfError(base + off, f"cannot be decompressed ({exc})") from None
+        if len(data) != isize or crc32(data) != crc:
+            raise BgzfError(base + off, "CRC32 or size check failed")
+        out.append(data)
+    return out
+
+
+class BgzfReader:
+    """Reads byte ranges of one BGZF file as decompressed blocks, inflating on `executor`.
+
+    The executor is shared with the chunk encoders (extract.py), so `--threads N` means N
+    workers for both, next to the thread that parses records and counts.
+    """
+
+    def __init__(self, path: str, executor: Executor, workers: int) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        self._size = os.fstat(self._fd).st_size
+        self._pool = executor
+        self._inflight = 2 * max(1, workers) + 1
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def _batches(self, cstart: int, clast: int) -> Iterator[tuple[bytes, list[tuple[int, int, int]], int]]:
+        """Raw batches of whole blocks covering block offsets cstart..clast (inclusive)."""
+        pos = cstart
+        while pos <= clast:
+            want = min(BATCH_BYTES, clast - pos + MAX_BLOCK)
+            raw = os.pread(self._fd, want, pos)
+            spans: list[tuple[int, int, int]] = []
+            off = 0
+            while off + 18 <= len(raw) and pos + off <= clast:
+                total = _block_size(raw, off, pos)
+                if off + total > len(raw):
+                    break
+                xlen = struct.unpack_from("<H", raw, off + 10)[0]
+                spans.append((off, off + 12 + xlen, total))
+                off += total
+            if not spans:
+                if pos + len(raw) >= self._size:
+                    raise BgzfError(pos, "file ends inside a block (truncated)")
+                raise BgzfError(pos, "block larger than 64 KiB")
+            yield raw, spans, pos
+            pos += off
+
+    def blocks(self, first_voffset: int, last_voffset: int) -> Iterator[tuple[bytes, int]]:
+        """Yield (decompressed block, start offset) from virtual offset `first` through `last`.
+
+        Only the first block has a non-zero start offset (the in-block offset of `first`).
+        """
+        cstart, ustart = first_voffset >> 16, first_voffset & 0xFFFF
+        clast = last_voffset >> 16
+        submit: Callable[..., Future[list[bytes]]] = self._pool.submit
+        pending: deque[Future[list[bytes]]] = deque()
+        batches = self._batches(cstart, clast)
+        first = True
+        for batch in batches:
+            pending.append(submit(_inflate_batch, *batch))
+            if len(pending) >= self._inflight:
+                for block in pending.popleft().result():
+                    yield block, (ustart if first else 0)
+                    first = False
+        while pending:
+            for block in pending.popleft().result():
+                yield block, (ustart if first else 0)
+                first = False

@@ -1,0 +1,68 @@
+"""Errors users can act on. The CLI prints them as one line each and exits 2, without a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from os import PathLike
+
+
+class BamstoreError(Exception):
+    """Base class; `exit_code` is what the CLI returns."""
+
+    exit_code = 1
+
+
+class InputError(BamstoreError):
+    """Bad input or usage: names the file, says what is wrong and how to fix it."""
+
+    exit_code = 2
+
+    def __init__(self, subject: str | PathLike[str] | None, problem: str, fix: str | None = None):
+        self.subject = str(subject) if subject is not None else None
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.line())
+
+    def __reduce__(self):  # picklable across build's worker processes
+        return (InputError, (self.subject, self.problem, self.fix))
+
+    def line(self) -> str:
+        text = f"{self.subject}: {self.problem}" if self.subject else self.problem
+        if self.fix:
+            text += f"; fix: {self.fix}"
+        return text
+
+
+class InputErrors(InputError):
+    """Several input problems reported together (samplesheets, merge parts, ...)."""
+
+    def __init__(self, problems: Iterable[InputError], header: str | None = None):
+        self.problems = list(problems)
+        self.header = header
+        lines = [p.line() for p in self.problems]
+        BamstoreError.__init__(self, "\n".join(([header] if header else []) + lines))
+        self.subject, self.problem, self.fix = None, "\n".join(lines), None
+
+    def line(self) -> str:
+        return str(self)
+
+    def __reduce__(self):
+        return (InputErrors, (self.problems, self.header))
+
+
+class OutputExistsError(InputError):
+    """The output path exists and --overwrite was not given."""
+
+    def __init__(self, path: str | PathLike[str]):
+        super().__init__(path, "already exists", "pass --overwrite to replace it, or choose another --out")
+
+
+class OutputLockedError(InputError):
+    """Another bamstore process is writing the same output."""
+
+    def __init__(self, path: str | PathLike[str]):
+        super().__init__(
+            path,
+            "another bamstore process is writing this output right now",
+            "wait for it to finish, or choose another --out",
+        )

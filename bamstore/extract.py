@@ -1,0 +1,368 @@
+"""One BAM → one per-sample store (the consolidated layout with a single sample row).
+
+The kernel fills one chunk window at a time with the GIL released; worker threads compress and
+write the previous windows meanwhile. Memory is a few chunk-sized buffers, whatever the contig
+length. The store is built at a temporary sibling path and published by rename.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bamstore import __version__, layout
+from bamstore.bam_input import (
+    AlignmentInput,
+    fingerprint,
+    open_alignment,
+    prefix_md5,
+    read_chromsizes,
+    sample_name_problem,
+    select_contigs,
+    usable_index,
+)
+from bamstore.blocks import BgzfError
+from bamstore.errors import InputError
+from bamstore.kernel import CoverageReader, KernelName, ReadFilter, default_kernel, open_coverage_reader
+from bamstore.publish import check_output_path, staged_output
+from bamstore.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+COVERAGE_DEFINITION = (
+    "per-base depth as samtools depth -a: M/=/X cover, D only with count_deletions, "
+    "N and clips never; records with any exclude_flags or MAPQ < min_mapq skipped; "
+    "0-based positions; overlapping mates count twice"
+)
+LONG_CONTIG = 20_000_000  # contigs at least this long get their own progress line
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Settings of one extraction; all but threads/kernel/tmp_dir are recorded in the store."""
+
+    read_filter: ReadFilter = field(default_factory=ReadFilter)
+    chromosomes: str = "primary"
+    chromsizes: Path | None = None
+    chunk_len: int = layout.DEFAULT_CHUNK_LEN
+    compression: str = "default"
+    strandedness: str = ""
+    reference: Path | None = None
+    threads: int = 1
+    kernel: KernelName | None = None
+    tmp_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_len < 1:
+            raise InputError(None, f"--chunk-len {self.chunk_len} must be at least 1",
+                             f"use the default {layout.DEFAULT_CHUNK_LEN}")
+        if self.strandedness not in ("", *layout.STRAND_CODES):
+            raise InputError(None, f"strandedness {self.strandedness!r} is not U, F, R or empty",
+                             "U: unstranded library split by alignment strand; F/R: read 1 on the "
+                             "forward/reverse transcript strand")
+        try:
+            layout.compression_profile(self.compression)
+        except ValueError as exc:
+            raise InputError(None, str(exc), None) from None
+        if self.read_filter.min_mapq < 0 or not 0 <= self.read_filter.exclude_flags <= 0xFFFF:
+            raise InputError(None, "--min-mapq must be >= 0 and --exclude-flags within 0..0xFFFF",
+                             "use e.g. --exclude-flags 0x704 --min-mapq 0")
+
+    def settings_attr(self) -> dict[str, Any]:
+        """What must agree between parts that are merged into one store."""
+        return {
+            "coverage": {"definition": COVERAGE_DEFINITION, **self.read_filter.to_attr()},
+            "chromosome_selection": self.chromosomes,
+        }
+
+
+@dataclass
+class ContigResult:
+    name: str
+    length: int
+    sum_total: int = 0
+    sum_fwd: int = 0
+    sum_rev: int = 0
+    nonzero_positions: int = 0
+    primary_reads: int = 0
+    clipped_reads: int = 0
+    mapq255_reads: int = 0
+    seqless_reads: int = 0
+    long_cigar_reads: int = 0
+    # (column, CRC32 of the encoded chunk) per array kind: "total", "fwd", "rev"
+    chunk_crcs: dict[str, list[tuple[int, int]]] = field(
+        default_factory=lambda: {"total": [], "fwd": [], "rev": []})
+
+
+@dataclass
+class SampleResult:
+    """What extraction learned about one sample; becomes its metadata row and `bamstore` entry."""
+
+    sample: str
+    bam: Path
+    strandedness: str
+    contigs: list[ContigResult]
+    sample_hash: bytes
+    source: dict[str, Any]
+    kernel: str
+    seconds: float = 0.0
+
+    @property
+    def total_reads(self) -> int:
+        return sum(c.primary_reads for c in self.contigs)
+
+    @property
+    def sparsity(self) -> float:
+        """QuantNado's definition: % zero positions per contig, averaged without length weights."""
+        return float(np.mean([100.0 * (c.length - c.nonzero_positions) / c.length
+                              for c in self.contigs]))
+
+    def warnings(self) -> dict[str, int]:
+        return {
+            "clipped_reads": sum(c.clipped_reads for c in self.contigs),
+            "mapq255_reads": sum(c.mapq255_reads for c in self.contigs),
+            "seqless_reads": sum(c.seqless_reads for c in self.contigs),
+            "long_cigar_reads": sum(c.long_cigar_reads for c in self.contigs),
+        }
+
+    def sample_attr(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "strandedness": self.strandedness,
+            "contig_sums": [c.sum_total for c in self.contigs],
+            "digests": [layout.chunk_digest(c.chunk_crcs["total"]) for c in self.contigs],
+            "total_reads": self.total_reads,
+            "warnings": self.warnings(),
+            "source": {"path": str(self.bam), **self.source},
+            "kernel": self.kernel,
+        }
+        if self.strandedness:
+            entry["fwd_sums"] = [c.sum_fwd for c in self.contigs]
+            entry["rev_sums"] = [c.sum_rev for c in self.contigs]
+            entry["fwd_digests"] = [layout.chunk_digest(c.chunk_crcs["fwd"]) for c in self.contigs]
+            entry["rev_digests"] = [layout.chunk_digest(c.chunk_crcs["rev"]) for c in self.contigs]
+        return entry
+
+
+def bamstore_attr(settings: dict[str, Any], samples: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "format": layout.FORMAT_NAME,
+        "format_version": layout.FORMAT_VERSION,
+        "version": __version__,
+        **settings,
+        "samples": samples,
+    }
+
+
+class _WindowBuffers:
+    def __init__(self, chunk_len: int, stranded: bool) -> None:
+        self.total = np.zeros(chunk_len, dtype=layout.COVERAGE_DTYPE)
+        self.fwd = np.zeros(chunk_len, dtype=layout.COVERAGE_DTYPE) if stranded else self.total
+        self.rev = np.zeros(chunk_len, dtype=layout.COVERAGE_DTYPE) if stranded else self.total
+
+
+def _count_windows(
+    reader: CoverageReader,
+    alignment: AlignmentInput,
+    contigs: list[tuple[str, int]],
+    writer: StoreWriter,
+    options: ExtractOptions,
+    sample: str,
+    pool: ThreadPoolExecutor,
+) -> list[ContigResult]:
+    """Drive the kernel over every kept contig; encode and write windows on the worker pool."""
+    stranded = bool(options.strandedness)
+    encoder = layout.compression_profile(options.compression).encoder()
+    workers = max(1, options.threads)
+    free: queue.Queue[_WindowBuffers] = queue.Queue()
+    for _ in range(workers + 2):
+        free.put(_WindowBuffers(options.chunk_len, stranded))
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def encode_and_write(bufs: _WindowBuffers, contig: str, col: int, has: tuple[bool, ...],
+                         result: ContigResult) -> None:
+        try:
+            arrays = [("total", contig, bufs.total, has[0])]
+            if stranded:
+                fwd_name, rev_name = layout.strand_array_names(contig)
+                arrays += [("fwd", fwd_name, bufs.fwd, has[1]), ("rev", rev_name, bufs.rev, has[2])]
+            for kind, name, values, nonzero in arrays:
+                if nonzero:  # all-zero chunks are not stored (zarr's write_empty_chunks=False)
+                    data = encoder.encode(values)
+                    writer.write_chunk(name, 0, col, data)
+                    result.chunk_crcs[kind].append((col, zlib.crc32(data)))
+        except BaseException as exc:
+            failure.append(exc)
+            stop.set()
+        finally:
+            free.put(bufs)
+
+    results: list[ContigResult] = []
+    tids = alignment.tids
+    futures: list[Future[None]] = []
+    for name, length in contigs:
+        started = time.monotonic()
+        result = ContigResult(name, length)
+        reader.start_contig(tids[name], length)
+        while not stop.is_set():
+            bufs = free.get()
+            start = _next_window(reader, bufs, alignment.path, name)
+            if start < 0:
+                free.put(bufs)
+                break
+            has = (reader.window_has_total, reader.window_has_fwd, reader.window_has_rev)
+            futures.append(pool.submit(encode_and_write, bufs, name, start // options.chunk_len,
+                                       has, result))
+        if stop.is_set():
+            break
+        for key in ("sum_total", "sum_fwd", "sum_rev", "nonzero_positions", "primary_reads",
+                    "clipped_reads", "mapq255_reads", "seqless_reads", "long_cigar_reads"):
+            setattr(result, key, int(getattr(reader, key)))
+        results.append(result)
+        if length >= LONG_CONTIG:
+            log.info("%s: %s done (%.0f Mbp, %d reads, %.1f s)", sample, name, length / 1e6,
+                     result.primary_reads, time.monotonic() - started)
+    if failure:
+        raise failure[0]
+    for fut in futures:
+        fut.result()
+    return results
+
+
+def _next_window(reader: CoverageReader, bufs: _WindowBuffers, path: Path, contig: str) -> int:
+    try:
+        return reader.next_window(bufs.total, bufs.fwd, bufs.rev)
+    except ValueError as exc:
+        if str(exc).startswith("unsorted:"):
+            _, prev, pos = str(exc).split(":")
+            raise InputError(path, f"is not sorted by coordinate: on {contig} a record at "
+                             f"{int(pos) + 1} follows one at {int(prev) + 1}",
+                             "samtools sort -o sorted.bam INPUT && samtools index sorted.bam"
+                             ) from None
+        raise
+    except BgzfError as exc:
+        raise InputError(path, f"is corrupted or truncated: {exc} (while reading {contig})",
+                         "re-create or re-download it; check with samtools quickcheck -v") from None
+    except OSError as exc:
+        raise InputError(path, f"is corrupted: a record on {contig} cannot be decoded",
+                         "re-create or re-download it; check with samtools quickcheck -v") from exc
+
+
+def count_sample(
+    alignment: AlignmentInput,
+    contigs: list[tuple[str, int]],
+    writer: StoreWriter,
+    options: ExtractOptions,
+    sample: str,
+    index: Path | None = None,
+) -> SampleResult:
+    """Count coverage of one sample into `writer` (row 0) and return its summary."""
+    kernel = options.kernel or default_kernel()
+    started = time.monotonic()
+    with (
+        usable_index(alignment, index, scratch_dir=options.tmp_dir, threads=options.threads) as idx,
+        ThreadPoolExecutor(max_workers=max(1, options.threads), thread_name_prefix="bamstore"
+                           ) as pool,
+    ):
+        reader = open_coverage_reader(
+            str(alignment.path), str(idx), chunk_len=options.chunk_len,
+            read_filter=options.read_filter, strandedness=options.strandedness,
+            threads=options.threads, reference=str(options.reference) if options.reference else None,
+            kernel=kernel, executor=pool,
+        )
+        try:
+            results = _count_windows(reader, alignment, contigs, writer, options, sample, pool)
+        finally:
+            reader.close()
+    return SampleResult(
+        sample=sample,
+        bam=alignment.path,
+        strandedness=options.strandedness,
+        contigs=results,
+        sample_hash=prefix_md5(alignment.path),
+        source=fingerprint(alignment),
+        kernel=kernel,
+        seconds=time.monotonic() - started,
+    )
+
+
+def prepare_input(bam: Path, sample: str, options: ExtractOptions
+                  ) -> tuple[AlignmentInput, list[tuple[str, int]]]:
+    """All input checks that need no output: name, format, header, contig selection."""
+    problem = sample_name_problem(sample)
+    if problem:
+        raise InputError(bam, problem, "use letters, digits and ._+- only")
+    alignment = open_alignment(bam, options.reference)
+    chromsizes = read_chromsizes(options.chromsizes) if options.chromsizes else None
+    contigs = select_contigs(alignment, options.chromosomes, chromsizes, options.chromsizes)
+    return alignment, contigs
+
+
+def write_sample_store(result: SampleResult, writer: StoreWriter,
+                       options: ExtractOptions, metadata: dict[str, str] | None = None) -> None:
+    """Metadata arrays and root attributes of a one-sample store."""
+    writer.write_metadata(
+        completed=np.array([True]),
+        sparsity=np.array([result.sparsity], dtype=np.float32),
+        sample_hashes=np.frombuffer(result.sample_hash, dtype=np.uint8).reshape(1, -1),
+        total_reads=np.array([result.total_reads], dtype=np.int64),
+    )
+    attrs = layout.root_attributes(
+        chromsizes=dict(writer.contigs),
+        sample_names=[result.sample],
+        chunk_len=options.chunk_len,
+        compression=layout.compression_profile(options.compression).name,
+        stranded={result.sample: result.strandedness},
+        average_sparsity=float(np.float32(result.sparsity)),
+        metadata_columns={k: [v] for k, v in (metadata or {}).items()},
+        bamstore=bamstore_attr(options.settings_attr(), {result.sample: result.sample_attr()}),
+    )
+    writer.write_root_attributes(attrs)
+
+
+def extract_sample(
+    bam: Path,
+    sample: str,
+    out: Path,
+    options: ExtractOptions,
+    *,
+    index: Path | None = None,
+    overwrite: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> SampleResult:
+    """BAM → per-sample store at `out`, published atomically. Raises InputError on bad input."""
+    check_output_path(out, overwrite=overwrite)
+    alignment, contigs = prepare_input(bam, sample, options)
+    with staged_output(out, overwrite=overwrite) as tmp:
+        writer = StoreWriter(tmp, contigs, 1, stranded=bool(options.strandedness),
+                             chunk_len=options.chunk_len,
+                             profile=layout.compression_profile(options.compression))
+        result = count_sample(alignment, contigs, writer, options, sample, index)
+        write_sample_store(result, writer, options, metadata)
+    _warn(result)
+    return result
+
+
+def _warn(result: SampleResult) -> None:
+    w = result.warnings()
+    if w["clipped_reads"]:
+        log.warning("%s: %d reads ran past the end of their contig and were clipped there (is the "
+                    "BAM header's contig length right?)", result.sample, w["clipped_reads"])
+    if w["mapq255_reads"]:
+        log.warning("%s: %d reads have MAPQ 255 (unavailable); they were counted like any other "
+                    "MAPQ", result.sample, w["mapq255_reads"])
+    if w["seqless_reads"]:
+        log.warning("%s: %d reads have no stored sequence ('*'); their alignments were counted",
+                    result.sample, w["seqless_reads"])
+    if w["long_cigar_reads"]:
+        log.warning("%s: %d reads have more than 65535 CIGAR operations; they were counted",
+                    result.sample, w["long_cigar_reads"])

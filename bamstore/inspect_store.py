@@ -1,0 +1,77 @@
+"""A summary of a store: samples, contigs, library sizes, metadata, settings.
+
+`summarize` returns plain data; `--json` prints it as is (stable across runs of the same inputs,
+so nf-test can snapshot it: no paths, times or tool versions), the text form is for people.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bamstore import layout
+from bamstore.store import StoreInfo
+
+
+def summarize(info: StoreInfo) -> dict[str, Any]:
+    meta = info.metadata_arrays
+    records = info.sample_records
+    samples = []
+    for row, name in enumerate(info.sample_names):
+        record = records.get(name, {})
+        sparsity = float(meta[layout.SPARSITY][row])
+        samples.append({
+            "name": name,
+            "completed": bool(meta[layout.COMPLETED][row]),
+            "total_reads": int(meta[layout.TOTAL_READS][row]),
+            "sparsity": None if np.isnan(sparsity) else round(sparsity, 4),
+            "stranded": info.stranded.get(name, ""),
+            "sample_hash": bytes(meta[layout.SAMPLE_HASHES][row]).hex(),
+            "contig_sums": record.get("contig_sums"),
+            "warnings": record.get("warnings", {}),
+        })
+    bam = info.bamstore
+    return {
+        "format": bam.get("format", "quantnado"),
+        "format_version": bam.get("format_version"),
+        "n_samples": len(info.sample_names),
+        "chunk_len": info.chunk_len,
+        "compression": info.compression,
+        "stranded_arrays": info.has_strand_arrays,
+        "contigs": [{"name": n, "length": length} for n, length in info.contigs],
+        "settings": info.settings,
+        "metadata_columns": info.metadata_columns,
+        "samples": samples,
+    }
+
+
+def format_summary(summary: dict[str, Any], path: str, version: str | None) -> str:
+    contigs = summary["contigs"]
+    total_bp = sum(c["length"] for c in contigs)
+    lines = [
+        f"store        {path}",
+        f"made by      bamstore {version}" if version else "made by      (not bamstore)",
+        f"samples      {summary['n_samples']}",
+        f"contigs      {len(contigs)} ({total_bp:,} bp): "
+        + ", ".join(c["name"] for c in contigs[:8]) + (" ..." if len(contigs) > 8 else ""),
+        f"chunks       (1, {summary['chunk_len']:,}), compression {summary['compression']}",
+        f"strand       {'yes (_fwd/_rev arrays)' if summary['stranded_arrays'] else 'no'}",
+    ]
+    coverage = (summary.get("settings") or {}).get("coverage") or {}
+    if coverage:
+        lines.append(
+            f"read filter  exclude flags {coverage.get('exclude_flags', 0):#x}, min MAPQ "
+            f"{coverage.get('min_mapq')}, deletions "
+            f"{'counted' if coverage.get('count_deletions') else 'not counted'}; chromosomes "
+            f"{summary['settings'].get('chromosome_selection')}")
+    cols = summary["metadata_columns"]
+    lines.append(f"metadata     {', '.join(cols) if cols else '(none)'}")
+    lines.append("")
+    width = max([len(s["name"]) for s in summary["samples"]] + [6])
+    lines.append(f"{'sample':<{width}}  {'library size':>14}  {'sparsity %':>10}  strand  complete")
+    for s in summary["samples"]:
+        sparsity = "NA" if s["sparsity"] is None else f"{s['sparsity']:.2f}"
+        lines.append(f"{s['name']:<{width}}  {s['total_reads']:>14,}  {sparsity:>10}  "
+                     f"{s['stranded'] or '-':>6}  {'yes' if s['completed'] else 'NO'}")
+    return "\n".join(lines)

@@ -1,0 +1,411 @@
+"""The coverage kernel: which implementation runs, and its pure-Python twin.
+
+`CompiledCoverageReader` (bamstore/_coverage.pyx) is the fast path. `PythonCoverageReader` below is
+the same streaming algorithm written in Python over pysam: the fallback when the extension is not
+built, and the reference the compiled kernel is tested against, window for window.
+
+Both read a coordinate-sorted, indexed BAM/CRAM one contig at a time and hand out coverage one
+chunk window at a time, so memory depends on chunk_len, never on contig length.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import pysam
+
+log = logging.getLogger(__name__)
+
+# Values shared with _coverage.pyx.
+STRAND_MODES: dict[str, int] = {"": 0, "U": 1, "F": 2, "R": 3}
+
+FLAG_PAIRED = 0x1
+FLAG_UNMAPPED = 0x4
+FLAG_REVERSE = 0x10
+FLAG_READ1 = 0x40
+FLAG_READ2 = 0x80
+FLAG_NOT_PRIMARY = 0x900
+DEFAULT_EXCLUDE_FLAGS = 0x704  # unmapped, secondary, QC-fail, duplicate: samtools depth's default
+
+# CIGAR operations that consume the reference (M, D, N, =, X) and those that cover it.
+_REF_OPS = frozenset((0, 2, 3, 7, 8))
+_COVER_OPS = frozenset((0, 7, 8))
+_DELETION = 2
+
+KernelName = Literal["compiled", "htslib", "python"]
+
+
+@dataclass(frozen=True)
+class ReadFilter:
+    """Which records count and how their CIGAR covers the reference (recorded in the store)."""
+
+    exclude_flags: int = DEFAULT_EXCLUDE_FLAGS
+    min_mapq: int = 0
+    count_deletions: bool = False
+
+    def to_attr(self) -> dict[str, int | bool]:
+        return {
+            "exclude_flags": self.exclude_flags,
+            "min_mapq": self.min_mapq,
+            "count_deletions": self.count_deletions,
+        }
+
+
+class CoverageReader(Protocol):
+    """What the extraction driver needs from a kernel."""
+
+    sum_total: int
+    sum_fwd: int
+    sum_rev: int
+    nonzero_positions: int
+    primary_reads: int
+    used_records: int
+    clipped_reads: int
+    mapq255_reads: int
+    seqless_reads: int
+    long_cigar_reads: int
+    window_has_total: bool
+    window_has_fwd: bool
+    window_has_rev: bool
+
+    def start_contig(self, tid: int, length: int) -> None: ...
+
+    def next_window(self, total: np.ndarray, fwd: np.ndarray, rev: np.ndarray) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def is_sense_strand(flag: int, mode: int) -> bool:
+    """QuantNado's strand rules (spec 2b): True means the read goes to the `_fwd` array."""
+    reverse = bool(flag & FLAG_REVERSE)
+    if mode == STRAND_MODES["U"]:
+        return not reverse
+    if flag & FLAG_PAIRED:
+        read1, read2 = bool(flag & FLAG_READ1), bool(flag & FLAG_READ2)
+        if mode == STRAND_MODES["R"]:
+            return (read1 and reverse) or (read2 and not reverse)
+        return (read1 and not reverse) or (read2 and reverse)
+    if mode == STRAND_MODES["R"]:
+        return reverse
+    return not reverse
+
+
+class PythonCoverageReader:
+    """Pure-Python twin of `CompiledCoverageReader`; see _coverage.pyx for the algorithm."""
+
+    def __init__(
+        self,
+        path: str,
+        index_path: str,
+        *,
+        chunk_len: int,
+        exclude_flags: int = DEFAULT_EXCLUDE_FLAGS,
+        min_mapq: int = 0,
+        count_deletions: bool = False,
+        strand_mode: int = 0,
+        threads: int = 1,
+        reference: str | None = None,
+    ) -> None:
+        if chunk_len <= 0:
+            raise ValueError("chunk_len must be positive")
+        self._bam = pysam.AlignmentFile(
+            path, "rc" if reference else "rb", index_filename=index_path,
+            reference_filename=reference, threads=max(1, threads),
+        )
+        self.chunk_len = chunk_len
+        self.exclude_flags = exclude_flags | FLAG_UNMAPPED
+        self.min_mapq = min_mapq
+        self.count_deletions = count_deletions
+        self.strand_mode = strand_mode
+        self._diff_f = np.zeros(chunk_len + 1, dtype=np.int64)
+        self._diff_r = np.zeros(chunk_len + 1, dtype=np.int64)
+        self.contig_open = False
+
+    def close(self) -> None:
+        self._bam.close()
+
+    def start_contig(self, tid: int, length: int) -> None:
+        if tid < 0 or tid >= self._bam.nreferences:
+            raise ValueError(f"contig index {tid} is not in the header")
+        self._records = self._bam.fetch(tid=tid, multiple_iterators=False)
+        self.length = length
+        self.w0 = 0
+        self.carry_f = 0
+        self.carry_r = 0
+        self._pending: list[tuple[int, int, bool]] = []
+        self._record: pysam.AlignedSegment | None = None
+        self._exhausted = False
+        self._last_pos = -1
+        self.sum_total = self.sum_fwd = self.sum_rev = self.nonzero_positions = 0
+        self.primary_reads = self.used_records = self.clipped_reads = 0
+        self.mapq255_reads = self.seqless_reads = self.long_cigar_reads = 0
+        self.window_has_total = self.window_has_fwd = self.window_has_rev = False
+        self.contig_open = True
+
+    def _push_event(self, pos: int, delta: int, rev: bool) -> None:
+        if pos >= self.length:
+            return
+        if pos < self.w0 + self.chunk_len:
+            (self._diff_r if rev else self._diff_f)[pos - self.w0] += delta
+        else:
+            self._pending.append((pos, delta, rev))
+
+    def _add_record(self, read: pysam.AlignedSegment) -> None:
+        rev = False
+        if self.strand_mode:
+            rev = not is_sense_strand(read.flag, self.strand_mode)
+        ref = read.reference_start
+        blocks: list[list[int]] = []
+        for op, oplen in read.cigartuples or ():
+            if op not in _REF_OPS:
+                continue
+            covers = op in _COVER_OPS or (op == _DELETION and self.count_deletions)
+            if covers and oplen > 0:
+                if blocks and blocks[-1][1] == ref:
+                    blocks[-1][1] = ref + oplen
+                else:
+                    blocks.append([ref, ref + oplen])
+            ref += oplen
+        clipped = False
+        for start, end in blocks:
+            if end > self.length:
+                clipped = True
+                if start >= self.length:
+                    continue
+                end = self.length
+            self._push_event(start, 1, rev)
+            self._push_event(end, -1, rev)
+        if clipped:
+            self.clipped_reads += 1
+
+    def _passes(self, read: pysam.AlignedSegment) -> bool:
+        return not (read.flag & self.exclude_flags) and read.mapping_quality >= self.min_mapq
+
+    def _read_record(self) -> bool:
+        try:
+            read = next(self._records)
+        except StopIteration:
+            self._exhausted = True
+            return False
+        if read.reference_start < self._last_pos:
+            raise ValueError(f"unsorted:{self._last_pos}:{read.reference_start}")
+        self._last_pos = read.reference_start
+        self._record = read
+        return True
+
+    def next_window(self, total: np.ndarray, fwd: np.ndarray, rev: np.ndarray) -> int:
+        if not self.contig_open:
+            raise ValueError("start_contig() first")
+        stranded = self.strand_mode != 0
+        while True:
+            if self.w0 >= self.length:
+                self.contig_open = False
+                return -1
+            w_end = min(self.w0 + self.chunk_len, self.length)
+            touched = False
+            still_pending = []
+            for pos, delta, is_rev in self._pending:
+                if pos < w_end:
+                    (self._diff_r if is_rev else self._diff_f)[pos - self.w0] += delta
+                    touched = True
+                else:
+                    still_pending.append((pos, delta, is_rev))
+            self._pending = still_pending
+            while True:
+                if self._record is None:
+                    if self._exhausted or not self._read_record():
+                        break
+                read = self._record
+                assert read is not None
+                if read.reference_start >= self.length:
+                    self._record = None
+                    if self._passes(read):
+                        self.clipped_reads += 1
+                    continue
+                if read.reference_start >= w_end:
+                    break
+                self._record = None
+                if not self._passes(read):
+                    continue
+                self.used_records += 1
+                if not read.flag & FLAG_NOT_PRIMARY:
+                    self.primary_reads += 1
+                self.mapq255_reads += read.mapping_quality == 255
+                self.seqless_reads += read.query_length == 0
+                self.long_cigar_reads += len(read.cigartuples or ()) > 65535
+                self._add_record(read)
+                touched = True
+            if not touched and self.carry_f == 0 and self.carry_r == 0:
+                candidates = [p for p, _, _ in self._pending]
+                if self._record is not None:
+                    candidates.append(self._record.reference_start)
+                next_pos = min(candidates, default=self.length)
+                if next_pos >= self.length:
+                    self.w0 = self.length
+                    self.contig_open = False
+                    return -1
+                self.w0 = max(next_pos - next_pos % self.chunk_len, w_end)
+                continue
+            width = w_end - self.w0
+            cov_f = np.cumsum(self._diff_f[:width]) + self.carry_f
+            self._diff_f[:width] = 0
+            self.carry_f = int(cov_f[-1])
+            if stranded:
+                cov_r = np.cumsum(self._diff_r[:width]) + self.carry_r
+                self._diff_r[:width] = 0
+                self.carry_r = int(cov_r[-1])
+                fwd[:width] = cov_f
+                rev[:width] = cov_r
+                fwd[width:] = 0
+                rev[width:] = 0
+                total[:width] = cov_f + cov_r
+                s_f, s_r = int(cov_f.sum()), int(cov_r.sum())
+            else:
+                total[:width] = cov_f
+                s_f = s_r = 0
+            total[width:] = 0
+            s_t = int(total[:width].sum(dtype=np.uint64))
+            self.sum_total += s_t
+            self.sum_fwd += s_f
+            self.sum_rev += s_r
+            self.nonzero_positions += int(np.count_nonzero(total[:width]))
+            self.window_has_total = s_t != 0
+            self.window_has_fwd = s_f != 0
+            self.window_has_rev = s_r != 0
+            start = self.w0
+            self.w0 = w_end
+            if s_t == 0:
+                continue
+            return start
+
+
+def _compiled_module():
+    try:
+        import pysam.libchtslib  # noqa: F401  (loads htslib before the extension links to it)
+
+        from bamstore import _coverage
+    except ImportError as exc:  # pragma: no cover - depends on how the package was built
+        log.debug("compiled kernel unavailable: %s", exc)
+        return None
+    return _coverage
+
+
+class FedCoverageReader:
+    """The compiled kernel parsing BAM records from libdeflate-inflated blocks (blocks.py).
+
+    Presents the same interface as the other readers: it answers the kernel's NEED_DATA by
+    feeding the next block of the contig's byte range, found through the BAM index.
+    """
+
+    def __init__(self, inner: Any, path: str, executor: Executor, workers: int) -> None:
+        from bamstore.blocks import BgzfReader
+
+        self._inner = inner
+        self._blocks_reader = BgzfReader(path, executor, workers)
+        self._blocks: Iterator[tuple[bytes, int]] = iter(())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def start_contig(self, tid: int, length: int) -> None:
+        span = self._inner.contig_span(tid)
+        self._inner.start_contig(tid, length, fed=True)
+        self._blocks = self._blocks_reader.blocks(*span) if span else iter(())
+
+    def next_window(self, total: np.ndarray, fwd: np.ndarray, rev: np.ndarray) -> int:
+        inner = self._inner
+        need = _NEED_DATA
+        while True:
+            start = inner.next_window(total, fwd, rev)
+            if start != need:
+                return start
+            block = next(self._blocks, None)
+            if block is None:
+                inner.finish_data()
+            else:
+                inner.feed(*block)
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._blocks_reader.close()
+
+
+_NEED_DATA = -5  # _coverage.NEED_DATA; checked against the module in open_coverage_reader
+
+
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _shared_executor(threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool for callers that do not bring their own (tests, the API)."""
+    if threads not in _EXECUTORS:
+        _EXECUTORS[threads] = ThreadPoolExecutor(max_workers=max(1, threads),
+                                                 thread_name_prefix="bamstore")
+    return _EXECUTORS[threads]
+
+
+def available_kernels() -> list[KernelName]:
+    compiled: list[KernelName] = ["compiled", "htslib"] if _compiled_module() else []
+    return [*compiled, "python"]
+
+
+def default_kernel() -> KernelName:
+    """`BAMSTORE_KERNEL` (compiled, htslib, python) chooses; otherwise compiled if built."""
+    wanted = os.environ.get("BAMSTORE_KERNEL", "").strip().lower()
+    if wanted == "python":
+        return "python"
+    if _compiled_module() is not None:
+        return "htslib" if wanted == "htslib" else "compiled"
+    if wanted in ("compiled", "htslib"):
+        raise RuntimeError(f"BAMSTORE_KERNEL={wanted} but the compiled kernel is not built")
+    log.warning("compiled coverage kernel not built; using the slower pure-Python kernel")
+    return "python"
+
+
+def open_coverage_reader(
+    path: str,
+    index_path: str,
+    *,
+    chunk_len: int,
+    read_filter: ReadFilter,
+    strandedness: str = "",
+    threads: int = 1,
+    reference: str | None = None,
+    kernel: KernelName | None = None,
+    executor: Executor | None = None,
+) -> CoverageReader:
+    """Open the chosen kernel over one indexed BAM/CRAM.
+
+    compiled: BAM records parsed from libdeflate blocks inflated on `executor` (CRAM goes
+    through htslib); htslib: the compiled kernel over htslib's record iterator, with `threads`
+    htslib decompression threads; python: the pure-Python twin.
+    """
+    kernel = kernel or default_kernel()
+    kwargs: dict[str, Any] = dict(
+        chunk_len=chunk_len,
+        exclude_flags=read_filter.exclude_flags,
+        min_mapq=read_filter.min_mapq,
+        count_deletions=read_filter.count_deletions,
+        strand_mode=STRAND_MODES[strandedness],
+        reference=reference,
+    )
+    if kernel == "python":
+        return PythonCoverageReader(path, index_path, threads=threads, **kwargs)
+    module = _compiled_module()
+    if module is None:
+        raise RuntimeError("the compiled kernel is not built")
+    assert module.NEED_DATA == _NEED_DATA
+    if kernel == "compiled" and reference is None:
+        inner = module.CompiledCoverageReader(path, index_path, threads=1, **kwargs)
+        if executor is None:
+            executor = _shared_executor(threads)
+        return FedCoverageReader(inner, path, executor, threads)
+    return module.CompiledCoverageReader(path, index_path, threads=threads, **kwargs)

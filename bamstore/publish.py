@@ -1,0 +1,167 @@
+"""Build a store beside its final path and publish it by rename, under a lock.
+
+Guarantees (docs/reliability.md): nothing half-written ever sits at the final path; an existing
+store is replaced only when asked and survives any failure of the new build; two processes
+writing the same output cannot both proceed.
+
+  - The new store is built at `.<name>.tmp-<id>` in the same directory (same filesystem, so the
+    final rename is atomic).
+  - Replacing uses renameat2(RENAME_EXCHANGE) where the kernel and filesystem support it: the old
+    and new stores swap in one step, then the old one is deleted. Elsewhere (NFS, macOS) the old
+    store is first renamed to `.<name>.old-<id>`; a crash between the two renames leaves it
+    there, and the next run on the same output puts it back.
+  - The lock is an flock on `.<name>.lock`, released by the kernel if the process dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from bamstore.errors import InputError, OutputExistsError, OutputLockedError
+
+log = logging.getLogger(__name__)
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _libc_renameat2():  # pragma: no cover - platform probe
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        func = ctypes.CDLL(name, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_renameat2 = _libc_renameat2()
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths; False if this system cannot."""
+    if _renameat2 is None:
+        return False
+    rc = _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def _sibling(final: Path, kind: str) -> Path:
+    return final.parent / f".{final.name}.{kind}-{uuid.uuid4().hex[:12]}"
+
+
+def _siblings(final: Path, kind: str) -> list[Path]:
+    return sorted(final.parent.glob(f".{final.name}.{kind}-*"))
+
+
+def remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def output_lock(final: Path) -> Iterator[None]:
+    """Exclusive, non-blocking lock for one output path; refuses if another process holds it."""
+    lock_path = final.parent / f".{final.name}.lock"
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputLockedError(final) from None
+        # The file may have been unlinked by the previous holder after we opened it.
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def _recover(final: Path) -> None:
+    """Under the lock, leftovers of dead runs are ours to clean; a set-aside old store returns."""
+    olds = _siblings(final, "old")
+    if not final.exists() and len(olds) == 1:
+        log.warning("%s: restoring the previous store left aside by an interrupted run", final)
+        os.rename(olds[0], final)
+        olds = []
+    for leftover in _siblings(final, "tmp") + olds:
+        log.info("removing leftover %s of an interrupted run", leftover)
+        remove_tree(leftover)
+
+
+def check_output_path(final: Path, *, overwrite: bool, suffix: str | None = ".zarr") -> None:
+    """Fail early (before any work) on an output that cannot or must not be written."""
+    if suffix and final.suffix != suffix:
+        raise InputError(final, f"output name must end in {suffix}",
+                         f"use e.g. --out {final.with_suffix(suffix).name} (QuantNado opens only "
+                         "*.zarr stores)")
+    parent = final.parent
+    if not parent.is_dir():
+        raise InputError(final, f"output folder {parent} does not exist", "create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(final, f"output folder {parent} is not writable",
+                         "choose a writable --out")
+    if final.exists() and not overwrite:
+        raise OutputExistsError(final)
+
+
+@contextlib.contextmanager
+def staged_output(final: Path, *, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary sibling path to build into; publish it at `final` on success."""
+    final = Path(os.path.abspath(final))
+    check_output_path(final, overwrite=overwrite, suffix=None)
+    with output_lock(final):
+        _recover(final)
+        if final.exists() and not overwrite:
+            raise OutputExistsError(final)
+        tmp = _sibling(final, "tmp")
+        try:
+            yield tmp
+            publish(tmp, final)
+        except BaseException:
+            remove_tree(tmp)
+            raise
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Move `tmp` to `final`, replacing an existing `final` without a moment of absence if we can."""
+    if not final.exists() and not final.is_symlink():
+        os.rename(tmp, final)
+        return
+    if exchange_paths(tmp, final):
+        remove_tree(tmp)  # now holds the old store
+        return
+    old = _sibling(final, "old")
+    os.rename(final, old)
+    os.rename(tmp, final)
+    remove_tree(old)

@@ -1,0 +1,89 @@
+"""Create a store's skeleton and fill it: shared by extraction (one sample) and merge (many).
+
+Coverage arrays are declared by writing their zarr.json from `layout` (fast even for 100,000
+contigs); chunks are written as files by the caller. The four small metadata arrays go through
+zarr itself, so their codecs are exactly zarr's defaults, as in QuantNado.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.storage import LocalStore
+
+from bamstore import layout
+
+
+class StoreWriter:
+    """Writes one store under `path` (a temporary path, published by `publish.staged_output`)."""
+
+    def __init__(
+        self,
+        path: Path,
+        contigs: Sequence[tuple[str, int]],
+        n_samples: int,
+        *,
+        stranded: bool,
+        chunk_len: int,
+        profile: layout.CompressionProfile,
+    ) -> None:
+        if n_samples < 1:
+            raise ValueError("a store needs at least one sample")
+        self.path = path
+        self.contigs = list(contigs)
+        self.n_samples = n_samples
+        self.stranded = stranded
+        self.chunk_len = chunk_len
+        self.profile = profile
+        path.mkdir(parents=True)
+        layout.write_json(path / layout.ZARR_JSON, layout.group_document())
+        for contig, length in self.contigs:
+            doc = layout.coverage_array_document(n_samples, length, chunk_len, profile)
+            for name in layout.coverage_array_names([contig], stranded):
+                layout.write_json(path / name / layout.ZARR_JSON, doc)
+        self._made_dirs: set[Path] = set()
+
+    def chunk_file(self, array: str, row: int, col: int) -> Path:
+        path = layout.chunk_path(self.path, array, row, col)
+        parent = path.parent
+        if parent not in self._made_dirs:
+            parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(parent)
+        return path
+
+    def write_chunk(self, array: str, row: int, col: int, data: bytes) -> None:
+        with open(self.chunk_file(array, row, col), "wb") as fh:
+            fh.write(data)
+
+    def write_metadata(
+        self,
+        *,
+        completed: np.ndarray,
+        sparsity: np.ndarray,
+        sample_hashes: np.ndarray,
+        total_reads: np.ndarray,
+    ) -> None:
+        n = self.n_samples
+        group = zarr.open_group(LocalStore(self.path), mode="r+", zarr_format=3)
+        meta = group.create_group(layout.METADATA_GROUP)
+        specs: list[tuple[str, np.ndarray, Any, Any]] = [
+            (layout.COMPLETED, completed, np.bool_, False),
+            (layout.SPARSITY, sparsity, np.float32, "NaN"),
+            (layout.SAMPLE_HASHES, sample_hashes, np.uint8, 0),
+            (layout.TOTAL_READS, total_reads, np.int64, 0),
+        ]
+        for name, values, dtype, fill in specs:
+            values = np.asarray(values, dtype=dtype)
+            expected = (n, layout.HASH_WIDTH) if name == layout.SAMPLE_HASHES else (n,)
+            if values.shape != expected:
+                raise ValueError(f"{name}: shape {values.shape}, expected {expected}")
+            arr = meta.create_array(name, shape=expected, dtype=dtype, fill_value=fill)
+            arr[...] = values
+
+    def write_root_attributes(self, attrs: Mapping[str, Any]) -> None:
+        """Written last, in one go: a store without them cannot be opened by QuantNado."""
+        layout.write_json(self.path / layout.ZARR_JSON, layout.group_document(attrs))

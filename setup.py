@@ -1,0 +1,53 @@
+"""Builds the compiled coverage kernel against the htslib that pysam ships.
+
+The extension links to pysam's libchtslib by file name and finds it at run time through an rpath
+to the sibling `pysam` package (installed layout) or pysam's build-time directory (in-place builds).
+If no C compiler is available the package still installs and uses the pure-Python kernel.
+"""
+
+import os
+import sys
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+
+def coverage_extension():
+    import pysam
+    from Cython.Build import cythonize
+    from setuptools import Extension
+
+    htslib = next(p for p in pysam.get_libraries() if os.path.basename(p).startswith("libchtslib"))
+    pysam_dir = os.path.dirname(htslib)
+    ext = Extension(
+        "bamstore._coverage",
+        ["bamstore/_coverage.pyx"],
+        include_dirs=pysam.get_include(),
+        library_dirs=[pysam_dir],
+        libraries=[":" + os.path.basename(htslib)],
+        runtime_library_dirs=["$ORIGIN/../pysam", pysam_dir],
+        extra_compile_args=["-O3"],
+        define_macros=pysam.get_defines(),
+    )
+    return cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True)
+
+
+class OptionalBuildExt(build_ext):
+    """A failed compile leaves the pure-Python kernel in charge instead of failing the install."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001
+            print(f"bamstore: compiled kernel not built ({exc}); using the Python kernel",
+                  file=sys.stderr)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            print(f"bamstore: compiled kernel not built ({exc}); using the Python kernel",
+                  file=sys.stderr)
+
+
+setup(ext_modules=coverage_extension(), cmdclass={"build_ext": OptionalBuildExt})
