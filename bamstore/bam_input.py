@@ -84,16 +84,21 @@ def _bgzf_first_block(head: bytes) -> bytes | None:
 def sniff_format(path: Path) -> AlignmentFormat:
     """BAM or CRAM by content; anything else is refused with the command that makes a BAM."""
     if not path.exists():
-        raise InputError(path, "does not exist", "check the path (relative paths in a samplesheet "
-                         "are resolved against the samplesheet's folder)")
+        raise InputError(
+            path,
+            "does not exist",
+            "check the path (relative paths in a samplesheet "
+            "are resolved against the samplesheet's folder)",
+        )
     if path.is_dir():
         raise InputError(path, "is a directory, not a BAM file", "give the path of a .bam file")
     try:
         with path.open("rb") as fh:
             head = fh.read(1 << 17)
     except PermissionError as exc:
-        raise InputError(path, "cannot be read (permission denied)",
-                         "make it readable by this user (chmod +r)") from exc
+        raise InputError(
+            path, "cannot be read (permission denied)", "make it readable by this user (chmod +r)"
+        ) from exc
     if not head:
         raise InputError(path, "is empty, not a BAM file", "re-create it: " + FIX_TO_BAM)
     if head.startswith(b"CRAM"):
@@ -103,21 +108,33 @@ def sniff_format(path: Path) -> AlignmentFormat:
         if block.startswith(b"BAM\x01"):
             return "bam"
         what = "SAM text" if block[:1] == b"@" else "something that is not BAM"
-        raise InputError(path, f"is BGZF-compressed {what}, not BAM",
-                         "convert it: samtools view -b INPUT | " + FIX_TO_BAM.replace("INPUT", "-"))
+        raise InputError(
+            path,
+            f"is BGZF-compressed {what}, not BAM",
+            "convert it: samtools view -b INPUT | " + FIX_TO_BAM.replace("INPUT", "-"),
+        )
     if head[:2] == b"\x1f\x8b":
         try:
             inner = gzip.decompress(head)[:4]
         except (OSError, EOFError, zlib.error):
             inner = b""
         kind = "gzip-compressed SAM text" if inner[:1] == b"@" else "plain gzip, not BGZF/BAM"
-        raise InputError(path, f"is {kind}, not BAM",
-                         "convert it: samtools view -b INPUT | " + FIX_TO_BAM.replace("INPUT", "-"))
+        raise InputError(
+            path,
+            f"is {kind}, not BAM",
+            "convert it: samtools view -b INPUT | " + FIX_TO_BAM.replace("INPUT", "-"),
+        )
     if head[:1] == b"@" or _looks_like_sam_record(head):
-        raise InputError(path, "is SAM text, not BAM",
-                         "convert it: samtools view -b INPUT | " + FIX_TO_BAM.replace("INPUT", "-"))
-    raise InputError(path, "is not a BAM or CRAM file (unrecognised content)",
-                     "give a coordinate-sorted BAM made with: " + FIX_TO_BAM)
+        raise InputError(
+            path,
+            "is SAM text, not BAM",
+            "convert it: samtools view -b INPUT | " + FIX_TO_BAM.replace("INPUT", "-"),
+        )
+    raise InputError(
+        path,
+        "is not a BAM or CRAM file (unrecognised content)",
+        "give a coordinate-sorted BAM made with: " + FIX_TO_BAM,
+    )
 
 
 def _looks_like_sam_record(head: bytes) -> bool:
@@ -133,27 +150,43 @@ def open_alignment(path: Path, reference: Path | None = None) -> AlignmentInput:
     """Check format, EOF marker and header; return contigs and sort order."""
     fmt = sniff_format(path)
     if fmt == "cram" and reference is None:
-        raise InputError(path, "is CRAM, which needs its reference to decode",
-                         "pass --reference FASTA (the genome it was aligned to)")
+        raise InputError(
+            path,
+            "is CRAM, which needs its reference to decode",
+            "pass --reference FASTA (the genome it was aligned to)",
+        )
     if reference is not None and not Path(reference).is_file():
         raise InputError(reference, "reference FASTA does not exist", "check --reference")
     mode = "rc" if fmt == "cram" else "rb"
     try:
-        with pysam.AlignmentFile(str(path), mode, reference_filename=str(reference) if reference
-                                 else None, check_sq=False) as bam:
+        with pysam.AlignmentFile(
+            str(path),
+            mode,
+            reference_filename=str(reference) if reference else None,
+            check_sq=False,
+        ) as bam:
             contigs = list(zip(bam.references, bam.lengths, strict=True))
             header_text = str(bam.header)
             sort_order = bam.header.to_dict().get("HD", {}).get("SO")
     except (OSError, ValueError) as exc:
         text = str(exc)
         if "EOF" in text or "truncated" in text:
-            raise InputError(path, "is truncated (the BGZF end-of-file marker is missing)",
-                             "re-create or re-download it; a partial copy gives wrong coverage") from exc
-        raise InputError(path, f"cannot be read as {fmt.upper()} ({text})",
-                         "check the file with: samtools quickcheck -v INPUT") from exc
+            raise InputError(
+                path,
+                "is truncated (the BGZF end-of-file marker is missing)",
+                "re-create or re-download it; a partial copy gives wrong coverage",
+            ) from exc
+        raise InputError(
+            path,
+            f"cannot be read as {fmt.upper()} ({text})",
+            "check the file with: samtools quickcheck -v INPUT",
+        ) from exc
     if sort_order == "queryname":
-        raise InputError(path, "is sorted by read name (@HD SO:queryname), not by coordinate",
-                         FIX_SORT.replace("INPUT", str(path)))
+        raise InputError(
+            path,
+            "is sorted by read name (@HD SO:queryname), not by coordinate",
+            FIX_SORT.replace("INPUT", str(path)),
+        )
     header_md5 = hashlib.md5(header_text.encode()).hexdigest()
     return AlignmentInput(path, fmt, contigs, sort_order, header_md5, reference)
 
@@ -176,8 +209,12 @@ def fingerprint(alignment: AlignmentInput) -> dict[str, object]:
 def _index_candidates(path: Path, fmt: AlignmentFormat) -> list[Path]:
     if fmt == "cram":
         return [Path(str(path) + ".crai"), path.with_suffix(".crai")]
-    return [Path(str(path) + ".bai"), Path(str(path) + ".csi"), path.with_suffix(".bai"),
-            path.with_suffix(".csi")]
+    return [
+        Path(str(path) + ".bai"),
+        Path(str(path) + ".csi"),
+        path.with_suffix(".bai"),
+        path.with_suffix(".csi"),
+    ]
 
 
 def find_index(path: Path, fmt: AlignmentFormat, given: Path | None = None) -> Path | None:
@@ -190,12 +227,19 @@ def find_index(path: Path, fmt: AlignmentFormat, given: Path | None = None) -> P
     for idx in candidates:
         if idx is None or not idx.is_file():
             if given is not None:
-                raise InputError(given, "index file does not exist",
-                                 "fix the bai column / --index, or leave it empty to build one")
+                raise InputError(
+                    given,
+                    "index file does not exist",
+                    "fix the bai column / --index, or leave it empty to build one",
+                )
             continue
         if idx.stat().st_mtime < path.stat().st_mtime:
-            log.warning("%s: index %s is older than the BAM; building a fresh one in a scratch "
-                        "directory (re-run samtools index to silence this)", path, idx.name)
+            log.warning(
+                "%s: index %s is older than the BAM; building a fresh one in a scratch "
+                "directory (re-run samtools index to silence this)",
+                path,
+                idx.name,
+            )
             return None
         return idx
     return None
@@ -236,13 +280,22 @@ def build_index(alignment: AlignmentInput, directory: Path, *, threads: int = 1)
     except pysam.utils.SamtoolsError as exc:
         text = str(exc)
         if "nsorted" in text or "NO_COOR" in text or "not sorted" in text:
-            raise InputError(path, "is not sorted by coordinate (records out of order)",
-                             FIX_SORT.replace("INPUT", str(path))) from exc
+            raise InputError(
+                path,
+                "is not sorted by coordinate (records out of order)",
+                FIX_SORT.replace("INPUT", str(path)),
+            ) from exc
         if "truncated" in text or "EOF" in text or "corrupt" in text.lower():
-            raise InputError(path, "is truncated or corrupted (indexing failed)",
-                             "re-create or re-download it; check with samtools quickcheck") from exc
-        raise InputError(path, f"could not be indexed ({text.strip().splitlines()[-1]})",
-                         "check it with: samtools quickcheck -v INPUT") from exc
+            raise InputError(
+                path,
+                "is truncated or corrupted (indexing failed)",
+                "re-create or re-download it; check with samtools quickcheck",
+            ) from exc
+        raise InputError(
+            path,
+            f"could not be indexed ({text.strip().splitlines()[-1]})",
+            "check it with: samtools quickcheck -v INPUT",
+        ) from exc
     return out
 
 
@@ -260,12 +313,16 @@ def read_chromsizes(path: Path) -> Contigs:
             continue
         fields = line.split("\t") if "\t" in line else line.split()
         if len(fields) < 2 or not fields[1].strip().isdigit() or int(fields[1]) <= 0:
-            raise InputError(f"{path}:{lineno}", f"expected 'name<TAB>length', got {line!r}",
-                             "use a chrom.sizes or .fai file")
+            raise InputError(
+                f"{path}:{lineno}",
+                f"expected 'name<TAB>length', got {line!r}",
+                "use a chrom.sizes or .fai file",
+            )
         name = fields[0].strip()
         if name in seen:
-            raise InputError(f"{path}:{lineno}", f"contig {name!r} is listed twice",
-                             "remove the duplicate line")
+            raise InputError(
+                f"{path}:{lineno}", f"contig {name!r} is listed twice", "remove the duplicate line"
+            )
         seen.add(name)
         contigs.append((name, int(fields[1])))
     if not contigs:
@@ -280,8 +337,11 @@ def parse_selection(selection: str) -> str | list[str]:
         return text.lower()
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
-        raise InputError(None, f"--chromosomes {selection!r} names no contigs",
-                         "use 'primary', 'all' or a comma-separated list such as chr1,chr2")
+        raise InputError(
+            None,
+            f"--chromosomes {selection!r} names no contigs",
+            "use 'primary', 'all' or a comma-separated list such as chr1,chr2",
+        )
     return names
 
 
@@ -301,13 +361,19 @@ def select_contigs(
     if chromsizes is not None:
         for name, length in chromsizes:
             if name not in header:
-                raise InputError(alignment.path, f"contig {name!r} from {chromsizes_path} is not in "
-                                 "the BAM header", "use the chromsizes of the genome the BAM was "
-                                 "aligned to, or remove the contig from the file")
+                raise InputError(
+                    alignment.path,
+                    f"contig {name!r} from {chromsizes_path} is not in the BAM header",
+                    "use the chromsizes of the genome the BAM was "
+                    "aligned to, or remove the contig from the file",
+                )
             if header[name] != length:
-                raise InputError(alignment.path, f"contig {name!r} is {header[name]} bp in the BAM "
-                                 f"header but {length} bp in {chromsizes_path}",
-                                 "use the chromsizes of the genome the BAM was aligned to")
+                raise InputError(
+                    alignment.path,
+                    f"contig {name!r} is {header[name]} bp in the BAM "
+                    f"header but {length} bp in {chromsizes_path}",
+                    "use the chromsizes of the genome the BAM was aligned to",
+                )
         universe = chromsizes
     wanted = parse_selection(selection)
     if wanted == "all":
@@ -318,40 +384,61 @@ def select_contigs(
         available = dict(universe)
         missing = [n for n in wanted if n not in available]
         if missing:
-            raise InputError(alignment.path, f"contig(s) {', '.join(missing)} from --chromosomes "
-                             "are not in " + ("the chromsizes file" if chromsizes else
-                                              "the BAM header"),
-                             "check the names (e.g. chr1 vs 1) with: samtools idxstats INPUT")
+            raise InputError(
+                alignment.path,
+                f"contig(s) {', '.join(missing)} from --chromosomes "
+                "are not in " + ("the chromsizes file" if chromsizes else "the BAM header"),
+                "check the names (e.g. chr1 vs 1) with: samtools idxstats INPUT",
+            )
         order = {n: i for i, n in enumerate(wanted)}
         kept = sorted(((n, available[n]) for n in wanted), key=lambda c: order[c[0]])
         if len(set(wanted)) != len(wanted):
             raise InputError(None, "--chromosomes lists a contig twice", "list each contig once")
     if not kept:
         names = ", ".join(n for n, _ in universe[:5]) + (", ..." if len(universe) > 5 else "")
-        raise InputError(alignment.path, f"--chromosomes {selection} keeps no contig (the header "
-                         f"has {names})", "use --chromosomes all or list the contigs to keep")
+        raise InputError(
+            alignment.path,
+            f"--chromosomes {selection} keeps no contig (the header has {names})",
+            "use --chromosomes all or list the contigs to keep",
+        )
     return kept
 
 
-def check_same_contigs(reference: Sequence[tuple[str, int]], other: Sequence[tuple[str, int]],
-                       subject: str, reference_label: str) -> None:
+def check_same_contigs(
+    reference: Sequence[tuple[str, int]],
+    other: Sequence[tuple[str, int]],
+    subject: str,
+    reference_label: str,
+) -> None:
     """Refuse a sample whose kept contigs or lengths differ from the others'."""
     ref = dict(reference)
     oth = dict(other)
     for name, length in reference:
         if name not in oth:
-            raise InputError(subject, f"has no contig {name!r}, which {reference_label} has",
-                             "build all samples against the same genome")
+            raise InputError(
+                subject,
+                f"has no contig {name!r}, which {reference_label} has",
+                "build all samples against the same genome",
+            )
         if oth[name] != length:
-            raise InputError(subject, f"contig {name!r} is {oth[name]} bp here but {length} bp in "
-                             f"{reference_label}", "build all samples against the same genome")
+            raise InputError(
+                subject,
+                f"contig {name!r} is {oth[name]} bp here but {length} bp in {reference_label}",
+                "build all samples against the same genome",
+            )
     extra = [n for n in oth if n not in ref]
     if extra:
-        raise InputError(subject, f"has contig(s) {', '.join(extra[:5])} that {reference_label} "
-                         "lacks", "build all samples with the same --chromosomes/--chromsizes")
+        raise InputError(
+            subject,
+            f"has contig(s) {', '.join(extra[:5])} that {reference_label} lacks",
+            "build all samples with the same --chromosomes/--chromsizes",
+        )
     if [n for n, _ in reference] != [n for n, _ in other]:
-        raise InputError(subject, f"lists its contigs in a different order than {reference_label}",
-                         "build all samples with the same --chromosomes/--chromsizes")
+        raise InputError(
+            subject,
+            f"lists its contigs in a different order than {reference_label}",
+            "build all samples with the same --chromosomes/--chromsizes",
+        )
 
 
 def sample_name_problem(name: str) -> str | None:
@@ -363,8 +450,10 @@ def sample_name_problem(name: str) -> str | None:
     if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         return f"sample name {name!r} cannot be used as a file name"
     if not re.fullmatch(r"[A-Za-z0-9._+\-]+", name):
-        return (f"sample name {name!r} has characters other than letters, digits and ._+- "
-                "(it is used as a file name)")
+        return (
+            f"sample name {name!r} has characters other than letters, digits and ._+- "
+            "(it is used as a file name)"
+        )
     return None
 
 

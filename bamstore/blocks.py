@@ -93,7 +93,9 @@ class BgzfReader:
     def close(self) -> None:
         os.close(self._fd)
 
-    def _batches(self, cstart: int, clast: int) -> Iterator[tuple[bytes, list[tuple[int, int, int]], int]]:
+    def _batches(
+        self, cstart: int, clast: int
+    ) -> Iterator[tuple[bytes, list[tuple[int, int, int]], int]]:
         """Raw batches of whole blocks covering block offsets cstart..clast (inclusive)."""
         pos = cstart
         while pos <= clast:

@@ -73,8 +73,9 @@ def check_inputs(sheet: Samplesheet, options: ExtractOptions) -> list[tuple[str,
             if reference is None:
                 reference = (f"sample {row.sample} ({row.bam})", contigs)
             else:
-                check_same_contigs(reference[1], contigs, f"sample {row.sample} ({row.bam})",
-                                   reference[0])
+                check_same_contigs(
+                    reference[1], contigs, f"sample {row.sample} ({row.bam})", reference[0]
+                )
         except InputErrors as exc:
             problems += exc.problems
         except InputError as exc:
@@ -85,8 +86,9 @@ def check_inputs(sheet: Samplesheet, options: ExtractOptions) -> list[tuple[str,
     return reference[1]
 
 
-def _reusable(part: Path, row: SampleRow, options: ExtractOptions,
-              contigs: list[tuple[str, int]]) -> bool:
+def _reusable(
+    part: Path, row: SampleRow, options: ExtractOptions, contigs: list[tuple[str, int]]
+) -> bool:
     """A part from an earlier run is reused only if input, settings and content all match."""
     try:
         info = read_store_info(part)
@@ -108,11 +110,13 @@ def _reusable(part: Path, row: SampleRow, options: ExtractOptions,
         return False
 
 
-def _extract_worker(row: SampleRow, part: Path, options: ExtractOptions,
-                    log_level: int) -> SampleResult:
+def _extract_worker(
+    row: SampleRow, part: Path, options: ExtractOptions, log_level: int
+) -> SampleResult:
     logging.basicConfig(level=log_level, format="%(message)s")
-    return extract_sample(row.bam, row.sample, part, _options_for(row, options), index=row.bai,
-                          overwrite=True)
+    return extract_sample(
+        row.bam, row.sample, part, _options_for(row, options), index=row.bai, overwrite=True
+    )
 
 
 def build_store(
@@ -146,9 +150,13 @@ def build_store(
         result.extracted = _extract_all(todo, parts, options, jobs, len(sheet.rows))
         log.info("merging %d samples into %s", len(sheet.rows), out)
         result.merge = merge_stores(
-            [parts[name] for name in sheet.sample_names], out,
-            metadata_tables=[sheet.metadata_table()], metadata_source=str(sheet.path),
-            overwrite=overwrite, copy=copy, threads=options.threads,
+            [parts[name] for name in sheet.sample_names],
+            out,
+            metadata_tables=[sheet.metadata_table()],
+            metadata_source=str(sheet.path),
+            overwrite=overwrite,
+            copy=copy,
+            threads=options.threads,
         )
         if not keep_parts:
             shutil.rmtree(parts_dir, ignore_errors=True)
@@ -156,8 +164,9 @@ def build_store(
     return result
 
 
-def _extract_all(rows: list[SampleRow], parts: dict[str, Path], options: ExtractOptions,
-                 jobs: int, n_total: int) -> list[SampleResult]:
+def _extract_all(
+    rows: list[SampleRow], parts: dict[str, Path], options: ExtractOptions, jobs: int, n_total: int
+) -> list[SampleResult]:
     """Extract in `jobs` worker processes; report every failed sample, keep finished parts."""
     if not rows:
         return []
@@ -185,19 +194,32 @@ def _extract_all(rows: list[SampleRow], parts: dict[str, Path], options: Extract
                     log.error("[%d/%d] %s failed: %s", done, n_total, row.sample, exc.line())
                     continue
                 results.append(res)
-                log.info("[%d/%d] %s: %d reads, %.1f s", done, n_total, row.sample,
-                         res.total_reads, res.seconds)
+                log.info(
+                    "[%d/%d] %s: %d reads, %.1f s",
+                    done,
+                    n_total,
+                    row.sample,
+                    res.total_reads,
+                    res.seconds,
+                )
     if failures:
-        raise InputErrors(failures, header=f"{len(failures)} of {len(rows)} sample(s) failed; "
-                          "finished samples are kept for --resume")
+        raise InputErrors(
+            failures,
+            header=f"{len(failures)} of {len(rows)} sample(s) failed; "
+            "finished samples are kept for --resume",
+        )
     return results
 
 
 def summary_lines(result: BuildResult) -> list[str]:
     merge = result.merge
-    lines = [f"built {result.out} with {len(result.samples)} samples in {result.seconds:.1f} s"
-             f" ({len(result.extracted)} extracted, {len(result.reused)} reused)"]
+    lines = [
+        f"built {result.out} with {len(result.samples)} samples in {result.seconds:.1f} s"
+        f" ({len(result.extracted)} extracted, {len(result.reused)} reused)"
+    ]
     if merge is not None:
-        lines.append(f"merge: {merge.chunks_linked} chunks linked, {merge.chunks_copied} copied, "
-                     f"{merge.seconds:.1f} s")
+        lines.append(
+            f"merge: {merge.chunks_linked} chunks linked, {merge.chunks_copied} copied, "
+            f"{merge.seconds:.1f} s"
+        )
     return lines

@@ -30,8 +30,11 @@ def _configure_logging(quiet: bool, debug: bool) -> None:
 
     class _Format(logging.Formatter):
         def format(self, record: logging.LogRecord) -> str:
-            prefix = "warning: " if record.levelno == logging.WARNING else (
-                "error: " if record.levelno >= logging.ERROR else "")
+            prefix = (
+                "warning: "
+                if record.levelno == logging.WARNING
+                else ("error: " if record.levelno >= logging.ERROR else "")
+            )
             return prefix + record.getMessage()
 
     handler.setFormatter(_Format())
@@ -65,14 +68,17 @@ def command_options(func: F) -> F:
             sys.exit(130)
         except click.exceptions.ClickException:
             raise
-        except Exception as exc:  # noqa: BLE001 - the contract: one line, exit 1
+        except Exception as exc:
             if debug:
                 raise
             if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
                 click.echo(f"bamstore: error: {exc.filename}: {exc.strerror}", err=True)
                 sys.exit(2 if exc.errno in _USER_ERRNOS else 1)
-            click.echo(f"bamstore: internal error: {type(exc).__name__}: {exc} (re-run with "
-                       "--debug for the traceback and report it)", err=True)
+            click.echo(
+                f"bamstore: internal error: {type(exc).__name__}: {exc} (re-run with "
+                "--debug for the traceback and report it)",
+                err=True,
+            )
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
@@ -95,30 +101,72 @@ def _parse_flags(_ctx: click.Context, _param: click.Parameter, value: str) -> in
 def extract_options(func: F) -> F:
     """Options shared by extract and build (the pipeline params of the same names)."""
     decorators = [
-        click.option("--chromosomes", default="primary", show_default=True,
-                     help="'primary' (chr1..chrN, X, Y, M/MT, with or without 'chr'), 'all', or "
-                          "a comma-separated list."),
-        click.option("--chromsizes", type=click.Path(path_type=Path), default=None,
-                     help="name<TAB>length file; its lengths must match the BAM header."),
-        click.option("--min-mapq", type=click.IntRange(0, 255), default=0, show_default=True,
-                     help="Skip reads with MAPQ below this (samtools depth -Q)."),
-        click.option("--exclude-flags", default="0x704", show_default=True,
-                     callback=_parse_flags,
-                     help="Skip reads with any of these flags (samtools depth -G; default: "
-                          "unmapped, secondary, QC-fail, duplicate)."),
-        click.option("--count-deletions", is_flag=True,
-                     help="Count deletions (CIGAR D) as covered (samtools depth -J)."),
-        click.option("--chunk-len", type=click.IntRange(1), default=layout.DEFAULT_CHUNK_LEN,
-                     show_default=True, help="Positions per chunk along each contig."),
-        click.option("--compression", type=click.Choice(sorted(layout.COMPRESSION_PROFILES)),
-                     default="default", show_default=True,
-                     help="default: blosc zstd 3; fast: zstd 1; none (as QuantNado)."),
-        click.option("--reference", type=click.Path(path_type=Path), default=None,
-                     help="Reference FASTA, needed for CRAM input."),
-        click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
-                     help="Worker threads per sample for decompression and compression."),
-        click.option("--tmp-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-                     help="Scratch folder for indexes built on the fly (default: $TMPDIR)."),
+        click.option(
+            "--chromosomes",
+            default="primary",
+            show_default=True,
+            help="'primary' (chr1..chrN, X, Y, M/MT, with or without 'chr'), 'all', or "
+            "a comma-separated list.",
+        ),
+        click.option(
+            "--chromsizes",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="name<TAB>length file; its lengths must match the BAM header.",
+        ),
+        click.option(
+            "--min-mapq",
+            type=click.IntRange(0, 255),
+            default=0,
+            show_default=True,
+            help="Skip reads with MAPQ below this (samtools depth -Q).",
+        ),
+        click.option(
+            "--exclude-flags",
+            default="0x704",
+            show_default=True,
+            callback=_parse_flags,
+            help="Skip reads with any of these flags (samtools depth -G; default: "
+            "unmapped, secondary, QC-fail, duplicate).",
+        ),
+        click.option(
+            "--count-deletions",
+            is_flag=True,
+            help="Count deletions (CIGAR D) as covered (samtools depth -J).",
+        ),
+        click.option(
+            "--chunk-len",
+            type=click.IntRange(1),
+            default=layout.DEFAULT_CHUNK_LEN,
+            show_default=True,
+            help="Positions per chunk along each contig.",
+        ),
+        click.option(
+            "--compression",
+            type=click.Choice(sorted(layout.COMPRESSION_PROFILES)),
+            default="default",
+            show_default=True,
+            help="default: blosc zstd 3; fast: zstd 1; none (as QuantNado).",
+        ),
+        click.option(
+            "--reference",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Reference FASTA, needed for CRAM input.",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(1),
+            default=1,
+            show_default=True,
+            help="Worker threads per sample for decompression and compression.",
+        ),
+        click.option(
+            "--tmp-dir",
+            type=click.Path(path_type=Path, file_okay=False),
+            default=None,
+            help="Scratch folder for indexes built on the fly (default: $TMPDIR).",
+        ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -130,8 +178,11 @@ def _extract_settings(kw: dict[str, Any], strandedness: str = ""):
     from bamstore.kernel import ReadFilter
 
     return ExtractOptions(
-        read_filter=ReadFilter(exclude_flags=kw["exclude_flags"], min_mapq=kw["min_mapq"],
-                               count_deletions=kw["count_deletions"]),
+        read_filter=ReadFilter(
+            exclude_flags=kw["exclude_flags"],
+            min_mapq=kw["min_mapq"],
+            count_deletions=kw["count_deletions"],
+        ),
         chromosomes=kw["chromosomes"],
         chromsizes=kw["chromsizes"],
         chunk_len=kw["chunk_len"],
@@ -151,76 +202,174 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--bam", required=True, type=click.Path(path_type=Path), help="Coordinate-sorted BAM (or CRAM).")
+@click.option(
+    "--bam", required=True, type=click.Path(path_type=Path), help="Coordinate-sorted BAM (or CRAM)."
+)
 @click.option("--sample", required=True, help="Sample name (letters, digits, ._+-).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output store, NAME.zarr.")
-@click.option("--index", type=click.Path(path_type=Path), default=None,
-              help="Index of the BAM; found beside it or built in scratch if not given.")
-@click.option("--stranded", type=click.Choice(["U", "F", "R"]), default=None,
-              help="Also write _fwd/_rev arrays with QuantNado's strand rules.")
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Output store, NAME.zarr."
+)
+@click.option(
+    "--index",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Index of the BAM; found beside it or built in scratch if not given.",
+)
+@click.option(
+    "--stranded",
+    type=click.Choice(["U", "F", "R"]),
+    default=None,
+    help="Also write _fwd/_rev arrays with QuantNado's strand rules.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @extract_options
 @command_options
-def extract(bam: Path, sample: str, out: Path, index: Path | None, stranded: str | None,
-            overwrite: bool, **kw: Any) -> None:
+def extract(
+    bam: Path,
+    sample: str,
+    out: Path,
+    index: Path | None,
+    stranded: str | None,
+    overwrite: bool,
+    **kw: Any,
+) -> None:
     """One BAM → one per-sample store (the consolidated layout with one sample)."""
     from bamstore.extract import extract_sample
 
-    result = extract_sample(bam, sample, out, _extract_settings(kw, stranded or ""), index=index,
-                            overwrite=overwrite)
-    log.info("%s: %d reads on %d contigs in %.1f s → %s", sample, result.total_reads,
-             len(result.contigs), result.seconds, out)
+    result = extract_sample(
+        bam, sample, out, _extract_settings(kw, stranded or ""), index=index, overwrite=overwrite
+    )
+    log.info(
+        "%s: %d reads on %d contigs in %.1f s → %s",
+        sample,
+        result.total_reads,
+        len(result.contigs),
+        result.seconds,
+        out,
+    )
 
 
 @main.command()
 @click.argument("parts", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output store, NAME.zarr.")
-@click.option("--parts-file", type=click.Path(path_type=Path), default=None,
-              help="File listing one per-sample store per line (instead of, or after, PARTS).")
-@click.option("--metadata", type=click.Path(path_type=Path), default=None,
-              help="CSV/TSV of per-sample metadata (a samplesheet works).")
-@click.option("--sample-column", default="sample", show_default=True,
-              help="Column of --metadata that holds the sample names.")
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Output store, NAME.zarr."
+)
+@click.option(
+    "--parts-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="File listing one per-sample store per line (instead of, or after, PARTS).",
+)
+@click.option(
+    "--metadata",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV/TSV of per-sample metadata (a samplesheet works).",
+)
+@click.option(
+    "--sample-column",
+    default="sample",
+    show_default=True,
+    help="Column of --metadata that holds the sample names.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option("--copy", is_flag=True, help="Copy chunk files instead of hard-linking them.")
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
-              help="Threads for the post-merge check.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Threads for the post-merge check.",
+)
 @command_options
-def merge(parts: tuple[Path, ...], out: Path, parts_file: Path | None, metadata: Path | None,
-          sample_column: str, overwrite: bool, copy: bool, threads: int) -> None:
+def merge(
+    parts: tuple[Path, ...],
+    out: Path,
+    parts_file: Path | None,
+    metadata: Path | None,
+    sample_column: str,
+    overwrite: bool,
+    copy: bool,
+    threads: int,
+) -> None:
     """Per-sample stores → one consolidated store (sample order as given)."""
     from bamstore.merge import merge_stores, read_parts_file
     from bamstore.metadata import read_metadata_table
 
     paths = list(parts) + (read_parts_file(parts_file) if parts_file else [])
     tables = [read_metadata_table(metadata, sample_column)] if metadata else []
-    result = merge_stores(paths, out, metadata_tables=tables, metadata_source=str(metadata),
-                          overwrite=overwrite, copy=copy, threads=threads)
-    log.info("merged %d samples into %s in %.1f s (%d chunks linked, %d copied)",
-             len(result.sample_names), out, result.seconds, result.chunks_linked,
-             result.chunks_copied)
+    result = merge_stores(
+        paths,
+        out,
+        metadata_tables=tables,
+        metadata_source=str(metadata),
+        overwrite=overwrite,
+        copy=copy,
+        threads=threads,
+    )
+    log.info(
+        "merged %d samples into %s in %.1f s (%d chunks linked, %d copied)",
+        len(result.sample_names),
+        out,
+        result.seconds,
+        result.chunks_linked,
+        result.chunks_copied,
+    )
 
 
 @main.command()
-@click.option("--input", "inputs", required=True, multiple=True, type=click.Path(path_type=Path),
-              help="Samplesheet (CSV/TSV); repeat for several.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output store, NAME.zarr.")
-@click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True,
-              help="Samples extracted in parallel (worker processes).")
+@click.option(
+    "--input",
+    "inputs",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Samplesheet (CSV/TSV); repeat for several.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Output store, NAME.zarr."
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Samples extracted in parallel (worker processes).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
-@click.option("--resume", is_flag=True, help="Reuse per-sample stores of an earlier failed run "
-              "whose BAM and settings match.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Reuse per-sample stores of an earlier failed run whose BAM and settings match.",
+)
 @click.option("--keep-parts", is_flag=True, help="Keep the per-sample stores (.NAME.zarr.parts).")
 @click.option("--copy", is_flag=True, help="Copy chunk files instead of hard-linking them.")
 @extract_options
 @command_options
-def build(inputs: tuple[Path, ...], out: Path, jobs: int, overwrite: bool, resume: bool,
-          keep_parts: bool, copy: bool, **kw: Any) -> None:
+def build(
+    inputs: tuple[Path, ...],
+    out: Path,
+    jobs: int,
+    overwrite: bool,
+    resume: bool,
+    keep_parts: bool,
+    copy: bool,
+    **kw: Any,
+) -> None:
     """The whole job on one machine: extract every sample in parallel, then merge."""
     from bamstore.build import build_store, summary_lines
 
-    result = build_store(list(inputs), out, _extract_settings(kw), jobs=jobs, overwrite=overwrite,
-                         resume=resume, keep_parts=keep_parts, copy=copy)
+    result = build_store(
+        list(inputs),
+        out,
+        _extract_settings(kw),
+        jobs=jobs,
+        overwrite=overwrite,
+        resume=resume,
+        keep_parts=keep_parts,
+        copy=copy,
+    )
     for line in summary_lines(result):
         log.info("%s", line)
 
@@ -237,24 +386,41 @@ def validate(store: Path, quick: bool, threads: int, as_json: bool) -> None:
 
     report = validate_store(store, quick=quick, threads=threads)
     if as_json:
-        click.echo(json.dumps({"store": str(store), "ok": report.ok, "quick": quick,
-                               "problems": report.problems, "samples": report.samples,
-                               "contigs": report.contigs,
-                               "chunks_decoded": report.chunks_decoded}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "store": str(store),
+                    "ok": report.ok,
+                    "quick": quick,
+                    "problems": report.problems,
+                    "samples": report.samples,
+                    "contigs": report.contigs,
+                    "chunks_decoded": report.chunks_decoded,
+                },
+                indent=2,
+            )
+        )
     else:
         for problem in report.problems:
             click.echo(f"{store}: {problem}", err=True)
     if not report.ok:
-        raise InputError(store, f"is not sound: {len(report.problems)} problem(s) found",
-                         "rebuild the store (or the samples named above)")
+        raise InputError(
+            store,
+            f"is not sound: {len(report.problems)} problem(s) found",
+            "rebuild the store (or the samples named above)",
+        )
     if not as_json:
         what = "structure" if quick else f"structure and content ({report.chunks_decoded} chunks)"
-        click.echo(f"{store}: OK — {report.samples} samples, {report.contigs} contigs, {what} checked")
+        click.echo(
+            f"{store}: OK — {report.samples} samples, {report.contigs} contigs, {what} checked"
+        )
 
 
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary (stable; for tests).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Machine-readable summary (stable; for tests)."
+)
 @command_options
 def inspect(store: Path, as_json: bool) -> None:
     """Samples, contigs, library sizes, metadata columns and the settings used."""
@@ -278,8 +444,10 @@ def check_samplesheet(samplesheets: tuple[Path, ...]) -> None:
 
     sheet = read_samplesheets(list(samplesheets))
     stranded = sum(1 for r in sheet.rows if r.strandedness)
-    click.echo(f"OK: {len(sheet.rows)} samples ({stranded} stranded), metadata columns: "
-               f"{', '.join(sheet.metadata_columns) or '(none)'}")
+    click.echo(
+        f"OK: {len(sheet.rows)} samples ({stranded} stranded), metadata columns: "
+        f"{', '.join(sheet.metadata_columns) or '(none)'}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,4 @@
-"""Errors users can act on. The CLI prints them as one line each and exits 2, without a traceback."""
+"""Errors users can act on: the CLI prints each as one line and exits 2, without a traceback."""
 
 from __future__ import annotations
 
@@ -54,7 +54,9 @@ class OutputExistsError(InputError):
     """The output path exists and --overwrite was not given."""
 
     def __init__(self, path: str | PathLike[str]):
-        super().__init__(path, "already exists", "pass --overwrite to replace it, or choose another --out")
+        super().__init__(
+            path, "already exists", "pass --overwrite to replace it, or choose another --out"
+        )
 
 
 class OutputLockedError(InputError):

@@ -32,7 +32,13 @@ from bamstore.bam_input import (
 )
 from bamstore.blocks import BgzfError
 from bamstore.errors import InputError
-from bamstore.kernel import CoverageReader, KernelName, ReadFilter, default_kernel, open_coverage_reader
+from bamstore.kernel import (
+    CoverageReader,
+    KernelName,
+    ReadFilter,
+    default_kernel,
+    open_coverage_reader,
+)
 from bamstore.publish import check_output_path, staged_output
 from bamstore.writer import StoreWriter
 
@@ -63,19 +69,28 @@ class ExtractOptions:
 
     def __post_init__(self) -> None:
         if self.chunk_len < 1:
-            raise InputError(None, f"--chunk-len {self.chunk_len} must be at least 1",
-                             f"use the default {layout.DEFAULT_CHUNK_LEN}")
+            raise InputError(
+                None,
+                f"--chunk-len {self.chunk_len} must be at least 1",
+                f"use the default {layout.DEFAULT_CHUNK_LEN}",
+            )
         if self.strandedness not in ("", *layout.STRAND_CODES):
-            raise InputError(None, f"strandedness {self.strandedness!r} is not U, F, R or empty",
-                             "U: unstranded library split by alignment strand; F/R: read 1 on the "
-                             "forward/reverse transcript strand")
+            raise InputError(
+                None,
+                f"strandedness {self.strandedness!r} is not U, F, R or empty",
+                "U: unstranded library split by alignment strand; F/R: read 1 on the "
+                "forward/reverse transcript strand",
+            )
         try:
             layout.compression_profile(self.compression)
         except ValueError as exc:
             raise InputError(None, str(exc), None) from None
         if self.read_filter.min_mapq < 0 or not 0 <= self.read_filter.exclude_flags <= 0xFFFF:
-            raise InputError(None, "--min-mapq must be >= 0 and --exclude-flags within 0..0xFFFF",
-                             "use e.g. --exclude-flags 0x704 --min-mapq 0")
+            raise InputError(
+                None,
+                "--min-mapq must be >= 0 and --exclude-flags within 0..0xFFFF",
+                "use e.g. --exclude-flags 0x704 --min-mapq 0",
+            )
 
     def settings_attr(self) -> dict[str, Any]:
         """What must agree between parts that are merged into one store."""
@@ -100,7 +115,8 @@ class ContigResult:
     long_cigar_reads: int = 0
     # (column, CRC32 of the encoded chunk) per array kind: "total", "fwd", "rev"
     chunk_crcs: dict[str, list[tuple[int, int]]] = field(
-        default_factory=lambda: {"total": [], "fwd": [], "rev": []})
+        default_factory=lambda: {"total": [], "fwd": [], "rev": []}
+    )
 
 
 @dataclass
@@ -123,8 +139,9 @@ class SampleResult:
     @property
     def sparsity(self) -> float:
         """QuantNado's definition: % zero positions per contig, averaged without length weights."""
-        return float(np.mean([100.0 * (c.length - c.nonzero_positions) / c.length
-                              for c in self.contigs]))
+        return float(
+            np.mean([100.0 * (c.length - c.nonzero_positions) / c.length for c in self.contigs])
+        )
 
     def warnings(self) -> dict[str, int]:
         return {
@@ -188,8 +205,9 @@ def _count_windows(
     failure: list[BaseException] = []
     stop = threading.Event()
 
-    def encode_and_write(bufs: _WindowBuffers, contig: str, col: int, has: tuple[bool, ...],
-                         result: ContigResult) -> None:
+    def encode_and_write(
+        bufs: _WindowBuffers, contig: str, col: int, has: tuple[bool, ...], result: ContigResult
+    ) -> None:
         try:
             arrays = [("total", contig, bufs.total, has[0])]
             if stranded:
@@ -220,17 +238,33 @@ def _count_windows(
                 free.put(bufs)
                 break
             has = (reader.window_has_total, reader.window_has_fwd, reader.window_has_rev)
-            futures.append(pool.submit(encode_and_write, bufs, name, start // options.chunk_len,
-                                       has, result))
+            futures.append(
+                pool.submit(encode_and_write, bufs, name, start // options.chunk_len, has, result)
+            )
         if stop.is_set():
             break
-        for key in ("sum_total", "sum_fwd", "sum_rev", "nonzero_positions", "primary_reads",
-                    "clipped_reads", "mapq255_reads", "seqless_reads", "long_cigar_reads"):
+        for key in (
+            "sum_total",
+            "sum_fwd",
+            "sum_rev",
+            "nonzero_positions",
+            "primary_reads",
+            "clipped_reads",
+            "mapq255_reads",
+            "seqless_reads",
+            "long_cigar_reads",
+        ):
             setattr(result, key, int(getattr(reader, key)))
         results.append(result)
         if length >= LONG_CONTIG:
-            log.info("%s: %s done (%.0f Mbp, %d reads, %.1f s)", sample, name, length / 1e6,
-                     result.primary_reads, time.monotonic() - started)
+            log.info(
+                "%s: %s done (%.0f Mbp, %d reads, %.1f s)",
+                sample,
+                name,
+                length / 1e6,
+                result.primary_reads,
+                time.monotonic() - started,
+            )
     if failure:
         raise failure[0]
     for fut in futures:
@@ -244,17 +278,25 @@ def _next_window(reader: CoverageReader, bufs: _WindowBuffers, path: Path, conti
     except ValueError as exc:
         if str(exc).startswith("unsorted:"):
             _, prev, pos = str(exc).split(":")
-            raise InputError(path, f"is not sorted by coordinate: on {contig} a record at "
-                             f"{int(pos) + 1} follows one at {int(prev) + 1}",
-                             "samtools sort -o sorted.bam INPUT && samtools index sorted.bam"
-                             ) from None
+            raise InputError(
+                path,
+                f"is not sorted by coordinate: on {contig} a record at "
+                f"{int(pos) + 1} follows one at {int(prev) + 1}",
+                "samtools sort -o sorted.bam INPUT && samtools index sorted.bam",
+            ) from None
         raise
     except BgzfError as exc:
-        raise InputError(path, f"is corrupted or truncated: {exc} (while reading {contig})",
-                         "re-create or re-download it; check with samtools quickcheck -v") from None
+        raise InputError(
+            path,
+            f"is corrupted or truncated: {exc} (while reading {contig})",
+            "re-create or re-download it; check with samtools quickcheck -v",
+        ) from None
     except OSError as exc:
-        raise InputError(path, f"is corrupted: a record on {contig} cannot be decoded",
-                         "re-create or re-download it; check with samtools quickcheck -v") from exc
+        raise InputError(
+            path,
+            f"is corrupted: a record on {contig} cannot be decoded",
+            "re-create or re-download it; check with samtools quickcheck -v",
+        ) from exc
 
 
 def count_sample(
@@ -270,14 +312,20 @@ def count_sample(
     started = time.monotonic()
     with (
         usable_index(alignment, index, scratch_dir=options.tmp_dir, threads=options.threads) as idx,
-        ThreadPoolExecutor(max_workers=max(1, options.threads), thread_name_prefix="bamstore"
-                           ) as pool,
+        ThreadPoolExecutor(
+            max_workers=max(1, options.threads), thread_name_prefix="bamstore"
+        ) as pool,
     ):
         reader = open_coverage_reader(
-            str(alignment.path), str(idx), chunk_len=options.chunk_len,
-            read_filter=options.read_filter, strandedness=options.strandedness,
-            threads=options.threads, reference=str(options.reference) if options.reference else None,
-            kernel=kernel, executor=pool,
+            str(alignment.path),
+            str(idx),
+            chunk_len=options.chunk_len,
+            read_filter=options.read_filter,
+            strandedness=options.strandedness,
+            threads=options.threads,
+            reference=str(options.reference) if options.reference else None,
+            kernel=kernel,
+            executor=pool,
         )
         try:
             results = _count_windows(reader, alignment, contigs, writer, options, sample, pool)
@@ -295,8 +343,9 @@ def count_sample(
     )
 
 
-def prepare_input(bam: Path, sample: str, options: ExtractOptions
-                  ) -> tuple[AlignmentInput, list[tuple[str, int]]]:
+def prepare_input(
+    bam: Path, sample: str, options: ExtractOptions
+) -> tuple[AlignmentInput, list[tuple[str, int]]]:
     """All input checks that need no output: name, format, header, contig selection."""
     problem = sample_name_problem(sample)
     if problem:
@@ -307,8 +356,12 @@ def prepare_input(bam: Path, sample: str, options: ExtractOptions
     return alignment, contigs
 
 
-def write_sample_store(result: SampleResult, writer: StoreWriter,
-                       options: ExtractOptions, metadata: dict[str, str] | None = None) -> None:
+def write_sample_store(
+    result: SampleResult,
+    writer: StoreWriter,
+    options: ExtractOptions,
+    metadata: dict[str, str] | None = None,
+) -> None:
     """Metadata arrays and root attributes of a one-sample store."""
     writer.write_metadata(
         completed=np.array([True]),
@@ -343,9 +396,14 @@ def extract_sample(
     check_output_path(out, overwrite=overwrite)
     alignment, contigs = prepare_input(bam, sample, options)
     with staged_output(out, overwrite=overwrite) as tmp:
-        writer = StoreWriter(tmp, contigs, 1, stranded=bool(options.strandedness),
-                             chunk_len=options.chunk_len,
-                             profile=layout.compression_profile(options.compression))
+        writer = StoreWriter(
+            tmp,
+            contigs,
+            1,
+            stranded=bool(options.strandedness),
+            chunk_len=options.chunk_len,
+            profile=layout.compression_profile(options.compression),
+        )
         result = count_sample(alignment, contigs, writer, options, sample, index)
         write_sample_store(result, writer, options, metadata)
     _warn(result)
@@ -355,14 +413,27 @@ def extract_sample(
 def _warn(result: SampleResult) -> None:
     w = result.warnings()
     if w["clipped_reads"]:
-        log.warning("%s: %d reads ran past the end of their contig and were clipped there (is the "
-                    "BAM header's contig length right?)", result.sample, w["clipped_reads"])
+        log.warning(
+            "%s: %d reads ran past the end of their contig and were clipped there (is the "
+            "BAM header's contig length right?)",
+            result.sample,
+            w["clipped_reads"],
+        )
     if w["mapq255_reads"]:
-        log.warning("%s: %d reads have MAPQ 255 (unavailable); they were counted like any other "
-                    "MAPQ", result.sample, w["mapq255_reads"])
+        log.warning(
+            "%s: %d reads have MAPQ 255 (unavailable); they were counted like any other MAPQ",
+            result.sample,
+            w["mapq255_reads"],
+        )
     if w["seqless_reads"]:
-        log.warning("%s: %d reads have no stored sequence ('*'); their alignments were counted",
-                    result.sample, w["seqless_reads"])
+        log.warning(
+            "%s: %d reads have no stored sequence ('*'); their alignments were counted",
+            result.sample,
+            w["seqless_reads"],
+        )
     if w["long_cigar_reads"]:
-        log.warning("%s: %d reads have more than 65535 CIGAR operations; they were counted",
-                    result.sample, w["long_cigar_reads"])
+        log.warning(
+            "%s: %d reads have more than 65535 CIGAR operations; they were counted",
+            result.sample,
+            w["long_cigar_reads"],
+        )

@@ -21,16 +21,18 @@ def summarize(info: StoreInfo) -> dict[str, Any]:
     for row, name in enumerate(info.sample_names):
         record = records.get(name, {})
         sparsity = float(meta[layout.SPARSITY][row])
-        samples.append({
-            "name": name,
-            "completed": bool(meta[layout.COMPLETED][row]),
-            "total_reads": int(meta[layout.TOTAL_READS][row]),
-            "sparsity": None if np.isnan(sparsity) else round(sparsity, 4),
-            "stranded": info.stranded.get(name, ""),
-            "sample_hash": bytes(meta[layout.SAMPLE_HASHES][row]).hex(),
-            "contig_sums": record.get("contig_sums"),
-            "warnings": record.get("warnings", {}),
-        })
+        samples.append(
+            {
+                "name": name,
+                "completed": bool(meta[layout.COMPLETED][row]),
+                "total_reads": int(meta[layout.TOTAL_READS][row]),
+                "sparsity": None if np.isnan(sparsity) else round(sparsity, 4),
+                "stranded": info.stranded.get(name, ""),
+                "sample_hash": bytes(meta[layout.SAMPLE_HASHES][row]).hex(),
+                "contig_sums": record.get("contig_sums"),
+                "warnings": record.get("warnings", {}),
+            }
+        )
     bam = info.bamstore
     return {
         "format": bam.get("format", "quantnado"),
@@ -54,7 +56,8 @@ def format_summary(summary: dict[str, Any], path: str, version: str | None) -> s
         f"made by      bamstore {version}" if version else "made by      (not bamstore)",
         f"samples      {summary['n_samples']}",
         f"contigs      {len(contigs)} ({total_bp:,} bp): "
-        + ", ".join(c["name"] for c in contigs[:8]) + (" ..." if len(contigs) > 8 else ""),
+        + ", ".join(c["name"] for c in contigs[:8])
+        + (" ..." if len(contigs) > 8 else ""),
         f"chunks       (1, {summary['chunk_len']:,}), compression {summary['compression']}",
         f"strand       {'yes (_fwd/_rev arrays)' if summary['stranded_arrays'] else 'no'}",
     ]
@@ -64,7 +67,8 @@ def format_summary(summary: dict[str, Any], path: str, version: str | None) -> s
             f"read filter  exclude flags {coverage.get('exclude_flags', 0):#x}, min MAPQ "
             f"{coverage.get('min_mapq')}, deletions "
             f"{'counted' if coverage.get('count_deletions') else 'not counted'}; chromosomes "
-            f"{summary['settings'].get('chromosome_selection')}")
+            f"{summary['settings'].get('chromosome_selection')}"
+        )
     cols = summary["metadata_columns"]
     lines.append(f"metadata     {', '.join(cols) if cols else '(none)'}")
     lines.append("")
@@ -72,6 +76,8 @@ def format_summary(summary: dict[str, Any], path: str, version: str | None) -> s
     lines.append(f"{'sample':<{width}}  {'library size':>14}  {'sparsity %':>10}  strand  complete")
     for s in summary["samples"]:
         sparsity = "NA" if s["sparsity"] is None else f"{s['sparsity']:.2f}"
-        lines.append(f"{s['name']:<{width}}  {s['total_reads']:>14,}  {sparsity:>10}  "
-                     f"{s['stranded'] or '-':>6}  {'yes' if s['completed'] else 'NO'}")
+        lines.append(
+            f"{s['name']:<{width}}  {s['total_reads']:>14,}  {sparsity:>10}  "
+            f"{s['stranded'] or '-':>6}  {'yes' if s['completed'] else 'NO'}"
+        )
     return "\n".join(lines)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -115,8 +115,11 @@ class PythonCoverageReader:
         if chunk_len <= 0:
             raise ValueError("chunk_len must be positive")
         self._bam = pysam.AlignmentFile(
-            path, "rc" if reference else "rb", index_filename=index_path,
-            reference_filename=reference, threads=max(1, threads),
+            path,
+            "rc" if reference else "rb",
+            index_filename=index_path,
+            reference_filename=reference,
+            threads=max(1, threads),
         )
         self.chunk_len = chunk_len
         self.exclude_flags = exclude_flags | FLAG_UNMAPPED
@@ -218,9 +221,8 @@ class PythonCoverageReader:
                     still_pending.append((pos, delta, is_rev))
             self._pending = still_pending
             while True:
-                if self._record is None:
-                    if self._exhausted or not self._read_record():
-                        break
+                if self._record is None and (self._exhausted or not self._read_record()):
+                    break
                 read = self._record
                 assert read is not None
                 if read.reference_start >= self.length:
@@ -347,8 +349,9 @@ _EXECUTORS: dict[int, ThreadPoolExecutor] = {}
 def _shared_executor(threads: int) -> ThreadPoolExecutor:
     """A process-wide pool for callers that do not bring their own (tests, the API)."""
     if threads not in _EXECUTORS:
-        _EXECUTORS[threads] = ThreadPoolExecutor(max_workers=max(1, threads),
-                                                 thread_name_prefix="bamstore")
+        _EXECUTORS[threads] = ThreadPoolExecutor(
+            max_workers=max(1, threads), thread_name_prefix="bamstore"
+        )
     return _EXECUTORS[threads]
 
 

@@ -109,7 +109,9 @@ COMPRESSION_ALIASES = {"off": "none", "uncompressed": "none"}
 def compression_profile(name: str) -> CompressionProfile:
     key = COMPRESSION_ALIASES.get(name.lower(), name.lower())
     if key not in COMPRESSION_PROFILES:
-        raise ValueError(f"unknown compression profile {name!r}: use {', '.join(COMPRESSION_PROFILES)}")
+        raise ValueError(
+            f"unknown compression profile {name!r}: use {', '.join(COMPRESSION_PROFILES)}"
+        )
     return COMPRESSION_PROFILES[key]
 
 
@@ -126,7 +128,10 @@ class ChunkEncoder:
         self.profile = profile
         self._blosc = (
             numcodecs.Blosc(
-                cname="zstd", clevel=profile.blosc_clevel, shuffle=numcodecs.Blosc.SHUFFLE, blocksize=0
+                cname="zstd",
+                clevel=profile.blosc_clevel,
+                shuffle=numcodecs.Blosc.SHUFFLE,
+                blocksize=0,
             )
             if profile.blosc_clevel is not None
             else None
@@ -271,8 +276,10 @@ def root_attributes(
         attrs["average_sparsity"] = average_sparsity
     for column, values in metadata_columns.items():
         if len(values) != len(sample_names):
-            raise ValueError(f"metadata column {column!r} has {len(values)} values for "
-                             f"{len(sample_names)} samples")
+            raise ValueError(
+                f"metadata column {column!r} has {len(values)} values for "
+                f"{len(sample_names)} samples"
+            )
         attrs[METADATA_ATTR_PREFIX + column] = [str(v) for v in values]
     attrs[BAMSTORE_ATTR] = dict(bamstore)
     return attrs
@@ -282,7 +289,7 @@ def metadata_columns_from_attrs(attrs: Mapping[str, Any]) -> dict[str, list[str]
     """Per-sample metadata columns, as QuantNado's readers find them (length must equal n)."""
     n = len(attrs.get("sample_names", []))
     return {
-        key[len(METADATA_ATTR_PREFIX):]: list(value)
+        key[len(METADATA_ATTR_PREFIX) :]: list(value)
         for key, value in attrs.items()
         if key.startswith(METADATA_ATTR_PREFIX) and isinstance(value, list) and len(value) == n
     }

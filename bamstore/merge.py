@@ -33,8 +33,14 @@ from bamstore.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
-_LINK_UNSUPPORTED = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
-                     errno.EACCES}
+_LINK_UNSUPPORTED = {
+    errno.EXDEV,
+    errno.EPERM,
+    errno.EMLINK,
+    errno.ENOTSUP,
+    errno.EOPNOTSUPP,
+    errno.EACCES,
+}
 
 
 @dataclass
@@ -47,7 +53,7 @@ class MergeResult:
 
 
 def read_parts_file(path: Path) -> list[Path]:
-    """One store path per line (relative to the file's folder); blank lines and # comments skipped."""
+    """One store path per line, relative to the file's folder; blanks and # comments skipped."""
     if not path.is_file():
         raise InputError(path, "parts file does not exist", "check --parts-file")
     base = path.resolve().parent
@@ -72,22 +78,42 @@ def check_parts(infos: Sequence[StoreInfo]) -> None:
     for info in infos:
         records = info.sample_records
         if not info.bamstore:
-            problems.append(InputError(info.path, "was not made by bamstore (no 'bamstore' "
-                                       "attribute), so its content cannot be checked",
-                                       "rebuild it with bamstore extract"))
+            problems.append(
+                InputError(
+                    info.path,
+                    "was not made by bamstore (no 'bamstore' "
+                    "attribute), so its content cannot be checked",
+                    "rebuild it with bamstore extract",
+                )
+            )
             continue
         for name in info.sample_names:
             if name in seen:
-                problems.append(InputError(info.path, f"sample {name!r} is also in {seen[name]}",
-                                           "merge each sample once; rename duplicates"))
+                problems.append(
+                    InputError(
+                        info.path,
+                        f"sample {name!r} is also in {seen[name]}",
+                        "merge each sample once; rename duplicates",
+                    )
+                )
             seen[name] = info.path
             if name not in records:
-                problems.append(InputError(info.path, f"has no bamstore record for sample "
-                                           f"{name!r}", "rebuild it with bamstore extract"))
+                problems.append(
+                    InputError(
+                        info.path,
+                        f"has no bamstore record for sample {name!r}",
+                        "rebuild it with bamstore extract",
+                    )
+                )
         completed = info.metadata_arrays[layout.COMPLETED]
         if not bool(np.all(completed)):
-            problems.append(InputError(info.path, "has samples that are not complete",
-                                       "re-run the extraction of this sample"))
+            problems.append(
+                InputError(
+                    info.path,
+                    "has samples that are not complete",
+                    "re-run the extraction of this sample",
+                )
+            )
         if info is first:
             continue
         try:
@@ -95,20 +121,32 @@ def check_parts(infos: Sequence[StoreInfo]) -> None:
         except InputError as exc:
             problems.append(exc)
         if info.chunk_len != first.chunk_len:
-            problems.append(InputError(info.path, f"has chunk_len {info.chunk_len}, but {label} "
-                                       f"has {first.chunk_len}", "extract every sample with the "
-                                       "same --chunk-len"))
+            problems.append(
+                InputError(
+                    info.path,
+                    f"has chunk_len {info.chunk_len}, but {label} has {first.chunk_len}",
+                    "extract every sample with the same --chunk-len",
+                )
+            )
         codecs = info.array_document(info.contigs[0][0])["codecs"] if info.contigs else None
         if codecs != first_codecs or info.compression != first.compression:
-            problems.append(InputError(info.path, f"uses compression {info.compression!r}, but "
-                                       f"{label} uses {first.compression!r}",
-                                       "extract every sample with the same --compression"))
+            problems.append(
+                InputError(
+                    info.path,
+                    f"uses compression {info.compression!r}, but "
+                    f"{label} uses {first.compression!r}",
+                    "extract every sample with the same --compression",
+                )
+            )
         for key, value in info.settings.items():
             if value != first.settings[key]:
-                problems.append(InputError(info.path, f"was extracted with {key} {value}, but "
-                                           f"{label} with {first.settings[key]}",
-                                           "extract every sample with the same read filter "
-                                           "and --chromosomes"))
+                problems.append(
+                    InputError(
+                        info.path,
+                        f"was extracted with {key} {value}, but {label} with {first.settings[key]}",
+                        "extract every sample with the same read filter and --chromosomes",
+                    )
+                )
     if problems:
         raise InputErrors(problems, header=f"{len(problems)} problem(s) with the parts to merge")
 
@@ -145,9 +183,15 @@ def _part_tables(infos: Sequence[StoreInfo]) -> dict[str, dict[str, str]]:
     return table
 
 
-def verify_rows(path: Path, sample_names: Sequence[str], records: Mapping[str, Any],
-                contigs: Sequence[tuple[str, int]], stranded: Mapping[str, str],
-                has_strand_arrays: bool, threads: int = 1) -> list[str]:
+def verify_rows(
+    path: Path,
+    sample_names: Sequence[str],
+    records: Mapping[str, Any],
+    contigs: Sequence[tuple[str, int]],
+    stranded: Mapping[str, str],
+    has_strand_arrays: bool,
+    threads: int = 1,
+) -> list[str]:
     """Compare each row's chunk files with the digests recorded at extraction; list mismatches."""
     jobs = []
     for row, name in enumerate(sample_names):
@@ -169,8 +213,10 @@ def verify_rows(path: Path, sample_names: Sequence[str], records: Mapping[str, A
         files = layout.row_chunk_files(path, array, row)
         got = layout.chunk_digest((col, layout.file_crc32(f)) for col, f in files.items())
         if got != expected:
-            return (f"sample {name!r}, array {array!r}: chunk files do not match what extraction "
-                    f"wrote (digest {got}, recorded {expected}; {len(files)} chunk files)")
+            return (
+                f"sample {name!r}, array {array!r}: chunk files do not match what extraction "
+                f"wrote (digest {got}, recorded {expected}; {len(files)} chunk files)"
+            )
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
@@ -202,42 +248,61 @@ def merge_stores(
     for table in metadata_tables:
         extra = unknown_samples(table, names)
         if extra:
-            log.warning("%s: rows for samples not in the store are ignored: %s", metadata_source,
-                        ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else ""))
+            log.warning(
+                "%s: rows for samples not in the store are ignored: %s",
+                metadata_source,
+                ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else ""),
+            )
     columns = metadata_columns(names, [_part_tables(infos), *metadata_tables], metadata_source)
     profile = layout.compression_profile(first.compression)
     placer = _ChunkPlacer(copy)
     with staged_output(out, overwrite=overwrite) as tmp:
-        writer = StoreWriter(tmp, first.contigs, len(names), stranded=any_stranded,
-                             chunk_len=first.chunk_len, profile=profile)
+        writer = StoreWriter(
+            tmp,
+            first.contigs,
+            len(names),
+            stranded=any_stranded,
+            chunk_len=first.chunk_len,
+            profile=profile,
+        )
         row = 0
         for info in infos:
-            part_arrays = layout.coverage_array_names([c for c, _ in info.contigs],
-                                                      info.has_strand_arrays)
+            part_arrays = layout.coverage_array_names(
+                [c for c, _ in info.contigs], info.has_strand_arrays
+            )
             for part_row, _name in enumerate(info.sample_names):
                 for array in part_arrays:
                     for col, src in layout.row_chunk_files(info.path, array, part_row).items():
                         placer.place(src, writer.chunk_file(array, row, col))
                 row += 1
-        meta = {k: np.concatenate([info.metadata_arrays[k] for info in infos])
-                for k in layout.METADATA_ARRAYS}
-        writer.write_metadata(completed=meta[layout.COMPLETED], sparsity=meta[layout.SPARSITY],
-                              sample_hashes=meta[layout.SAMPLE_HASHES],
-                              total_reads=meta[layout.TOTAL_READS])
+        meta = {
+            k: np.concatenate([info.metadata_arrays[k] for info in infos])
+            for k in layout.METADATA_ARRAYS
+        }
+        writer.write_metadata(
+            completed=meta[layout.COMPLETED],
+            sparsity=meta[layout.SPARSITY],
+            sample_hashes=meta[layout.SAMPLE_HASHES],
+            total_reads=meta[layout.TOTAL_READS],
+        )
         bamstore = {**first.bamstore, "version": __version__, "samples": records}
-        writer.write_root_attributes(layout.root_attributes(
-            chromsizes=dict(first.contigs),
-            sample_names=names,
-            chunk_len=first.chunk_len,
-            compression=profile.name,
-            stranded=stranded,
-            average_sparsity=layout.average_sparsity(meta[layout.SPARSITY].tolist()),
-            metadata_columns=columns,
-            bamstore=bamstore,
-        ))
+        writer.write_root_attributes(
+            layout.root_attributes(
+                chromsizes=dict(first.contigs),
+                sample_names=names,
+                chunk_len=first.chunk_len,
+                compression=profile.name,
+                stranded=stranded,
+                average_sparsity=layout.average_sparsity(meta[layout.SPARSITY].tolist()),
+                metadata_columns=columns,
+                bamstore=bamstore,
+            )
+        )
         problems = verify_rows(tmp, names, records, first.contigs, stranded, any_stranded, threads)
         if problems:
-            raise InputErrors([InputError(None, p) for p in problems],
-                              header="merge check failed; the store was not published "
-                                     "(re-extract the samples named below)")
+            raise InputErrors(
+                [InputError(None, p) for p in problems],
+                header="merge check failed; the store was not published "
+                "(re-extract the samples named below)",
+            )
     return MergeResult(Path(out), names, placer.linked, placer.copied, time.monotonic() - started)

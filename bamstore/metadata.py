@@ -30,21 +30,27 @@ def read_metadata_table(path: Path, sample_column: str = "sample") -> dict[str, 
         raise InputError(path, "metadata file is empty", "give a CSV/TSV with a header")
     header = [h.strip() for h in rows[0]]
     if sample_column not in header:
-        raise InputError(path, f"metadata file has no column {sample_column!r} (found: "
-                         f"{', '.join(header)})", "pass --sample-column with the column that "
-                         "holds the sample names")
+        raise InputError(
+            path,
+            f"metadata file has no column {sample_column!r} (found: {', '.join(header)})",
+            "pass --sample-column with the column that holds the sample names",
+        )
     table: dict[str, dict[str, str]] = {}
     for line_no, fields in enumerate(rows[1:], start=2):
         if not any(f.strip() for f in fields):
             continue
         if len(fields) != len(header):
-            raise InputError(f"{path}:{line_no}", f"has {len(fields)} fields but the header has "
-                             f"{len(header)}", "check for missing or extra separators")
+            raise InputError(
+                f"{path}:{line_no}",
+                f"has {len(fields)} fields but the header has {len(header)}",
+                "check for missing or extra separators",
+            )
         row = {h: f.strip() for h, f in zip(header, fields, strict=True)}
         sample = row.pop(sample_column)
         if sample in table:
-            raise InputError(f"{path}:{line_no}", f"sample {sample!r} appears twice",
-                             "keep one row per sample")
+            raise InputError(
+                f"{path}:{line_no}", f"sample {sample!r} appears twice", "keep one row per sample"
+            )
         table[sample] = row
     return table
 
@@ -79,16 +85,20 @@ def metadata_columns(
     return out
 
 
-def check_columns(columns: Mapping[str, Sequence[str]], sample_names: Sequence[str],
-                  source: str) -> None:
+def check_columns(
+    columns: Mapping[str, Sequence[str]], sample_names: Sequence[str], source: str
+) -> None:
     """Refuse columns that would break QuantNado's readers."""
     for col, values in columns.items():
         if not col:
             raise InputError(source, "a metadata column has no name", "name every column")
         if col == QUANTNADO_LABEL_COLUMN and list(values) != list(sample_names):
-            raise InputError(source, f"metadata column {col!r} differs from the sample names; "
-                             "QuantNado would use it to relabel the samples",
-                             f"rename the column (e.g. to original_{col})")
+            raise InputError(
+                source,
+                f"metadata column {col!r} differs from the sample names; "
+                "QuantNado would use it to relabel the samples",
+                f"rename the column (e.g. to original_{col})",
+            )
 
 
 def unknown_samples(table: Mapping[str, object], sample_names: Sequence[str]) -> list[str]:

@@ -122,15 +122,18 @@ def _recover(final: Path) -> None:
 def check_output_path(final: Path, *, overwrite: bool, suffix: str | None = ".zarr") -> None:
     """Fail early (before any work) on an output that cannot or must not be written."""
     if suffix and final.suffix != suffix:
-        raise InputError(final, f"output name must end in {suffix}",
-                         f"use e.g. --out {final.with_suffix(suffix).name} (QuantNado opens only "
-                         "*.zarr stores)")
+        raise InputError(
+            final,
+            f"output name must end in {suffix}",
+            f"use e.g. --out {final.with_suffix(suffix).name} (QuantNado opens only *.zarr stores)",
+        )
     parent = final.parent
     if not parent.is_dir():
         raise InputError(final, f"output folder {parent} does not exist", "create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(final, f"output folder {parent} is not writable",
-                         "choose a writable --out")
+        raise InputError(
+            final, f"output folder {parent} is not writable", "choose a writable --out"
+        )
     if final.exists() and not overwrite:
         raise OutputExistsError(final)
 
@@ -154,7 +157,7 @@ def staged_output(final: Path, *, overwrite: bool) -> Iterator[Path]:
 
 
 def publish(tmp: Path, final: Path) -> None:
-    """Move `tmp` to `final`, replacing an existing `final` without a moment of absence if we can."""
+    """Move `tmp` to `final`; an existing `final` is swapped out in one step where possible."""
     if not final.exists() and not final.is_symlink():
         os.rename(tmp, final)
         return

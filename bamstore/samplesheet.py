@@ -61,15 +61,25 @@ def _resolve(base: Path, value: str) -> Path:
 def _check_delimiter(path: Path, header_line: str) -> tuple[str, list[InputError]]:
     suffix = path.suffix.lower()
     if suffix not in DELIMITERS:
-        return ",", [InputError(path, f"samplesheet must end in .csv or .tsv, not {suffix or '(none)'}",
-                                "rename it to .csv (comma-separated) or .tsv (tab-separated)")]
+        return ",", [
+            InputError(
+                path,
+                f"samplesheet must end in .csv or .tsv, not {suffix or '(none)'}",
+                "rename it to .csv (comma-separated) or .tsv (tab-separated)",
+            )
+        ]
     delimiter = DELIMITERS[suffix]
     other = "\t" if delimiter == "," else ","
     if delimiter not in header_line and other in header_line:
         kind = "tabs" if other == "\t" else "commas"
-        return delimiter, [InputError(path, f"is named {suffix} but its header is separated by "
-                                      f"{kind}", f"rename it to .{'tsv' if other == chr(9) else 'csv'}"
-                                      " or re-save it with the matching separator")]
+        return delimiter, [
+            InputError(
+                path,
+                f"is named {suffix} but its header is separated by {kind}",
+                f"rename it to .{'tsv' if other == chr(9) else 'csv'}"
+                " or re-save it with the matching separator",
+            )
+        ]
     return delimiter, []
 
 
@@ -81,7 +91,9 @@ def read_samplesheet(path: Path, *, check_files: bool = True) -> Samplesheet:
     return sheet
 
 
-def check_samplesheet(path: Path, *, check_files: bool = True) -> tuple[Samplesheet, list[InputError]]:
+def check_samplesheet(
+    path: Path, *, check_files: bool = True
+) -> tuple[Samplesheet, list[InputError]]:
     """Parse `path`; return what could be read and the list of problems (empty if sound)."""
     path = Path(path)
     sheet = Samplesheet(path)
@@ -92,15 +104,30 @@ def check_samplesheet(path: Path, *, check_files: bool = True) -> tuple[Samplesh
     try:
         text = path.read_text(encoding="utf-8-sig")
     except PermissionError:
-        return sheet, [InputError(path, "samplesheet cannot be read (permission denied)",
-                                  "make it readable (chmod +r)")]
+        return sheet, [
+            InputError(
+                path,
+                "samplesheet cannot be read (permission denied)",
+                "make it readable (chmod +r)",
+            )
+        ]
     except UnicodeDecodeError:
-        return sheet, [InputError(path, "samplesheet is not UTF-8 text",
-                                  "save it as UTF-8 CSV/TSV (it may be an Excel file)")]
+        return sheet, [
+            InputError(
+                path,
+                "samplesheet is not UTF-8 text",
+                "save it as UTF-8 CSV/TSV (it may be an Excel file)",
+            )
+        ]
     lines = text.splitlines()
     if not lines or not lines[0].strip():
-        return sheet, [InputError(path, "samplesheet is empty (no header line)",
-                                  "start it with a header such as: sample,bam,strandedness")]
+        return sheet, [
+            InputError(
+                path,
+                "samplesheet is empty (no header line)",
+                "start it with a header such as: sample,bam,strandedness",
+            )
+        ]
     delimiter, problems = _check_delimiter(path, lines[0])
     if problems:
         return sheet, problems
@@ -117,27 +144,34 @@ def check_samplesheet(path: Path, *, check_files: bool = True) -> tuple[Samplesh
             continue  # blank line
         where = f"{path}:{line_no}"
         if len(fields) != len(header):
-            problems.append(InputError(where, f"has {len(fields)} fields but the header has "
-                                       f"{len(header)}", "check for missing or extra separators "
-                                       "(a trailing comma counts as a field)"))
+            problems.append(
+                InputError(
+                    where,
+                    f"has {len(fields)} fields but the header has {len(header)}",
+                    "check for missing or extra separators (a trailing comma counts as a field)",
+                )
+            )
             continue
         row = {h: f.strip() for h, f in zip(header, fields, strict=True)}
         problems += _row_problems(where, row, seen, line_no, base, check_files)
         sample = row["sample"]
         seen.setdefault(sample, line_no)
         bai = row.get("bai", "")
-        sheet.rows.append(SampleRow(
-            sample=sample,
-            bam=_resolve(base, row["bam"]) if row["bam"] else Path(),
-            bai=_resolve(base, bai) if bai else None,
-            strandedness=row.get("strandedness", ""),
-            metadata={c: row[c] for c in sheet.metadata_columns},
-            line=line_no,
-            sheet=path,
-        ))
+        sheet.rows.append(
+            SampleRow(
+                sample=sample,
+                bam=_resolve(base, row["bam"]) if row["bam"] else Path(),
+                bai=_resolve(base, bai) if bai else None,
+                strandedness=row.get("strandedness", ""),
+                metadata={c: row[c] for c in sheet.metadata_columns},
+                line=line_no,
+                sheet=path,
+            )
+        )
     if not sheet.rows and not problems:
-        problems.append(InputError(path, "samplesheet has a header but no samples",
-                                   "add one line per sample"))
+        problems.append(
+            InputError(path, "samplesheet has a header but no samples", "add one line per sample")
+        )
     return sheet, problems
 
 
@@ -145,34 +179,65 @@ def _header_problems(path: Path, header: list[str]) -> list[InputError]:
     problems: list[InputError] = []
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        problems.append(InputError(path, f"samplesheet header lacks required column(s) "
-                                   f"{', '.join(missing)} (found: {', '.join(header)})",
-                                   "the header must name at least: sample,bam"))
+        problems.append(
+            InputError(
+                path,
+                f"samplesheet header lacks required column(s) "
+                f"{', '.join(missing)} (found: {', '.join(header)})",
+                "the header must name at least: sample,bam",
+            )
+        )
     if any(not h for h in header):
-        problems.append(InputError(path, "samplesheet header has an empty column name",
-                                   "name every column, or remove trailing separators"))
+        problems.append(
+            InputError(
+                path,
+                "samplesheet header has an empty column name",
+                "name every column, or remove trailing separators",
+            )
+        )
     dups = sorted({h for h in header if h and header.count(h) > 1})
     if dups:
-        problems.append(InputError(path, f"samplesheet header repeats column(s) {', '.join(dups)}",
-                                   "give each column a unique name"))
+        problems.append(
+            InputError(
+                path,
+                f"samplesheet header repeats column(s) {', '.join(dups)}",
+                "give each column a unique name",
+            )
+        )
     return problems
 
 
-def _row_problems(where: str, row: dict[str, str], seen: dict[str, int], line_no: int,
-                  base: Path, check_files: bool) -> list[InputError]:
+def _row_problems(
+    where: str,
+    row: dict[str, str],
+    seen: dict[str, int],
+    line_no: int,
+    base: Path,
+    check_files: bool,
+) -> list[InputError]:
     problems: list[InputError] = []
     sample = row["sample"]
     problem = sample_name_problem(sample)
     if problem:
         problems.append(InputError(where, problem, "use letters, digits and ._+- only"))
     elif sample in seen:
-        problems.append(InputError(where, f"sample {sample!r} is already on line {seen[sample]}",
-                                   "give every sample a unique name"))
+        problems.append(
+            InputError(
+                where,
+                f"sample {sample!r} is already on line {seen[sample]}",
+                "give every sample a unique name",
+            )
+        )
     strand = row.get("strandedness", "")
     if strand not in ("", *STRAND_CODES):
-        problems.append(InputError(where, f"strandedness {strand!r} is not U, F, R or empty",
-                                   "U: split by alignment strand; F/R: read 1 on the forward/"
-                                   "reverse transcript strand; empty: not stranded"))
+        problems.append(
+            InputError(
+                where,
+                f"strandedness {strand!r} is not U, F, R or empty",
+                "U: split by alignment strand; F/R: read 1 on the forward/"
+                "reverse transcript strand; empty: not stranded",
+            )
+        )
     if not row["bam"]:
         problems.append(InputError(where, "bam is empty", "give the path of the sample's BAM"))
     elif check_files:
@@ -184,14 +249,23 @@ def _row_problems(where: str, row: dict[str, str], seen: dict[str, int], line_no
 
 def _file_problems(where: str, column: str, path: Path) -> list[InputError]:
     if not path.exists():
-        return [InputError(where, f"{column} file {path} does not exist",
-                           "check the path (relative paths are resolved against the "
-                           "samplesheet's folder)")]
+        return [
+            InputError(
+                where,
+                f"{column} file {path} does not exist",
+                "check the path (relative paths are resolved against the samplesheet's folder)",
+            )
+        ]
     if path.is_dir():
         return [InputError(where, f"{column} {path} is a directory", f"give the {column} file")]
     if not os.access(path, os.R_OK):
-        return [InputError(where, f"{column} file {path} cannot be read (permission denied)",
-                           "make it readable (chmod +r)")]
+        return [
+            InputError(
+                where,
+                f"{column} file {path} cannot be read (permission denied)",
+                "make it readable (chmod +r)",
+            )
+        ]
     return []
 
 
@@ -203,9 +277,13 @@ def merge_samplesheets(sheets: list[Samplesheet]) -> Samplesheet:
     for sheet in sheets:
         for row in sheet.rows:
             if row.sample in first:
-                problems.append(InputError(row.where, f"sample {row.sample!r} is also on "
-                                           f"{first[row.sample].where}",
-                                           "give every sample a unique name across samplesheets"))
+                problems.append(
+                    InputError(
+                        row.where,
+                        f"sample {row.sample!r} is also on {first[row.sample].where}",
+                        "give every sample a unique name across samplesheets",
+                    )
+                )
                 continue
             first[row.sample] = row
             merged.rows.append(row)

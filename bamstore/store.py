@@ -85,18 +85,26 @@ def read_store_info(path: Path) -> StoreInfo:
     if not path.exists():
         raise InputError(path, "store does not exist", "check the path")
     if not doc_path.is_file():
-        raise InputError(path, "is not a Zarr v3 store (no zarr.json)",
-                         "give a store made by bamstore extract/merge/build")
+        raise InputError(
+            path,
+            "is not a Zarr v3 store (no zarr.json)",
+            "give a store made by bamstore extract/merge/build",
+        )
     try:
         doc = json.loads(doc_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(doc_path, f"cannot be read as JSON ({exc})",
-                         "the store is damaged; rebuild it") from exc
+        raise InputError(
+            doc_path, f"cannot be read as JSON ({exc})", "the store is damaged; rebuild it"
+        ) from exc
     if doc.get("zarr_format") != 3 or doc.get("node_type") != "group":
         raise InputError(path, "is not a Zarr v3 group", "give a store made by bamstore")
     attrs = doc.get("attributes", {})
     missing = [a for a in layout.REQUIRED_ROOT_ATTRS if a not in attrs]
     if missing:
-        raise InputError(path, f"lacks root attribute(s) {', '.join(missing)}, so it is not a "
-                         "coverage store (or its build did not finish)", "rebuild it")
+        raise InputError(
+            path,
+            f"lacks root attribute(s) {', '.join(missing)}, so it is not a "
+            "coverage store (or its build did not finish)",
+            "rebuild it",
+        )
     return StoreInfo(path, attrs)

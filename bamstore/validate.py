@@ -54,8 +54,15 @@ def validate_store(path: Path, *, quick: bool = False, threads: int = 1) -> Vali
     report.problems += list(_record_problems(info))
     if quick or report.problems:
         return report
-    report.problems += verify_rows(info.path, info.sample_names, info.sample_records,
-                                   info.contigs, info.stranded, info.has_strand_arrays, threads)
+    report.problems += verify_rows(
+        info.path,
+        info.sample_names,
+        info.sample_records,
+        info.contigs,
+        info.stranded,
+        info.has_strand_arrays,
+        threads,
+    )
     report.problems += _content_problems(info, report, threads)
     return report
 
@@ -74,7 +81,9 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
     n = len(names)
     if attrs.get("n_samples") != n:
         yield f"n_samples is {attrs.get('n_samples')} but there are {n} sample names"
-    if "sample_names_hash" in attrs and attrs["sample_names_hash"] != layout.sample_names_hash(names):
+    if "sample_names_hash" in attrs and attrs["sample_names_hash"] != layout.sample_names_hash(
+        names
+    ):
         yield "sample_names_hash does not match sample_names (QuantNado refuses to open this)"
     chromsizes = attrs["chromsizes"]
     if not isinstance(chromsizes, dict) or not chromsizes:
@@ -101,16 +110,19 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
         if bad:
             yield f"stranded has values other than U, F, R or empty: {bad}"
     for key, value in attrs.items():
-        if key.startswith(layout.METADATA_ATTR_PREFIX) and (not isinstance(value, list)
-                                                            or len(value) != n):
+        if key.startswith(layout.METADATA_ATTR_PREFIX) and (
+            not isinstance(value, list) or len(value) != n
+        ):
             yield f"metadata attribute {key!r} does not have one value per sample"
     any_stranded = any(info.stranded.values())
     expected = set(layout.coverage_array_names(chromsizes, any_stranded)) | {layout.METADATA_GROUP}
     members = {p.name for p in info.path.iterdir() if p.is_dir()}
     for extra in sorted(members - expected):
-        yield (f"unexpected root member {extra!r} (QuantNado treats every root member as a contig)"
-               if not extra.endswith(("_fwd", "_rev")) else
-               f"strand array {extra!r} in a store without stranded samples")
+        yield (
+            f"unexpected root member {extra!r} (QuantNado treats every root member as a contig)"
+            if not extra.endswith(("_fwd", "_rev"))
+            else f"strand array {extra!r} in a store without stranded samples"
+        )
     for missing in sorted(expected - members):
         yield f"array or group {missing!r} is missing"
     for array in sorted(expected & members - {layout.METADATA_GROUP}):
@@ -153,15 +165,17 @@ def _metadata_problems(info: StoreInfo, n: int) -> Iterator[str]:
     for name, (shape, dtype) in want.items():
         arr = arrays[name]
         if arr.shape != shape or arr.dtype != np.dtype(dtype):
-            yield (f"metadata/{name} is {arr.dtype}{list(arr.shape)}, expected "
-                   f"{np.dtype(dtype)}{list(shape)}")
+            yield (
+                f"metadata/{name} is {arr.dtype}{list(arr.shape)}, expected "
+                f"{np.dtype(dtype)}{list(shape)}"
+            )
 
 
 def _record_problems(info: StoreInfo) -> Iterator[str]:
     """The `bamstore` attribute must describe every sample, aligned with the contigs."""
     bam = info.bamstore
     if bam.get("format") != layout.FORMAT_NAME:
-        yield "root attribute 'bamstore' is missing: content cannot be checked (not made by bamstore)"
+        yield "root attribute 'bamstore' is missing (not made by bamstore): content unchecked"
         return
     n_contigs = len(info.contigs)
     total_reads = info.metadata_arrays[layout.TOTAL_READS]
@@ -177,8 +191,10 @@ def _record_problems(info: StoreInfo) -> Iterator[str]:
             if len(record.get(key, [])) != n_contigs:
                 yield f"sample {name!r}: bamstore record {key!r} does not list every contig"
         if record.get("total_reads") != int(total_reads[row]):
-            yield (f"sample {name!r}: metadata/total_reads is {int(total_reads[row])} but "
-                   f"extraction counted {record.get('total_reads')}")
+            yield (
+                f"sample {name!r}: metadata/total_reads is {int(total_reads[row])} but "
+                f"extraction counted {record.get('total_reads')}"
+            )
 
 
 def _content_problems(info: StoreInfo, report: ValidationReport, threads: int) -> list[str]:
@@ -210,19 +226,24 @@ def _content_problems(info: StoreInfo, report: ValidationReport, threads: int) -
         results = list(pool.map(decode, jobs))
     problems: list[str] = []
     zero_fraction: dict[str, list[float]] = {}
-    for (_row, name, i, array, key, length), (total, nonzero, chunks) in zip(jobs, results,
-                                                                               strict=True):
+    for (_row, name, i, array, key, length), (total, nonzero, chunks) in zip(
+        jobs, results, strict=True
+    ):
         report.chunks_decoded += chunks
         record: dict[str, Any] = info.sample_records[name]
         if total != record[key][i]:
-            problems.append(f"sample {name!r}, array {array!r}: coverage sums to {total} but "
-                            f"extraction recorded {record[key][i]} (a chunk is lost or damaged)")
+            problems.append(
+                f"sample {name!r}, array {array!r}: coverage sums to {total} but "
+                f"extraction recorded {record[key][i]} (a chunk is lost or damaged)"
+            )
         if key == "contig_sums":
             zero_fraction.setdefault(name, []).append(100.0 * (length - nonzero) / length)
     sparsity = info.metadata_arrays[layout.SPARSITY]
     for row, name in enumerate(info.sample_names):
         expected = float(np.mean(zero_fraction.get(name, [math.nan])))
         if not math.isclose(float(sparsity[row]), expected, rel_tol=1e-4, abs_tol=1e-4):
-            problems.append(f"sample {name!r}: metadata/sparsity is {float(sparsity[row]):.4f} but "
-                            f"the stored coverage gives {expected:.4f}")
+            problems.append(
+                f"sample {name!r}: metadata/sparsity is {float(sparsity[row]):.4f} but "
+                f"the stored coverage gives {expected:.4f}"
+            )
     return problems
