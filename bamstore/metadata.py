@@ -66,8 +66,11 @@ def metadata_columns(
     random). Samples missing from every table get "".
     """
     columns: list[str] = []
+    known = set(sample_names)
     for table in tables:
-        for row in table.values():
+        for sample, row in table.items():
+            if sample not in known:
+                continue  # a shared sheet may describe other samples too
             for col in row:
                 if col not in columns and col not in RESERVED_COLUMNS:
                     columns.append(col)

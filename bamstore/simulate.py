@@ -88,6 +88,8 @@ def write_sam(
             # reads (and their mates, up to 400 bp on) stay inside the contig
             margin = 6000 if length > 12000 else length // 2
             usable = np.where(spans + 400 <= margin, weights, 0.0)
+            if not usable.any():  # a tiny contig: the shortest CIGAR only
+                usable = np.where(spans == spans.min(), 1.0, 0.0)
             cig = rng.choice(len(CIGARS), size=(n, 2), p=usable / usable.sum())
             insert = rng.integers(150, 400, size=n)
             left = rng.integers(0, max(1, length - margin), size=n)

@@ -1,0 +1,91 @@
+"""`bamstore build`: the whole job on one machine equals extract + merge, with progress output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import REPO, TEST_DATA, read_rows
+
+BIN = REPO / "bin" / "bamstore"
+
+
+def run(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BIN), *map(str, args)], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_build_equals_extract_plus_merge(tmp_path: Path) -> None:
+    out = tmp_path / "built.zarr"
+    done = run(
+        "build",
+        "--input",
+        TEST_DATA / "samplesheet.csv",
+        "--out",
+        out,
+        "--jobs",
+        "2",
+        "--chunk-len",
+        "10000",
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("chip_a", "chip_b", "atac_se", "rna_r"):
+        assert f"{name}:" in done.stderr  # one progress line per sample
+    assert "[4/4]" in done.stderr and "built" in done.stderr
+    assert not (tmp_path / ".built.zarr.parts").exists()  # parts removed after publishing
+    summary = json.loads(run("inspect", out, "--json").stdout)
+    assert [s["name"] for s in summary["samples"]] == ["chip_a", "chip_b", "atac_se", "rna_r"]
+    assert summary["metadata_columns"]["replicate"] == ["1", "1", "2", "2"]
+    assert [s["stranded"] for s in summary["samples"]] == ["", "", "", "R"]
+    assert run("validate", out).returncode == 0
+
+    single = tmp_path / "rna_r.zarr"
+    assert (
+        run(
+            "extract",
+            "--bam",
+            TEST_DATA / "rna_r.bam",
+            "--sample",
+            "rna_r",
+            "--out",
+            single,
+            "--stranded",
+            "R",
+            "--chunk-len",
+            "10000",
+        ).returncode
+        == 0
+    )
+    for array in ("chr1", "chr1_fwd", "chr2_rev", "chrM"):
+        np.testing.assert_array_equal(read_rows(out, array)[3], read_rows(single, array)[0])
+
+
+def test_build_reports_every_bad_input_at_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(TEST_DATA, data)
+    (data / "chip_b.bam").write_bytes(b"not a bam at all")
+    sheet = data / "samplesheet.csv"
+    sheet.write_text(sheet.read_text().replace("atac_se.bam,", "atac_missing.bam,"))
+    out = tmp_path / "x.zarr"
+    done = run("build", "--input", sheet, "--out", out)
+    assert done.returncode == 2
+    assert "atac_missing.bam" in done.stderr  # samplesheet problem: reported first, all at once
+    assert "Traceback" not in done.stderr and not out.exists()
+    sheet.write_text(sheet.read_text().replace("atac_missing.bam,", "atac_se.bam,"))
+    done = run("build", "--input", sheet, "--out", out)
+    assert done.returncode == 2 and "chip_b.bam" in done.stderr and "not a BAM" in done.stderr
+    assert not out.exists()
+
+
+def test_keep_parts(tmp_path: Path) -> None:
+    out = tmp_path / "k.zarr"
+    sheet = tmp_path / "one.csv"
+    sheet.write_text(f"sample,bam\nchip_a,{TEST_DATA / 'chip_a.bam'}\n")
+    assert run("build", "--input", sheet, "--out", out, "--keep-parts").returncode == 0
+    part = tmp_path / ".k.zarr.parts" / "chip_a.zarr"
+    assert run("validate", part).returncode == 0

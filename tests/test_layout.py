@@ -1,0 +1,129 @@
+"""A built store, opened with plain zarr, meets every item of QuantNado's writer checklist
+(../shared/notes/quantnado_spec.md §1), and our encoder writes the bytes zarr would."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from conftest import TEST_DATA
+from zarr.codecs import BloscCodec
+
+from bamstore import layout
+from bamstore.build import build_store
+from bamstore.extract import ExtractOptions
+
+SAMPLES = ["chip_a", "chip_b", "atac_se", "rna_r"]
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("layout") / "demo.zarr"
+    build_store([TEST_DATA / "samplesheet.csv"], out, ExtractOptions(chunk_len=16_384), jobs=2)
+    return out
+
+
+def test_writer_checklist(demo_store: Path) -> None:
+    root = zarr.open_group(str(demo_store), mode="r")
+    # 1. a zarr v3 group at X.zarr
+    assert demo_store.suffix == ".zarr"
+    assert json.loads((demo_store / "zarr.json").read_text())["zarr_format"] == 3
+    attrs = dict(root.attrs)
+    chromsizes = attrs["chromsizes"]
+    n = len(SAMPLES)
+    # 2. one (n, L) uint32 array per kept contig, chunks (1, chunk_len), fill 0
+    assert list(chromsizes) == ["chr1", "chr2", "chrM"]  # 'primary' drops chrUn_test
+    for contig, length in chromsizes.items():
+        arr = root[contig]
+        assert arr.shape == (n, length)
+        assert arr.chunks == (1, attrs["chunk_len"])
+        assert arr.dtype == np.uint32
+        assert arr.fill_value == 0
+    # 3. _fwd/_rev for every contig iff any sample is stranded (rna_r is)
+    for contig, length in chromsizes.items():
+        for suffix in ("_fwd", "_rev"):
+            assert root[contig + suffix].shape == (n, length)
+    # 4. metadata group with its four arrays
+    meta = root["metadata"]
+    assert meta["completed"].dtype == np.bool_ and meta["completed"].shape == (n,)
+    assert meta["sparsity"].dtype == np.float32 and np.isnan(meta["sparsity"].fill_value)
+    assert meta["sample_hashes"].dtype == np.uint8 and meta["sample_hashes"].shape == (n, 16)
+    assert meta["total_reads"].dtype == np.int64
+    # 5. every root attribute of the table, with an exact sample_names_hash
+    for key in layout.ROOT_ATTRS:
+        assert key in attrs, key
+    assert attrs["sample_names"] == SAMPLES
+    expected_hash = hashlib.sha256("|".join(SAMPLES).encode()).hexdigest()[:16]
+    assert attrs["sample_names_hash"] == expected_hash
+    assert attrs["chromosomes"] == sorted(chromsizes)
+    assert attrs["n_samples"] == n and attrs["bin_size"] == 1
+    assert attrs["structure"] == "per-chromosome (sample x position)"
+    assert attrs["construction_compression"] == "default"
+    assert attrs["stranded"] == {"chip_a": "", "chip_b": "", "atac_se": "", "rna_r": "R"}
+    assert attrs["average_sparsity"] == pytest.approx(float(np.nanmean(meta["sparsity"][:])))
+    # 6. metadata as metadata_<col> lists of strings; input columns are not metadata
+    assert attrs["metadata_condition"] == ["treated", "control", "treated", "control"]
+    assert attrs["metadata_replicate"] == ["1", "1", "2", "2"]
+    assert not any(k in attrs for k in ("metadata_bam", "metadata_bai", "metadata_strandedness"))
+    # 7. completed only once rows are final
+    assert meta["completed"][:].all()
+    # 8. no extra root members: contigs, their strand arrays, metadata
+    members = sorted(name for name, _ in root.members())
+    expected = sorted([*layout.coverage_array_names(chromsizes, True), "metadata"])
+    assert members == expected
+    # our own settings live in one attribute
+    assert attrs["bamstore"]["coverage"]["exclude_flags"] == 0x704
+
+
+def test_sample_hashes_are_md5_of_first_16_kib(demo_store: Path) -> None:
+    hashes = zarr.open_group(str(demo_store), mode="r")["metadata"]["sample_hashes"][:]
+    for row, name in enumerate(SAMPLES):
+        digest = hashlib.md5((TEST_DATA / f"{name}.bam").read_bytes()[:16384]).digest()
+        assert bytes(hashes[row]) == digest
+
+
+def test_unstranded_samples_have_empty_strand_rows(demo_store: Path) -> None:
+    root = zarr.open_group(str(demo_store), mode="r")
+    for contig in root.attrs["chromsizes"]:
+        fwd, rev, total = root[contig + "_fwd"][:], root[contig + "_rev"][:], root[contig][:]
+        assert not fwd[:3].any() and not rev[:3].any()
+        np.testing.assert_array_equal(fwd[3] + rev[3], total[3])
+        assert fwd[3].any()
+
+
+@pytest.mark.parametrize("profile", sorted(layout.COMPRESSION_PROFILES))
+def test_encoder_bytes_equal_zarr_bytes(tmp_path: Path, profile: str) -> None:
+    chunk_len = 4096
+    rng = np.random.default_rng(0)
+    values = np.repeat(rng.poisson(5, chunk_len // 8), 8).astype(np.uint32)
+    prof = layout.compression_profile(profile)
+    compressors = (
+        BloscCodec(cname="zstd", clevel=prof.blosc_clevel, shuffle="shuffle")
+        if prof.blosc_clevel is not None
+        else None
+    )
+    arr = zarr.create_array(
+        str(tmp_path / "x.zarr"),
+        shape=(1, chunk_len),
+        chunks=(1, chunk_len),
+        dtype="uint32",
+        fill_value=0,
+        compressors=compressors,
+    )
+    arr[0, :] = values
+    written = (tmp_path / "x.zarr" / "c" / "0" / "0").read_bytes()
+    assert prof.encoder().encode(values) == written
+    doc = json.loads((tmp_path / "x.zarr" / "zarr.json").read_text())
+    assert doc == layout.coverage_array_document(1, chunk_len, chunk_len, prof)
+
+
+def test_edge_chunk_is_padded_to_full_size(tmp_path: Path, edge_bam: Path, extract) -> None:
+    """zarr stores edge chunks at full chunk size; a store with `none` shows it directly."""
+    store = extract(edge_bam, chunk_len=64, compression="none")
+    last = store / "c1" / "c" / "0" / str((1000 - 1) // 64)
+    assert last.stat().st_size == 64 * 4
+    assert zarr.open_group(str(store), mode="r")["c1"][0, 990:1000].tolist() == [1] * 5 + [2] * 5

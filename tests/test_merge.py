@@ -1,0 +1,146 @@
+"""Merge: chunk files placed, never decoded; rows equal the parts; parts untouched; refusals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import RANDOM_CONTIGS, read_rows
+
+from bamstore import layout
+from bamstore.errors import InputError, OutputExistsError
+from bamstore.merge import merge_stores
+from bamstore.store import read_store_info
+from bamstore.validate import validate_store
+
+
+def _snapshot(path: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        str(p.relative_to(path)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def parts(random_bam: Path, random_se_bam: Path, extract) -> list[Path]:
+    return [
+        extract(random_bam, "pe", chunk_len=5000),
+        extract(random_se_bam, "se", chunk_len=5000),
+        extract(random_bam, "pe_r", chunk_len=5000, strandedness="R"),
+    ]
+
+
+def test_merged_rows_equal_parts(parts: list[Path], tmp_path: Path) -> None:
+    before = [_snapshot(p) for p in parts]
+    out = tmp_path / "merged.zarr"
+    result = merge_stores(parts, out)
+    assert result.sample_names == ["pe", "se", "pe_r"]
+    info = read_store_info(out)
+    assert info.sample_names == ["pe", "se", "pe_r"]
+    for contig, _ in RANDOM_CONTIGS:
+        merged = read_rows(out, contig)
+        for row, part in enumerate(parts):
+            np.testing.assert_array_equal(merged[row], read_rows(part, contig)[0])
+        fwd, rev = read_rows(out, contig + "_fwd"), read_rows(out, contig + "_rev")
+        assert not fwd[:2].any() and not rev[:2].any()  # unstranded samples: zero rows
+        np.testing.assert_array_equal(fwd[2], read_rows(parts[2], contig + "_fwd")[0])
+        np.testing.assert_array_equal(fwd[2] + rev[2], merged[2])
+    assert info.stranded == {"pe": "", "se": "", "pe_r": "R"}
+    totals = [int(read_store_info(p).metadata_arrays["total_reads"][0]) for p in parts]
+    assert info.metadata_arrays["total_reads"].tolist() == totals
+    assert validate_store(out).ok
+    assert [_snapshot(p) for p in parts] == before, "merge modified a part"
+
+
+def test_chunks_are_hard_links_or_copies(parts: list[Path], tmp_path: Path) -> None:
+    linked = merge_stores(parts, tmp_path / "linked.zarr")
+    copied = merge_stores(parts, tmp_path / "copied.zarr", copy=True)
+    assert linked.chunks_linked > 0 and linked.chunks_copied == 0
+    assert copied.chunks_copied == linked.chunks_linked and copied.chunks_linked == 0
+    chunk = next((tmp_path / "linked.zarr" / "chr1" / "c" / "0").iterdir())
+    assert chunk.stat().st_nlink >= 2
+    copy = tmp_path / "copied.zarr" / "chr1" / "c" / "0" / chunk.name
+    assert copy.stat().st_nlink == 1 and copy.read_bytes() == chunk.read_bytes()
+
+
+def test_sample_order_as_given(parts: list[Path], tmp_path: Path) -> None:
+    out = merge_stores(list(reversed(parts)), tmp_path / "rev.zarr").out
+    assert read_store_info(out).sample_names == ["pe_r", "se", "pe"]
+    np.testing.assert_array_equal(read_rows(out, "chr1")[2], read_rows(parts[0], "chr1")[0])
+
+
+def test_metadata_table_and_part_metadata(parts: list[Path], tmp_path: Path) -> None:
+    table = {"pe": {"condition": "a", "batch": "1"}, "se": {"condition": "b"}, "zz": {"x": "1"}}
+    info = read_store_info(merge_stores(parts, tmp_path / "m.zarr", metadata_tables=[table]).out)
+    assert info.metadata_columns == {"condition": ["a", "b", ""], "batch": ["1", "", ""]}
+
+
+def test_existing_output_refused_then_replaced(parts: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "m.zarr"
+    merge_stores(parts[:1], out)
+    with pytest.raises(OutputExistsError):
+        merge_stores(parts, out)
+    assert read_store_info(out).sample_names == ["pe"]
+    merge_stores(parts, out, overwrite=True)
+    assert read_store_info(out).sample_names == ["pe", "se", "pe_r"]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".m.zarr")]
+    assert leftovers == []
+
+
+def test_failed_merge_keeps_existing_store(parts: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "m.zarr"
+    merge_stores(parts[:1], out)
+    before = _snapshot(out)
+    victim = next((parts[1] / "chr1" / "c" / "0").iterdir())
+    victim.write_bytes(victim.read_bytes()[:-3])  # damage a part after extraction
+    with pytest.raises(InputError, match="merge check failed"):
+        merge_stores(parts, out, overwrite=True)
+    assert _snapshot(out) == before
+    assert not any(p.name.startswith(".m.zarr.tmp") for p in tmp_path.iterdir())
+
+
+def test_refuses_duplicates_and_mismatched_settings(random_bam, edge_bam, extract, tmp_path):
+    a = extract(random_bam, "a", chunk_len=5000)
+    problems = {
+        "duplicate": extract(random_bam, "a", chunk_len=5000),
+        "chunk_len": extract(random_bam, "b", chunk_len=4000),
+        "min_mapq": extract(random_bam, "c", chunk_len=5000, min_mapq=5),
+        "compression": extract(random_bam, "d", chunk_len=5000, compression="fast"),
+        "contigs": extract(edge_bam, "e", chunk_len=5000),
+    }
+    expected = {
+        "duplicate": "is also in",
+        "chunk_len": "chunk_len 4000",
+        "min_mapq": "min_mapq",
+        "compression": "compression 'fast'",
+        "contigs": "contig",
+    }
+    for case, part in problems.items():
+        with pytest.raises(InputError) as err:
+            merge_stores([a, part], tmp_path / f"{case}.zarr")
+        assert expected[case] in str(err.value) and str(part) in str(err.value), case
+        assert not (tmp_path / f"{case}.zarr").exists()
+
+
+def test_merged_store_can_be_merged_again(parts: list[Path], tmp_path: Path) -> None:
+    first = merge_stores(parts[:2], tmp_path / "ab.zarr").out
+    both = merge_stores([first, parts[2]], tmp_path / "abc.zarr").out
+    assert read_store_info(both).sample_names == ["pe", "se", "pe_r"]
+    assert validate_store(both).ok
+    np.testing.assert_array_equal(read_rows(both, "chr2")[1], read_rows(parts[1], "chr2")[0])
+
+
+def test_merge_never_decodes(parts: list[Path], tmp_path: Path, monkeypatch) -> None:
+    """Placing chunks must not go through a codec: make decoding impossible and merge anyway."""
+    import numcodecs
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("merge decoded a chunk")
+
+    monkeypatch.setattr(numcodecs.Blosc, "decode", refuse)
+    out = merge_stores(parts, tmp_path / "nodecode.zarr").out
+    assert {p.name for p in out.iterdir()} >= {"chr1", "metadata"}
+    assert os.path.getsize(out / layout.ZARR_JSON) > 0
