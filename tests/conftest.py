@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from bamstore.kernel import ReadFilter, available_kernels
 from bamstore.simulate import make_bam
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = REPO / "bin" / "bamstore"
 TEST_DATA = REPO / "tests" / "data"
 KERNELS = available_kernels()
 
@@ -113,3 +116,14 @@ def _no_kernel_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests choose kernels explicitly; an outer BAMSTORE_KERNEL must not leak in."""
     if "BAMSTORE_KERNEL" in os.environ:
         monkeypatch.delenv("BAMSTORE_KERNEL")
+
+
+def run_bamstore(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """bin/bamstore as Nextflow tasks call it, in a fresh process (exit codes, stderr)."""
+    return subprocess.run(
+        [sys.executable, str(BIN), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import REPO, TEST_DATA, read_rows
-
-BIN = REPO / "bin" / "bamstore"
-
-
-def run(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(BIN), *map(str, args)], capture_output=True, text=True, timeout=600
-    )
+from conftest import TEST_DATA, read_rows
+from conftest import run_bamstore as run
 
 
 def test_build_equals_extract_plus_merge(tmp_path: Path) -> None:

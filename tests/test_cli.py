@@ -9,20 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TEST_DATA
+from conftest import BIN, REPO, TEST_DATA
+from conftest import run_bamstore as run
 
-BIN = REPO / "bin" / "bamstore"
 COMMANDS = ["extract", "merge", "build", "validate", "inspect", "check-samplesheet"]
-
-
-def run(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(BIN), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 def test_version_and_help() -> None:
