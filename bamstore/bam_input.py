@@ -56,6 +56,12 @@ class AlignmentInput:
         return {name: i for i, (name, _) in enumerate(self.contigs)}
 
 
+def quiet_htslib() -> None:
+    """Silence htslib's own [E::...]/[W::...] stderr lines: bamstore reports each such problem
+    itself as one line (file, problem, fix). The CLI keeps them with --debug."""
+    pysam.set_verbosity(0)
+
+
 # ---------------------------------------------------------------------------- format detection
 
 
@@ -91,7 +97,13 @@ def sniff_format(path: Path) -> AlignmentFormat:
             "are resolved against the samplesheet's folder)",
         )
     if path.is_dir():
-        raise InputError(path, "is a directory, not a BAM file", "give the path of a .bam file")
+        raise InputError(
+            path,
+            "is a directory, not a BAM file",
+            "give the path of a coordinate-sorted, indexed BAM file (made with: "
+            + FIX_TO_BAM
+            + ")",
+        )
     try:
         with path.open("rb") as fh:
             head = fh.read(1 << 17)
@@ -258,7 +270,16 @@ def usable_index(
     if existing is not None:
         yield existing
         return
-    scratch = Path(tempfile.mkdtemp(prefix="bamstore-index-", dir=scratch_dir))
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix="bamstore-index-", dir=scratch_dir))
+    except OSError as exc:
+        raise InputError(
+            scratch_dir or tempfile.gettempdir(),
+            f"cannot hold the index this BAM needs ({exc.strerror}); {alignment.path} has "
+            "no usable index",
+            "pass --tmp-dir (or set TMPDIR) to a writable folder, or index the BAM: "
+            "samtools index " + str(alignment.path),
+        ) from exc
     try:
         yield build_index(alignment, scratch, threads=threads)
     finally:
@@ -278,25 +299,61 @@ def build_index(alignment: AlignmentInput, directory: Path, *, threads: int = 1)
     try:
         pysam.index(*args, str(path), catch_stdout=False)
     except pysam.utils.SamtoolsError as exc:
-        text = str(exc)
-        if "nsorted" in text or "NO_COOR" in text or "not sorted" in text:
-            raise InputError(
-                path,
-                "is not sorted by coordinate (records out of order)",
-                FIX_SORT.replace("INPUT", str(path)),
-            ) from exc
-        if "truncated" in text or "EOF" in text or "corrupt" in text.lower():
-            raise InputError(
-                path,
-                "is truncated or corrupted (indexing failed)",
-                "re-create or re-download it; check with samtools quickcheck",
-            ) from exc
-        raise InputError(
-            path,
-            f"could not be indexed ({text.strip().splitlines()[-1]})",
-            "check it with: samtools quickcheck -v INPUT",
-        ) from exc
+        # samtools index only says "failed to create index" (htslib logs the reason to stderr),
+        # so the reason is found by reading the records again.
+        raise _index_failure(alignment, str(exc)) from exc
     return out
+
+
+def _index_failure(alignment: AlignmentInput, text: str) -> InputError:
+    """Why `samtools index` failed: records out of order, or a block that cannot be read."""
+    path = alignment.path
+    names = [name for name, _ in alignment.contigs]
+    seen: set[int] = set()
+    prev_tid: int | None = None
+    prev_pos = -1
+    bam = None
+    try:
+        bam = pysam.AlignmentFile(
+            str(path),
+            "rc" if alignment.format == "cram" else "rb",
+            reference_filename=str(alignment.reference) if alignment.reference else None,
+            check_sq=False,
+        )
+        for rec in bam.fetch(until_eof=True):
+            tid, pos = rec.reference_id, rec.reference_start
+            where = None
+            if tid == prev_tid:
+                if tid >= 0 and pos < prev_pos:
+                    where = f"on {names[tid]} a record at {pos + 1} follows one at {prev_pos + 1}"
+            elif prev_tid == -1:
+                where = f"a record on {names[tid]} follows unplaced reads (they go last)"
+            elif tid in seen:
+                where = f"records of {names[tid]} are not together"
+            if where:
+                return InputError(
+                    path,
+                    f"is not sorted by coordinate: {where}",
+                    FIX_SORT.replace("INPUT", str(path)),
+                )
+            seen.add(tid)
+            prev_tid, prev_pos = tid, pos
+    except (OSError, ValueError):
+        return InputError(
+            path,
+            "is corrupted or truncated: a compressed block or record cannot be read",
+            "re-create or re-download it; check with: samtools quickcheck -v " + str(path),
+        )
+    finally:
+        if bam is not None:
+            with contextlib.suppress(OSError):  # htslib repeats a read error on close
+                bam.close()
+    detail = text.strip().splitlines()[-1] if text.strip() else "samtools index failed"
+    return InputError(
+        path,
+        f"could not be indexed ({detail})",
+        "check it with: samtools quickcheck -v " + str(path),
+    )
 
 
 # ---------------------------------------------------------------------------- contig selection

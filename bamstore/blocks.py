@@ -128,7 +128,10 @@ class BgzfReader:
         pending: deque[Future[list[bytes]]] = deque()
         batches = self._batches(cstart, clast)
         first = True
+        after = cstart  # file offset just past the last block read
         for batch in batches:
+            raw, spans, base = batch
+            after = base + spans[-1][0] + spans[-1][2]
             pending.append(submit(_inflate_batch, *batch))
             if len(pending) >= self._inflight:
                 for block in pending.popleft().result():
@@ -138,3 +141,18 @@ class BgzfReader:
             for block in pending.popleft().result():
                 yield block, (ustart if first else 0)
                 first = False
+        # Past `last`, one block at a time and only while the consumer asks: the record after
+        # the range's last one (the next contig's first) can continue into later blocks, since
+        # writers may split records across blocks (htsjdk/Picard do; htslib does for records
+        # over 64 KiB, e.g. long CIGARs). The kernel stops asking once it has seen that record.
+        pos = after
+        while pos + 18 <= self._size:
+            raw = os.pread(self._fd, MAX_BLOCK, pos)
+            total = _block_size(raw, 0, pos)
+            if total > len(raw):
+                raise BgzfError(pos, "file ends inside a block (truncated)")
+            xlen = struct.unpack_from("<H", raw, 10)[0]
+            for block in _inflate_batch(raw, [(0, 12 + xlen, total)], pos):
+                yield block, (ustart if first else 0)
+                first = False
+            pos += total

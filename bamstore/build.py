@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bamstore import layout
-from bamstore.bam_input import check_same_contigs, fingerprint
+from bamstore.bam_input import check_same_contigs, fingerprint, quiet_htslib
 from bamstore.errors import BamstoreError, InputError, InputErrors
 from bamstore.extract import ExtractOptions, SampleResult, extract_sample, prepare_input
 from bamstore.merge import MergeResult, merge_stores
 from bamstore.publish import check_output_path, output_lock
-from bamstore.samplesheet import SampleRow, Samplesheet, merge_samplesheets, read_samplesheet
+from bamstore.samplesheet import SampleRow, Samplesheet, check_samplesheet, merge_samplesheets
 from bamstore.store import read_store_info
 from bamstore.validate import validate_store
 
@@ -50,13 +50,16 @@ def read_samplesheets(paths: list[Path]) -> Samplesheet:
     sheets: list[Samplesheet] = []
     problems: list[InputError] = []
     for path in paths:
-        try:
-            sheets.append(read_samplesheet(path))
-        except InputErrors as exc:
-            problems += exc.problems
+        sheet, found = check_samplesheet(path)
+        sheets.append(sheet)
+        problems += found
+    try:
+        merged = merge_samplesheets(sheets)  # duplicates across sheets, with the rest
+    except InputErrors as exc:
+        problems += exc.problems
     if problems:
         raise InputErrors(problems, header=f"{len(problems)} problem(s) in the samplesheet(s)")
-    return merge_samplesheets(sheets)
+    return merged
 
 
 def _options_for(row: SampleRow, options: ExtractOptions) -> ExtractOptions:
@@ -76,14 +79,25 @@ def check_inputs(sheet: Samplesheet, options: ExtractOptions) -> list[tuple[str,
                 check_same_contigs(
                     reference[1], contigs, f"sample {row.sample} ({row.bam})", reference[0]
                 )
-        except InputErrors as exc:
-            problems += exc.problems
         except InputError as exc:
-            problems.append(exc)
+            for problem in _for_sample(exc, row):
+                if problem.line() not in {p.line() for p in problems}:  # e.g. a bad --chromsizes
+                    problems.append(problem)
     if problems:
         raise InputErrors(problems, header=f"{len(problems)} problem(s) with the input BAMs")
     assert reference is not None
     return reference[1]
+
+
+def _for_sample(exc: InputError, row: SampleRow, then: str = "") -> list[InputError]:
+    """The problems of `exc`, naming the sample where they are about its BAM; `then` is added
+    to each fix."""
+    out = []
+    for p in exc.problems if isinstance(exc, InputErrors) else [exc]:
+        subject = f"sample {row.sample} ({row.bam})" if p.subject == str(row.bam) else p.subject
+        fix = f"{p.fix}; {then}" if p.fix and then else (p.fix or then or None)
+        out.append(InputError(subject, p.problem, fix))
+    return out
 
 
 def _reusable(
@@ -114,6 +128,8 @@ def _extract_worker(
     row: SampleRow, part: Path, options: ExtractOptions, log_level: int
 ) -> SampleResult:
     logging.basicConfig(level=log_level, format="%(message)s")
+    if log_level > logging.DEBUG:
+        quiet_htslib()
     return extract_sample(
         row.bam, row.sample, part, _options_for(row, options), index=row.bai, overwrite=True
     )
@@ -137,7 +153,7 @@ def build_store(
     contigs = check_inputs(sheet, options)
     parts_dir = parts_dir_for(out)
     result = BuildResult(out, sheet.sample_names)
-    with output_lock(parts_dir):
+    with output_lock(parts_dir, subject=out):
         parts_dir.mkdir(exist_ok=True)
         parts = {row.sample: parts_dir / f"{row.sample}.zarr" for row in sheet.rows}
         todo = []
@@ -190,7 +206,7 @@ def _extract_all(
                 try:
                     res = fut.result()
                 except InputError as exc:
-                    failures.append(exc)
+                    failures += _for_sample(exc, row, "then re-run the build with --resume")
                     log.error("[%d/%d] %s failed: %s", done, n_total, row.sample, exc.line())
                     continue
                 results.append(res)

@@ -265,10 +265,10 @@ def _count_windows(
                 result.primary_reads,
                 time.monotonic() - started,
             )
-    if failure:
-        raise failure[0]
     for fut in futures:
         fut.result()
+    if failure:  # checked after every write has finished: a late failure must not be lost
+        raise failure[0]
     return results
 
 
@@ -292,6 +292,15 @@ def _next_window(reader: CoverageReader, bufs: _WindowBuffers, path: Path, conti
             "re-create or re-download it; check with samtools quickcheck -v",
         ) from None
     except OSError as exc:
+        with open(path, "rb") as fh:
+            cram = fh.read(4) == b"CRAM"
+        if cram:  # htslib cannot tell a damaged CRAM from one decoded with the wrong genome
+            raise InputError(
+                path,
+                f"a record on {contig} cannot be decoded: --reference is not the genome the "
+                "CRAM was made with (see its @SQ M5 tags), or the file is corrupted",
+                "pass the FASTA it was aligned to; check the file with samtools quickcheck -v",
+            ) from exc
         raise InputError(
             path,
             f"is corrupted: a record on {contig} cannot be decoded",

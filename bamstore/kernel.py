@@ -10,6 +10,7 @@ chunk window at a time, so memory depends on chunk_len, never on contig length.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -131,7 +132,9 @@ class PythonCoverageReader:
         self.contig_open = False
 
     def close(self) -> None:
-        self._bam.close()
+        # After a read error htslib reports it again on close; the read error is the one to show.
+        with contextlib.suppress(OSError):
+            self._bam.close()
 
     def start_contig(self, tid: int, length: int) -> None:
         if tid < 0 or tid >= self._bam.nreferences:

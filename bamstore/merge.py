@@ -301,7 +301,14 @@ def merge_stores(
         problems = verify_rows(tmp, names, records, first.contigs, stranded, any_stranded, threads)
         if problems:
             raise InputErrors(
-                [InputError(None, p) for p in problems],
+                [
+                    InputError(
+                        out,
+                        f"not published, the merge check failed: {p}",
+                        "re-extract that sample (its per-sample store changed after extraction)",
+                    )
+                    for p in problems
+                ],
                 header="merge check failed; the store was not published "
                 "(re-extract the samples named below)",
             )

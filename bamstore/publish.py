@@ -81,8 +81,11 @@ def remove_tree(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def output_lock(final: Path) -> Iterator[None]:
-    """Exclusive, non-blocking lock for one output path; refuses if another process holds it."""
+def output_lock(final: Path, subject: Path | None = None) -> Iterator[None]:
+    """Exclusive, non-blocking lock for one output path; refuses if another process holds it.
+
+    `subject` is the path named in that refusal (default `final`).
+    """
     lock_path = final.parent / f".{final.name}.lock"
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -90,7 +93,7 @@ def output_lock(final: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OutputLockedError(final) from None
+            raise OutputLockedError(subject or final) from None
         # The file may have been unlinked by the previous holder after we opened it.
         try:
             same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino

@@ -277,13 +277,14 @@ def merge_samplesheets(sheets: list[Samplesheet]) -> Samplesheet:
     for sheet in sheets:
         for row in sheet.rows:
             if row.sample in first:
-                problems.append(
-                    InputError(
-                        row.where,
-                        f"sample {row.sample!r} is also on {first[row.sample].where}",
-                        "give every sample a unique name across samplesheets",
+                if first[row.sample].sheet != row.sheet:  # check_samplesheet reports the rest
+                    problems.append(
+                        InputError(
+                            row.where,
+                            f"sample {row.sample!r} is also on {first[row.sample].where}",
+                            "give every sample a unique name across samplesheets",
+                        )
                     )
-                )
                 continue
             first[row.sample] = row
             merged.rows.append(row)

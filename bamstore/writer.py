@@ -7,6 +7,7 @@ zarr itself, so their codecs are exactly zarr's defaults, as in QuantNado.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,22 @@ class StoreWriter:
         self.profile = profile
         path.mkdir(parents=True)
         layout.write_json(path / layout.ZARR_JSON, layout.group_document())
+        # The array documents differ only in the contig length: serialise once (json.dumps with
+        # indent runs in Python, ~0.2 ms a document: 20 s for 100,000 contigs). Written in place,
+        # not via a temporary file: the whole store is unpublished until it is complete.
+        marker = str(987_654_321_987_654_321)
+        template = json.dumps(
+            layout.coverage_array_document(n_samples, int(marker), chunk_len, profile),
+            indent=2,
+            allow_nan=False,
+        )
+        assert template.count(marker) == 1
         for contig, length in self.contigs:
-            doc = layout.coverage_array_document(n_samples, length, chunk_len, profile)
+            text = template.replace(marker, str(int(length)))
             for name in layout.coverage_array_names([contig], stranded):
-                layout.write_json(path / name / layout.ZARR_JSON, doc)
+                folder = path / name
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / layout.ZARR_JSON).write_text(text)
         self._made_dirs: set[Path] = set()
 
     def chunk_file(self, array: str, row: int, col: int) -> Path:
