@@ -443,14 +443,25 @@ def validate(store: Path, quick: bool, threads: int, as_json: bool) -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="Machine-readable summary (stable; for tests)."
 )
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the summary and a library-size bar chart as one HTML page.",
+)
 @command_options
-def inspect(store: Path, as_json: bool) -> None:
+def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
     """Samples, contigs, library sizes, metadata columns and the settings used."""
     from bamstore.inspect_store import format_summary, summarize
     from bamstore.store import read_store_info
 
     info = read_store_info(store)
     summary = summarize(info)
+    if html_out is not None:
+        from bamstore.report import html_report
+
+        html_out.write_text(html_report(summary, f"bamstore store {store.name}"))
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
@@ -469,6 +480,71 @@ def check_samplesheet(samplesheets: tuple[Path, ...]) -> None:
     click.echo(
         f"OK: {len(sheet.rows)} samples ({stranded} stranded), metadata columns: "
         f"{', '.join(sheet.metadata_columns) or '(none)'}"
+    )
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--region",
+    required=True,
+    help="CHROM:START-END, 0-based start and end exclusive as in QuantNado's extract_region "
+    "(commas allowed, e.g. chr1:10,000-20,000), or CHROM for the whole contig.",
+)
+@click.option("--samples", default=None, help="Comma-separated sample names (default: all).")
+@click.option(
+    "--normalise",
+    "--normalize",
+    type=click.Choice(["cpm", "rpkm"], case_sensitive=False),
+    default=None,
+    help="Divide by library size (metadata/total_reads): CPM, or RPKM per base.",
+)
+@click.option(
+    "--strand", is_flag=True, help="Stranded samples: + strand above the axis, - strand below."
+)
+@click.option(
+    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Image file (.png/.svg)."
+)
+@click.option("--width", type=click.IntRange(200), default=None, help="Pixels [default: 1200].")
+@click.option(
+    "--height", type=click.IntRange(100), default=None, help="Pixels [default: 130 per sample]."
+)
+@command_options
+def plot(
+    store: Path,
+    region: str,
+    samples: str | None,
+    normalise: str | None,
+    strand: bool,
+    out: Path,
+    width: int | None,
+    height: int | None,
+) -> None:
+    """Coverage of a region, one track per sample on shared axes (needs bamstore[plot])."""
+    from bamstore.api import ReadOnlyStoreError
+    from bamstore.plot import plot_region
+
+    names = [s.strip() for s in samples.split(",") if s.strip()] if samples else None
+    try:
+        info = plot_region(
+            store,
+            region,
+            out,
+            samples=names,
+            normalise=normalise,
+            strand=strand,
+            width=width,
+            height=height,
+        )
+    except (ValueError, FileNotFoundError, ReadOnlyStoreError) as exc:
+        raise InputError(store, str(exc)) from exc
+    log.info(
+        "%s: %s, %d sample(s), %dx%d px",
+        info.path,
+        f"{info.chrom}:{info.start:,}-{info.end:,}",
+        len(info.samples),
+        info.width,
+        info.height,
     )
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +174,24 @@ class _ChunkPlacer:
         self.copied += 1
 
 
+def place_row(
+    placer: _ChunkPlacer,
+    src: Path,
+    src_row: int,
+    arrays: Sequence[str],
+    dst_file: Callable[[str, int, int], Path],
+    dst_row: int,
+) -> None:
+    """Place row `src_row` of every array of store `src` as row `dst_row` of another store.
+
+    `dst_file(array, row, col)` gives the destination path with its folder created; shared by
+    merge (new store) and `BamStore.process_samples` (one row of an existing store).
+    """
+    for array in arrays:
+        for col, path in layout.row_chunk_files(src, array, src_row).items():
+            placer.place(path, dst_file(array, dst_row, col))
+
+
 def _part_tables(infos: Sequence[StoreInfo]) -> dict[str, dict[str, str]]:
     table: dict[str, dict[str, str]] = {}
     for info in infos:
@@ -191,10 +209,15 @@ def verify_rows(
     stranded: Mapping[str, str],
     has_strand_arrays: bool,
     threads: int = 1,
+    rows: Sequence[int] | None = None,
 ) -> list[str]:
-    """Compare each row's chunk files with the digests recorded at extraction; list mismatches."""
+    """Compare each row's chunk files with the digests recorded at extraction; list mismatches.
+
+    `rows[k]` is the row of `sample_names[k]` (default: k), so one inserted row can be checked.
+    """
     jobs = []
-    for row, name in enumerate(sample_names):
+    row_of = range(len(sample_names)) if rows is None else rows
+    for row, name in zip(row_of, sample_names, strict=True):
         record = records[name]
         for i, (contig, _) in enumerate(contigs):
             kinds = [(contig, record["digests"][i])]
@@ -271,9 +294,7 @@ def merge_stores(
                 [c for c, _ in info.contigs], info.has_strand_arrays
             )
             for part_row, _name in enumerate(info.sample_names):
-                for array in part_arrays:
-                    for col, src in layout.row_chunk_files(info.path, array, part_row).items():
-                        placer.place(src, writer.chunk_file(array, row, col))
+                place_row(placer, info.path, part_row, part_arrays, writer.chunk_file, row)
                 row += 1
         meta = {
             k: np.concatenate([info.metadata_arrays[k] for info in infos])

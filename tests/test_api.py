@@ -1,0 +1,569 @@
+"""The Python API (`bamstore.api.BamStore`): QuantNado's calls over our engine.
+
+Every BAM is generated in the test's tmp dir (bamstore.simulate or a few explicit reads); the
+expected values come from pysam, plain zarr or QuantNado's reader rules, never from BamStore.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pysam
+import pytest
+import zarr
+from zarr.storage import LocalStore, WrapperStore
+
+from bamstore import api, layout
+from bamstore.api import BamStore, MissingExtraError, ReadOnlyStoreError, parse_region
+from bamstore.errors import InputError, InputErrors
+from bamstore.simulate import make_bam
+from bamstore.validate import validate_store
+
+CONTIGS = [("chr1", 30_000), ("chr2", 12_000), ("chrUn_x", 3_000)]
+KEPT = {"chr1": 30_000, "chr2": 12_000}  # filter_chromosomes=True drops chrUn_x
+CHUNK = 4096
+NAMES = ["a", "b", "c"]
+STRANDED = {"c": "R"}
+
+
+@pytest.fixture(scope="module")
+def bams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bams")
+    return {
+        name: make_bam(folder / f"{name}.bam", 1500, CONTIGS, seed=seed)
+        for seed, name in enumerate(NAMES, start=11)
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, bams: dict[str, Path]) -> Path:
+    """A store made by from_bam_files, shared read-only by the reading tests."""
+    out = tmp_path_factory.mktemp("built") / "cov.zarr"
+    BamStore.from_bam_files(
+        [bams[n] for n in NAMES], store_path=out, chunk_len=CHUNK, stranded=STRANDED
+    )
+    return out
+
+
+def count_library(bam: Path, kept: dict[str, int], exclude: int = 0x704) -> int:
+    """Independent library size: primary records passing the default filter on kept contigs."""
+    n = 0
+    with pysam.AlignmentFile(str(bam)) as f:
+        for r in f.fetch(until_eof=True):
+            if r.is_unmapped or r.reference_name not in kept or r.flag & (exclude | 0x900):
+                continue
+            n += r.reference_start < kept[r.reference_name]
+    return n
+
+
+def write_reads(path: Path, contigs: list[tuple[str, int]], reads: list[tuple[str, int, str]]):
+    """A sorted, indexed BAM of single-end forward reads (contig, 0-based start, CIGAR)."""
+    header = {"HD": {"VN": "1.6", "SO": "coordinate"}}
+    header["SQ"] = [{"SN": n, "LN": length} for n, length in contigs]
+    tids = {n: i for i, (n, _) in enumerate(contigs)}
+    with pysam.AlignmentFile(str(path), "wb", header=header) as out:
+        for i, (contig, pos, cigar) in enumerate(sorted(reads, key=lambda r: (tids[r[0]], r[1]))):
+            seg = pysam.AlignedSegment()
+            seg.query_name, seg.flag, seg.mapping_quality = f"r{i}", 0, 60
+            seg.reference_id, seg.reference_start, seg.cigarstring = tids[contig], pos, cigar
+            length = seg.infer_query_length()
+            seg.query_sequence = "A" * length
+            seg.query_qualities = pysam.qualitystring_to_array("I" * length)
+            out.write(seg)
+    pysam.index(str(path))
+    return path
+
+
+# ---------------------------------------------------------------------------- region strings
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("chr1:1,000-2,000", ("chr1", 1000, 2000)),
+        ("chr1:1000-2000", ("chr1", 1000, 2000)),
+        ("chr1", ("chr1", None, None)),
+        ("chr1:0-1", ("chr1", 0, 1)),
+        ("chrX:1,0,0-2,00", ("chrX", 100, 200)),  # QuantNado drops every comma
+        ("chr1_KI270706v1_random:5-9", ("chr1_KI270706v1_random", 5, 9)),
+        ("chr9:77,418,764-78,339,335", ("chr9", 77418764, 78339335)),  # QuantNado's docstring
+    ],
+)
+def test_region_strings_parse_as_in_quantnado(text: str, expected: tuple) -> None:
+    assert parse_region(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("chr1:5-5", "greater than start"),
+        ("chr1:9-5", "greater than start"),
+        ("chr1:-5-10", "non-negative"),
+        ("chr1:100", "Invalid region format"),
+        ("chr1:-10", "Invalid region format"),
+        ("chr1:a-b", "Invalid region format"),
+        ("chr1:10-", "Invalid region format"),
+        ("HLA:A:1-5", "Invalid region format"),
+    ],
+)
+def test_bad_region_strings_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_region(text)
+
+
+def test_region_coordinates_are_0_based_end_exclusive(tmp_path: Path) -> None:
+    """A read at 0-based 1000 (1-based 1001) with 10M covers chr1:1,000-1,010 and nothing else."""
+    bam = write_reads(tmp_path / "one.bam", [("chr1", 5000)], [("chr1", 1000, "10M")])
+    store = BamStore.from_bam_files([bam], store_path=tmp_path / "one.zarr", chunk_len=1024)
+    assert store.extract_region("chr1:1,000-1,010").tolist() == [[1] * 10]
+    assert store.extract_region("chr1:990-1,000").tolist() == [[0] * 10]
+    assert store.extract_region("chr1:1,010-1,020").tolist() == [[0] * 10]
+    same = store.extract_region(chrom="chr1", start=995, end=1015)
+    assert same.tolist() == [[0] * 5 + [1] * 10 + [0] * 5]
+    whole = store.extract_region("chr1")
+    assert whole.shape == (1, 5000) and int(whole.sum()) == 10
+    assert np.flatnonzero(whole[0]).tolist() == list(range(1000, 1010))
+
+
+# ---------------------------------------------------------------------------- interoperability
+
+
+def test_reads_identically_through_bamstore_zarr_and_quantnado_rules(built: Path) -> None:
+    store = BamStore.open(built)
+    root = zarr.open_group(str(built), mode="r")  # plain zarr, as QuantNado opens it
+    attrs = root.attrs
+    # QuantNado's open: required attributes, hash check, metadata group and its arrays
+    names = list(attrs["sample_names"])
+    assert names == NAMES == store.sample_names
+    assert attrs["sample_names_hash"] == hashlib.sha256("|".join(names).encode()).hexdigest()[:16]
+    assert int(attrs["chunk_len"]) == CHUNK == store.chunk_len
+    assert dict(attrs["chromsizes"]) == KEPT == store.chromsizes
+    assert attrs["stranded"] == {"a": "", "b": "", "c": "R"}
+    meta = root["metadata"]
+    assert {"completed", "sparsity", "sample_hashes", "total_reads"} <= set(meta.array_keys())
+    # every root member other than metadata is a contig (or its strand array), sized as stated
+    members = sorted(k for k in root if k != "metadata")
+    assert members == ["chr1", "chr1_fwd", "chr1_rev", "chr2", "chr2_fwd", "chr2_rev"]
+    assert store.chromosomes == ["chr1", "chr2"]  # never the _fwd/_rev arrays
+    for contig, length in KEPT.items():
+        assert root[contig].shape == (3, length)
+        whole = np.asarray(root[contig][...])
+        assert np.array_equal(store.extract_region(chrom=contig), whole)
+        assert np.array_equal(
+            store.extract_region(chrom=contig, samples=["c"], strand="+"),
+            np.asarray(root[f"{contig}_fwd"][2:3, :]),
+        )
+    # QuantNado's extract_region(as_xarray=False): root[chrom][sample_indices, start:end]
+    chrom, start, end = parse_region("chr1:10,000-12,345")
+    expected = np.asarray(root[chrom].oindex[[2, 0], start:end])
+    assert np.array_equal(store.extract_region("chr1:10,000-12,345", samples=["c", "a"]), expected)
+    assert np.array_equal(store.extract_region("chr1:10,000-12,345", samples=[2, 0]), expected)
+    # library_sizes and sample hashes as QuantNado derives them
+    reads = np.asarray(meta["total_reads"][...], dtype=float)
+    assert store.library_sizes.tolist() == reads.tolist()
+    hashes = ["".join(f"{b:02x}" for b in row) for row in np.asarray(meta["sample_hashes"][...])]
+    assert store.sample_hashes == hashes
+    assert store.metadata["sample_hash"].tolist() == hashes
+    assert validate_store(built).ok
+
+
+def test_library_sizes_equal_an_independent_count(built: Path, bams: dict[str, Path]) -> None:
+    sizes = BamStore.open(built).library_sizes
+    assert isinstance(sizes, pd.Series) and sizes.name == "library_size"
+    assert sizes.to_dict() == {n: float(count_library(bams[n], KEPT)) for n in NAMES}
+
+
+def test_open_is_read_only_for_real(built: Path, bams: dict[str, Path]) -> None:
+    before = {p: p.read_bytes() for p in built.rglob("*") if p.is_file()}
+    store = BamStore.open(built)
+    assert store.read_only
+    writes = [
+        lambda: store.set_metadata(pd.DataFrame({"sample_id": ["a"], "x": [1]})),
+        lambda: store.update_metadata({"x": ["1", "2", "3"]}),
+        lambda: store.remove_metadata_columns(["x"]),
+        lambda: store.process_samples([bams[n] for n in NAMES]),
+    ]
+    for write in writes:
+        with pytest.raises(ReadOnlyStoreError, match="read-only"):
+            write()
+    with pytest.raises(ValueError, match="read-only"):  # the zarr group itself refuses writes
+        store.root["chr1"][0, :3] = 7
+    with pytest.raises(ValueError, match="read-only"):
+        store.root.attrs["x"] = 1
+    assert {p: p.read_bytes() for p in built.rglob("*") if p.is_file()} == before
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def test_normalisation(built: Path) -> None:
+    store = BamStore.open(built)
+    raw = store.extract_region("chr1:2,000-3,000").astype(float)
+    lib = store.library_sizes.to_numpy()
+    cpm = store.extract_region("chr1:2,000-3,000", normalise="cpm")
+    assert np.allclose(cpm, raw / (lib[:, None] / 1e6))
+    rpkm = store.extract_region("chr1:2,000-3,000", normalise="RPKM")
+    assert np.allclose(rpkm, cpm * 1000)  # per-position RPKM: CPM / 0.001 kb
+    given = store.extract_region(
+        "chr1:2,000-3,000", samples=["b"], normalise="cpm", library_sizes={"b": 2_000_000}
+    )
+    assert np.allclose(given, raw[1:2] / 2.0)
+    zero = store.extract_region(
+        "chr1:2,000-3,000", samples=["a", "b"], normalise="cpm", library_sizes={"a": 0, "b": 1e6}
+    )
+    assert np.isnan(zero[0]).all() and not np.isinf(zero).any()
+    assert np.allclose(zero[1], raw[1])
+    with pytest.raises(ValueError, match="Library sizes missing"):
+        store.extract_region("chr1:0-10", normalise="cpm", library_sizes={"a": 5})
+    with pytest.raises(ValueError, match="TPM"):
+        store.extract_region("chr1:0-10", normalise="tpm")
+
+
+def test_extract_region_errors(built: Path, tmp_path: Path, bams: dict[str, Path]) -> None:
+    store = BamStore.open(built)
+    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"region": "chr7:0-10"}, ValueError, "Chromosome 'chr7' not in store"),
+        ({"chrom": "chr1_fwd"}, ValueError, "strand='\\+' or '-'"),
+        ({"region": "chr2:11,990-12,001"}, ValueError, "exceeds chromosome size 12000"),
+        ({"chrom": "chr2", "start": -1, "end": 5}, ValueError, "must be >= 0"),
+        ({"chrom": "chr2", "start": 5, "end": 5}, ValueError, "must be greater than start"),
+        ({"chrom": "chr2", "start": 2.5, "end": 5}, TypeError, "must be integers"),
+        ({"region": "chr1:0-5", "chrom": "chr1"}, ValueError, "either 'region' or 'chrom'"),
+        ({}, ValueError, "Must specify"),
+        ({"region": "chr1:0-5", "samples": ["zz"]}, ValueError, "Sample 'zz' not found"),
+        ({"region": "chr1:0-5", "samples": [3]}, ValueError, "out of range"),
+        ({"region": "chr1:0-5", "samples": [1.5]}, TypeError, "strings or integers"),
+        ({"region": "chr1:0-5", "strand": "x"}, ValueError, "strand must be"),
+        ({"region": "chr1:0-5", "samples": ["a"], "strand": "+"}, ValueError, "not built"),
+    ]
+    for kwargs, kind, message in cases:
+        with pytest.raises(kind, match=message):
+            store.extract_region(**kwargs)
+    flat = BamStore.from_bam_files([bams["a"]], store_path=tmp_path / "u.zarr", chunk_len=CHUNK)
+    with pytest.raises(ValueError, match="no strand arrays"):
+        flat.extract_region("chr1:0-5", strand="-")
+    empty = BamStore(tmp_path / "e.zarr", KEPT, ["x", "y"], chunk_len=CHUNK)
+    with pytest.raises(RuntimeError, match="incomplete"):
+        empty.extract_region("chr1:0-5", samples=["y"])
+
+
+class _CountingStore(WrapperStore):
+    """Records every key zarr asks the store for."""
+
+    keys: list[str]
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        self.keys.append(key)
+        return await self._store.get(key, prototype, byte_range)
+
+
+def test_reading_touches_only_the_chunks_a_region_needs(
+    built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys: list[str] = []
+
+    def counting(path: Path, read_only: bool) -> _CountingStore:
+        store = _CountingStore(LocalStore(path, read_only=read_only))
+        store.keys = keys
+        return store
+
+    monkeypatch.setattr(api, "_local_store", counting)
+    store = BamStore.open(built)
+    keys.clear()
+    store.extract_region("chr1:9,000-17,000", samples=["c", "a"])
+    coverage = {k for k in keys if "/c/" in k and not k.startswith("metadata/")}
+    # 9,000..16,999 at chunk_len 4096 lies in columns 2, 3 and 4; rows 2 (c) and 0 (a)
+    assert coverage == {f"chr1/c/{row}/{col}" for row in (2, 0) for col in (2, 3, 4)}
+    assert len(keys) == len(set(keys))  # nothing is read twice
+    keys.clear()
+    store.extract_region("chr2:100-200", samples=["c"], strand="-")
+    assert {k for k in keys if "/c/" in k} == {"chr2_rev/c/2/0"}
+
+
+def test_as_xarray_gives_labelled_data(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("xarray")
+    store = BamStore.open(built)
+    arr = store.extract_region("chr2:1,000-1,050", samples=["b", "c"], as_xarray=True)
+    assert arr.dims == ("sample", "position")
+    assert arr["sample"].values.tolist() == ["b", "c"]
+    assert arr["position"].values.tolist() == list(range(1000, 1050))
+    assert arr.attrs["chromosome"] == "chr2" and arr.attrs["start"] == 1000
+    assert np.array_equal(arr.values, store.extract_region("chr2:1,000-1,050", samples=[1, 2]))
+    assert arr["sample_hash"].values.tolist() == store.sample_hashes[1:]
+    monkeypatch.setitem(sys.modules, "xarray", None)  # as if the extra were not installed
+    with pytest.raises(MissingExtraError, match=r"bamstore\[xarray\]"):
+        store.extract_region("chr2:0-5", as_xarray=True)
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def test_constructor_creates_attaches_and_refuses(tmp_path: Path) -> None:
+    store = BamStore(tmp_path / "new", KEPT, ["x", "y"], chunk_len=1000, stranded="U")
+    assert store.store_path == tmp_path / "new.zarr"  # QuantNado's _normalize_path
+    assert store.n_completed == 0 and store.completed_mask.tolist() == [False, False]
+    assert store.library_sizes.isna().all()
+    assert store.stranded == {"x": "U", "y": "U"} and store.has_strand_arrays
+    assert sorted(p.name for p in store.store_path.iterdir() if p.is_dir()) == [
+        "chr1",
+        "chr1_fwd",
+        "chr1_rev",
+        "chr2",
+        "chr2_fwd",
+        "chr2_rev",
+        "metadata",
+    ]
+    path = tmp_path / "new.zarr"
+    with pytest.raises(FileExistsError, match="overwrite=True or resume=True"):
+        BamStore(path, KEPT, ["x", "y"], overwrite=False)
+    with pytest.raises(ValueError, match="read-only"):
+        BamStore(path, KEPT, ["x", "y"], read_only=True)
+    with pytest.raises(FileNotFoundError):
+        BamStore(tmp_path / "absent.zarr", KEPT, ["x"], read_only=True)
+    with pytest.raises(ValueError, match="do not match stored sample_names"):
+        BamStore(path, KEPT, ["y", "x"], resume=True)
+    with pytest.raises(ValueError, match="stored strandedness"):
+        BamStore(path, KEPT, ["x", "y"], resume=True, stranded={"x": "R"})
+    with pytest.raises(ValueError, match="disagree"):
+        BamStore(path, {"chr1": 30_001, "chr2": 12_000}, ["x", "y"], resume=True)
+    attached = BamStore(path, KEPT, ["x", "y"], overwrite=False, read_only=True)
+    assert attached.read_only and attached.chunk_len == 1000
+    assert BamStore(path, None, ["x", "y"], resume=True).stranded == {"x": "U", "y": "U"}
+    with pytest.raises(ValueError, match="chromsizes is needed"):
+        BamStore(tmp_path / "none.zarr", None, ["x"])
+    with pytest.raises(ValueError, match="unique"):
+        BamStore(tmp_path / "d.zarr", KEPT, ["x", "x"])
+    with pytest.raises(ValueError, match="Unknown sample names in stranded list"):
+        BamStore(tmp_path / "d.zarr", KEPT, ["x"], stranded=["q"])
+    with pytest.raises(ValueError, match="stranded must be one of"):
+        BamStore(tmp_path / "d.zarr", KEPT, ["x"], stranded="X")
+    listed = BamStore(tmp_path / "l.zarr", KEPT, ["x", "y"], stranded=["y"], chunk_len=500)
+    assert listed.stranded == {"x": "", "y": "U"}
+    auto = BamStore(tmp_path / "auto.zarr", KEPT, ["x"])
+    assert auto.chunk_len == 42_000  # QuantNado's estimate, capped at the genome length
+
+
+def test_process_samples_fills_rows_like_a_build(
+    built: Path, bams: dict[str, Path], tmp_path: Path
+) -> None:
+    """Rows filled in parallel worker processes equal the merged build, chunk for chunk."""
+    store = BamStore(tmp_path / "p.zarr", KEPT, NAMES, chunk_len=CHUNK, stranded=STRANDED)
+    store.process_samples([bams[n] for n in NAMES], max_workers=2)
+    assert store.n_completed == 3
+    reference = BamStore.open(built)
+    for contig in ("chr1", "chr1_fwd", "chr2_rev"):
+        assert np.array_equal(
+            np.asarray(store.root[contig][...]), np.asarray(reference.root[contig][...])
+        )
+    assert store.library_sizes.equals(reference.library_sizes)
+    assert store.sample_hashes == reference.sample_hashes
+    assert validate_store(store.store_path).ok, validate_store(store.store_path).problems
+    assert not list(tmp_path.glob(".p.zarr.*"))  # no parts or lock left behind
+
+
+def test_resume_skips_completed_samples(
+    bams: dict[str, Path], built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real_extract = api.extract_sample
+
+    def extract(bam: Path, sample: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(sample)
+        if sample == "b" and os.environ.get("FAIL_B"):
+            raise InputError(bam, "simulated failure")
+        return real_extract(bam, sample, *args, **kwargs)
+
+    monkeypatch.setattr(api, "extract_sample", extract)
+    monkeypatch.setenv("FAIL_B", "1")
+    path = tmp_path / "r.zarr"
+    store = BamStore(path, KEPT, NAMES, chunk_len=CHUNK, stranded=STRANDED)
+    with pytest.raises(InputErrors, match="1 of 3 sample"):
+        store.process_samples([bams[n] for n in NAMES])
+    assert calls == ["a", "b", "c"]
+    assert store.completed_mask.tolist() == [True, False, True]
+    first_chunk = layout.chunk_path(path, "chr1", 0, 0)
+    inode = first_chunk.stat().st_ino
+    monkeypatch.delenv("FAIL_B")
+    calls.clear()
+    resumed = BamStore(path, KEPT, NAMES, overwrite=False, resume=True)
+    # a's BAM is gone: resuming must not even open it
+    resumed.process_samples([tmp_path / "gone.bam", bams["b"], bams["c"]])
+    assert calls == ["b"]
+    assert resumed.completed_mask.all()
+    assert first_chunk.stat().st_ino == inode  # row a untouched
+    reference = BamStore.open(built)
+    assert np.array_equal(np.asarray(resumed.root["chr1"][...]), reference.root["chr1"][...])
+    assert validate_store(path).ok
+    calls.clear()  # resume=True wins over the default overwrite=True: nothing is rebuilt
+    again = BamStore.from_bam_files(
+        [tmp_path / "gone.bam"] * 3,
+        chromsizes=KEPT,
+        store_path=path,
+        bam_sample_names=NAMES,
+        resume=True,
+    )
+    assert calls == [] and again.n_completed == 3
+
+
+def test_staging_dir_builds_elsewhere_and_publishes_atomically(
+    bams: dict[str, Path], built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch, out_dir = tmp_path / "scratch", tmp_path / "project"
+    out_dir.mkdir()
+    final = out_dir / "s.zarr"
+    merged_at: list[Path] = []
+    final_existed: list[bool] = []
+    real_merge = api.merge_stores
+
+    def spy(parts: list[Path], out: Path, **kwargs: Any) -> Any:
+        merged_at.append(Path(out))
+        final_existed.append(final.exists())
+        return real_merge(parts, out, **kwargs)
+
+    monkeypatch.setattr(api, "merge_stores", spy)
+    args = ([bams[n] for n in NAMES],)
+    store = BamStore.from_bam_files(
+        *args, store_path=out_dir / "s", staging_dir=scratch, chunk_len=CHUNK, stranded=STRANDED
+    )
+    assert merged_at[0].is_relative_to(scratch)
+    assert final_existed == [False]  # nothing at the final path while building
+    assert store.store_path == final and not store.read_only
+    assert np.array_equal(np.asarray(store.root["chr2"][...]), BamStore.open(built).root["chr2"])
+    assert list(scratch.iterdir()) == []  # staging copy removed
+    assert sorted(p.name for p in out_dir.iterdir()) == ["s.zarr"]  # no tmp, old or lock left
+
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    BamStore.from_bam_files(
+        [bams["a"]], store_path=out_dir / "t.zarr", local_staging=True, chunk_len=CHUNK
+    )
+    assert merged_at[1].is_relative_to(tmpdir) and list(tmpdir.iterdir()) == []
+
+    # a failed rebuild leaves the published store as it was
+    before = {p: p.read_bytes() for p in final.rglob("*") if p.is_file()}
+    bad = tmp_path / "bad.bam"
+    bad.write_bytes(b"not a bam")
+    with pytest.raises(InputErrors, match="not a BAM"):
+        BamStore.from_bam_files([bams["a"], bad], store_path=final, staging_dir=scratch)
+    assert {p: p.read_bytes() for p in final.rglob("*") if p.is_file()} == before
+    assert list(scratch.iterdir()) == []
+    with pytest.raises(ValueError, match="resume=True is not supported"):
+        BamStore.from_bam_files(*args, store_path=final, staging_dir=scratch, resume=True)
+    with pytest.raises(FileExistsError):
+        BamStore.from_bam_files(*args, store_path=final, local_staging=True, overwrite=False)
+
+
+def test_test_mode_keeps_only_chr21_chr22_chry(tmp_path: Path) -> None:
+    contigs = [("chr1", 9000), ("chr21", 6000), ("chr22", 5000), ("chrY", 4000), ("chrM", 2000)]
+    bam = make_bam(tmp_path / "hg.bam", 600, contigs, seed=5)
+    store = BamStore.from_bam_files([bam], store_path=tmp_path / "t.zarr", test=True)
+    assert store.chromosomes == ["chr21", "chr22", "chrY"]
+    assert store.chromsizes == {"chr21": 6000, "chr22": 5000, "chrY": 4000}
+    assert sorted(zarr.open_group(str(store.store_path), mode="r")) == [
+        "chr21",
+        "chr22",
+        "chrY",
+        "metadata",
+    ]
+    kept = {"chr21": 6000, "chr22": 5000, "chrY": 4000}
+    assert store.library_sizes.tolist() == [float(count_library(bam, kept))]
+
+
+def test_filter_chromosomes(tmp_path: Path) -> None:
+    contigs = [("chr1", 8000), ("chrUn_x", 3000), ("1", 4000), ("chrEBV", 2000)]
+    bam = make_bam(tmp_path / "mixed.bam", 500, contigs, seed=9)
+    kept = BamStore.from_bam_files([bam], store_path=tmp_path / "f.zarr")
+    assert list(kept.chromsizes) == ["chr1", "chrEBV"]  # QuantNado's 'chr' without '_' rule
+    every = BamStore.from_bam_files(
+        [bam], store_path=tmp_path / "all.zarr", filter_chromosomes=False
+    )
+    assert every.chromsizes == dict(contigs)
+    assert every.library_sizes.tolist() == [float(count_library(bam, dict(contigs)))]
+    ensembl = make_bam(tmp_path / "ens.bam", 200, [("1", 5000), ("MT", 2000)], seed=3)
+    with pytest.raises(ValueError, match="filter_chromosomes=False"):
+        BamStore.from_bam_files([ensembl], store_path=tmp_path / "e.zarr")  # B1: not silent
+
+
+def test_metadata_methods(built: Path, tmp_path: Path, bams: dict[str, Path]) -> None:
+    csv = tmp_path / "meta.csv"
+    csv.write_text("sample_id,condition,her2_status\na,treated,pos\nc,control,\n")
+    store = BamStore.from_bam_files(
+        [bams[n] for n in NAMES],
+        store_path=tmp_path / "m.zarr",
+        metadata=[csv],
+        chunk_len=CHUNK,
+    )
+    attrs = json.loads((store.store_path / "zarr.json").read_text())["attributes"]
+    assert attrs["metadata_condition"] == ["treated", "", "control"]
+    assert attrs["metadata_her2_status"] == ["pos", "", ""]  # QuantNado would drop it (B10)
+    assert store.list_metadata_columns() == ["condition", "her2_status"]
+    meta = store.metadata
+    assert meta.index.name == "sample_id" and meta.index.tolist() == NAMES
+    assert meta["condition"].tolist()[::2] == ["treated", "control"]
+    assert pd.isna(meta.loc["b", "condition"])
+    assert meta["completed"].tolist() == [True, True, True]
+    # merge=True keeps values of samples the new table does not name; NaN is stored as ""
+    store.set_metadata(pd.DataFrame({"sample_id": ["b", "c"], "condition": ["x", np.nan]}))
+    assert store.attrs["metadata_condition"] == ["treated", "x", ""]
+    store.update_metadata({"batch": [1, 2, 3], "condition": {"a": "y"}})
+    assert store.attrs["metadata_batch"] == ["1", "2", "3"]
+    assert store.attrs["metadata_condition"] == ["y", "x", ""]
+    store.remove_metadata_columns(["her2_status"])
+    assert store.list_metadata_columns() == ["condition", "batch"]
+    store.set_metadata(
+        pd.DataFrame({"name": ["a"], "lane": [7]}), sample_column="name", merge=False
+    )
+    assert store.list_metadata_columns() == ["lane"]
+    assert store.attrs["metadata_lane"] == ["7", "", ""]
+    out_csv, out_json = tmp_path / "m.csv", tmp_path / "m.json"
+    store.metadata_to_csv(out_csv)
+    store.metadata_to_json(out_json)
+    assert BamStore.metadata_from_csv(out_csv)["sample_id"].tolist() == NAMES
+    back = BamStore.metadata_from_json(out_json)
+    assert back["sample_id"].tolist() == NAMES and back["lane"].tolist()[0] == "7"
+    with pytest.raises(ValueError, match="Sample column 'sample_id' not found"):
+        store.set_metadata(pd.DataFrame({"x": [1]}))
+    with pytest.raises(ValueError, match="would relabel"):  # B11
+        store.set_metadata(pd.DataFrame({"s": ["a"], "sample_id": ["other"]}), sample_column="s")
+    with pytest.raises(ValueError, match="Sample hash mismatch"):
+        store.set_metadata(pd.DataFrame({"sample_id": ["a"], "sample_hash": ["00ff"]}))
+    ok = pd.DataFrame({"sample_id": ["a"], "sample_hash": [store.sample_hashes[0]]})
+    store.set_metadata(ok)
+    with pytest.raises(ValueError, match="has 2 items"):
+        store.update_metadata({"z": ["1", "2"]})
+    assert validate_store(store.store_path).ok
+
+
+def test_log_file_receives_the_build_log(bams: dict[str, Path], tmp_path: Path) -> None:
+    log_file = tmp_path / "build.log"
+    log_file.write_text("old content\n")
+    BamStore.from_bam_files(
+        [bams["a"]], store_path=tmp_path / "l.zarr", chunk_len=CHUNK, log_file=log_file
+    )
+    text = log_file.read_text()
+    assert "old content" not in text and "published" in text
+
+
+def test_process_samples_refuses_inputs_that_do_not_fit(
+    bams: dict[str, Path], tmp_path: Path
+) -> None:
+    store = BamStore(tmp_path / "w.zarr", {"chr1": 29_000, "chr2": 12_000}, ["a"], chunk_len=CHUNK)
+    with pytest.raises(ValueError, match="bam_files length"):
+        store.process_samples([bams["a"], bams["b"]])
+    with pytest.raises(InputErrors, match="'chr1' is 30000 bp here but 29000 bp in the store"):
+        store.process_samples([bams["a"]])
+    assert store.n_completed == 0 and not layout.row_chunk_files(store.store_path, "chr1", 0)
+    doc_path = store.store_path / "zarr.json"
+    doc = json.loads(doc_path.read_text())
+    del doc["attributes"][layout.BAMSTORE_ATTR]  # as QuantNado writes it
+    doc_path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="not made by bamstore"):
+        BamStore.open(store.store_path, read_only=False).process_samples([bams["a"]])
