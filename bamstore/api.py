@@ -12,18 +12,16 @@ section 5); each difference is listed in the `BamStore` docstring.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
 import math
-import multiprocessing
 import operator
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +32,13 @@ from zarr.storage import LocalStore
 
 from bamstore import layout
 from bamstore.bam_input import (
-    check_same_contigs,
     open_alignment,
     read_chromsizes,
     sample_name_problem,
 )
-from bamstore.errors import InputError, InputErrors
-from bamstore.extract import ExtractOptions, SampleResult, bamstore_attr, extract_sample
-from bamstore.extract import prepare_input as _prepare_input
+from bamstore.build import ExtractJob, check_jobs, run_extractions
+from bamstore.errors import InputError
+from bamstore.extract import ExtractOptions, bamstore_attr
 from bamstore.merge import _ChunkPlacer, merge_stores, place_row, verify_rows
 from bamstore.metadata import QUANTNADO_LABEL_COLUMN
 from bamstore.publish import check_output_path, output_lock, remove_tree, staged_output
@@ -348,65 +345,6 @@ def _move_tree(src: Path, dst: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- extraction jobs
-
-
-@dataclass(frozen=True)
-class _Job:
-    row: int
-    sample: str
-    bam: Path
-    part: Path
-    options: ExtractOptions
-
-
-def _extract_part(job: _Job, log_level: int) -> SampleResult:
-    """One sample → one per-sample store (runs in a worker process when max_workers > 1)."""
-    logging.basicConfig(level=log_level, format="%(message)s")
-    return extract_sample(job.bam, job.sample, job.part, job.options, overwrite=True)
-
-
-def _run_jobs(
-    jobs: Sequence[_Job], max_workers: int, on_done: Callable[[_Job, SampleResult], None]
-) -> None:
-    """Extract every job (`max_workers` samples in parallel); `on_done` runs in this process as
-    each finishes, so finished samples are kept even if another fails. Failures are raised
-    together at the end."""
-    failures: list[InputError] = []
-    level = logging.getLogger().getEffectiveLevel()
-    if max_workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            try:
-                result = extract_sample(job.bam, job.sample, job.part, job.options, overwrite=True)
-            except InputError as exc:
-                failures.append(exc)
-                continue
-            on_done(job, result)
-    else:
-        # spawn, not fork: zarr keeps an event-loop thread that a forked child inherits broken
-        ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=min(max_workers, len(jobs)), mp_context=ctx)
-        try:
-            futures: dict[Future[SampleResult], _Job] = {
-                pool.submit(_extract_part, job, level): job for job in jobs
-            }
-            pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    try:
-                        result = fut.result()
-                    except InputError as exc:
-                        failures.append(exc)
-                        continue
-                    on_done(futures[fut], result)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-    if failures:
-        raise InputErrors(
-            failures,
-            header=f"{len(failures)} of {len(jobs)} sample(s) failed; finished samples are "
-            "kept (resume=True continues)",
-        )
 
 
 # ---------------------------------------------------------------------------- BamStore
@@ -1076,26 +1014,29 @@ class BamStore:
                 prefix=f".{self.store_path.name}.parts-", dir=self.store_path.parent
             ) as work,
         ):
+            options = _extract_options(
+                [c for c, _ in contigs], self.chunk_len, self.construction_compression, ""
+            )
             jobs = [
-                _Job(
-                    i,
+                ExtractJob(
                     names[i],
                     Path(bam_files[i]),
                     Path(work) / f"{i}.zarr",
-                    _extract_options(
-                        [c for c, _ in contigs],
-                        self.chunk_len,
-                        self.construction_compression,
-                        strand_map[names[i]],
-                    ),
+                    dataclasses.replace(options, strandedness=strand_map[names[i]]),
                 )
                 for i in todo
             ]
-            _check_inputs(jobs, contigs)
-            _run_jobs(jobs, max_workers, lambda job, _res: self._insert_part(job))
+            rows = {names[i]: i for i in todo}
+            check_jobs(jobs, contigs)
+            run_extractions(
+                jobs,
+                max_workers,
+                on_done=lambda job, _res: self._insert_part(job, rows[job.sample]),
+                retry_hint="then call process_samples again (finished samples are kept)",
+            )
 
-    def _insert_part(self, job: _Job) -> None:
-        """Row `job.row` := the per-sample store `job.part` (chunk files placed, not decoded)."""
+    def _insert_part(self, job: ExtractJob, row: int) -> None:
+        """Row `row` := the per-sample store `job.part` (chunk files placed, not decoded)."""
         part = read_store_info(job.part)
         record = part.sample_records[job.sample]
         bam_attr = dict(self._attrs[layout.BAMSTORE_ATTR])
@@ -1105,15 +1046,15 @@ class BamStore:
         contig_names = [c for c, _ in contigs]
         with_strands = self.has_strand_arrays
         for array in layout.coverage_array_names(contig_names, with_strands):
-            remove_tree(self.store_path / array / "c" / str(job.row))  # an earlier attempt's
+            remove_tree(self.store_path / array / "c" / str(row))  # an earlier attempt's
 
-        def dst_file(array: str, row: int, col: int) -> Path:
-            path = layout.chunk_path(self.store_path, array, row, col)
+        def dst_file(array: str, dst_row: int, col: int) -> Path:
+            path = layout.chunk_path(self.store_path, array, dst_row, col)
             path.parent.mkdir(parents=True, exist_ok=True)
             return path
 
         arrays = layout.coverage_array_names(contig_names, part.has_strand_arrays)
-        place_row(_ChunkPlacer(copy=False), job.part, 0, arrays, dst_file, job.row)
+        place_row(_ChunkPlacer(copy=False), job.part, 0, arrays, dst_file, row)
         problems = verify_rows(
             self.store_path,
             [job.sample],
@@ -1121,15 +1062,15 @@ class BamStore:
             contigs,
             {job.sample: self.stranded[job.sample]},
             with_strands,
-            rows=[job.row],
+            rows=[row],
         )
         if problems:
             raise RuntimeError("; ".join(problems))
         values = part.metadata_arrays
         sparsity = self._meta_array(layout.SPARSITY)
-        sparsity[job.row] = values[layout.SPARSITY][0]
-        self._meta_array(layout.SAMPLE_HASHES)[job.row, :] = values[layout.SAMPLE_HASHES][0]
-        self._meta_array(layout.TOTAL_READS)[job.row] = values[layout.TOTAL_READS][0]
+        sparsity[row] = values[layout.SPARSITY][0]
+        self._meta_array(layout.SAMPLE_HASHES)[row, :] = values[layout.SAMPLE_HASHES][0]
+        self._meta_array(layout.TOTAL_READS)[row] = values[layout.TOTAL_READS][0]
         attrs = dict(self._attrs)
         bam_attr["samples"] = {**bam_attr.get("samples", {}), job.sample: record}
         attrs[layout.BAMSTORE_ATTR] = bam_attr
@@ -1137,9 +1078,9 @@ class BamStore:
         if average is not None:
             attrs["average_sparsity"] = average
         self._write_attrs(attrs)
-        self._meta_array(layout.COMPLETED)[job.row] = True  # last: the row is final
+        self._meta_array(layout.COMPLETED)[row] = True  # last: the row is final
         self._completed = None
-        log.info("[%s] complete (row %d, %d reads)", job.sample, job.row, record["total_reads"])
+        log.info("[%s] complete (row %d, %d reads)", job.sample, row, record["total_reads"])
 
     @classmethod
     def from_bam_files(
@@ -1263,21 +1204,6 @@ def _extract_options(
     )
 
 
-def _check_inputs(jobs: Sequence[_Job], contigs: Sequence[tuple[str, int]]) -> None:
-    """Open every BAM's header before any work; report all bad inputs together."""
-    problems: list[InputError] = []
-    for job in jobs:
-        try:
-            _, kept = _prepare_input(job.bam, job.sample, job.options)
-            check_same_contigs(contigs, kept, f"sample {job.sample} ({job.bam})", "the store")
-        except InputErrors as exc:
-            problems += exc.problems
-        except InputError as exc:
-            problems.append(exc)
-    if problems:
-        raise InputErrors(problems, header=f"{len(problems)} problem(s) with the input BAMs")
-
-
 def _staging_root(final: Path, local_staging: bool, staging_dir: PathLike | None) -> Path:
     """QuantNado's staging root: `staging_dir`, else $TMPDIR with `local_staging`; otherwise the
     store's own folder (same filesystem, so publishing is a rename)."""
@@ -1315,19 +1241,19 @@ def _build_staged(
     work = Path(tempfile.mkdtemp(prefix=f".{final.stem}.staging-", dir=staging_root))
     log.info("building under %s before publishing to %s", work, final)
     try:
+        options = _extract_options(list(sizes), resolved, profile.name, "")
         jobs = [
-            _Job(
-                i,
+            ExtractJob(
                 name,
                 bam,
                 work / "parts" / f"{i}.zarr",
-                _extract_options(list(sizes), resolved, profile.name, strand_map[name]),
+                dataclasses.replace(options, strandedness=strand_map[name]),
             )
             for i, (name, bam) in enumerate(zip(names, bams, strict=True))
         ]
-        _check_inputs(jobs, contigs)
+        check_jobs(jobs, contigs)
         (work / "parts").mkdir()
-        _run_jobs(jobs, max_workers, lambda _job, _res: None)
+        run_extractions(jobs, max_workers, retry_hint="then call from_bam_files again")
         built = work / final.name
         merge_stores([job.part for job in jobs], built)
         remove_tree(work / "parts")

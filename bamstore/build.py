@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,21 +67,53 @@ def _options_for(row: SampleRow, options: ExtractOptions) -> ExtractOptions:
     return dataclasses.replace(options, strandedness=row.strandedness)
 
 
-def check_inputs(sheet: Samplesheet, options: ExtractOptions) -> list[tuple[str, int]]:
-    """Open every BAM's header before any work: all bad inputs are reported together."""
+@dataclass(frozen=True)
+class ExtractJob:
+    """One sample to extract into a per-sample store (used by build and the Python API)."""
+
+    sample: str
+    bam: Path
+    part: Path
+    options: ExtractOptions
+    index: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return f"sample {self.sample} ({self.bam})"
+
+
+def _for_job(exc: InputError, job: ExtractJob, then: str = "") -> list[InputError]:
+    """The problems of `exc`, naming the sample where they are about its BAM; `then` is added
+    to each fix."""
+    out = []
+    for p in exc.problems if isinstance(exc, InputErrors) else [exc]:
+        subject = job.label if p.subject == str(job.bam) else p.subject
+        fix = f"{p.fix}; {then}" if p.fix and then else (p.fix or then or None)
+        out.append(InputError(subject, p.problem, fix))
+    return out
+
+
+def check_jobs(
+    jobs: Sequence[ExtractJob],
+    contigs: Sequence[tuple[str, int]] | None = None,
+    contigs_label: str = "the store",
+) -> list[tuple[str, int]]:
+    """Open every BAM's header before any work: all bad inputs are reported together.
+
+    Every sample must keep the same contigs and lengths: `contigs` if given, else the first
+    sample's. Returns them.
+    """
     problems: list[InputError] = []
-    reference: tuple[str, list[tuple[str, int]]] | None = None
-    for row in sheet.rows:
+    reference = (contigs_label, list(contigs)) if contigs is not None else None
+    for job in jobs:
         try:
-            _, contigs = prepare_input(row.bam, row.sample, _options_for(row, options))
+            _, kept = prepare_input(job.bam, job.sample, job.options)
             if reference is None:
-                reference = (f"sample {row.sample} ({row.bam})", contigs)
+                reference = (job.label, kept)
             else:
-                check_same_contigs(
-                    reference[1], contigs, f"sample {row.sample} ({row.bam})", reference[0]
-                )
+                check_same_contigs(reference[1], kept, job.label, reference[0])
         except InputError as exc:
-            for problem in _for_sample(exc, row):
+            for problem in _for_job(exc, job):
                 if problem.line() not in {p.line() for p in problems}:  # e.g. a bad --chromsizes
                     problems.append(problem)
     if problems:
@@ -89,50 +122,95 @@ def check_inputs(sheet: Samplesheet, options: ExtractOptions) -> list[tuple[str,
     return reference[1]
 
 
-def _for_sample(exc: InputError, row: SampleRow, then: str = "") -> list[InputError]:
-    """The problems of `exc`, naming the sample where they are about its BAM; `then` is added
-    to each fix."""
-    out = []
-    for p in exc.problems if isinstance(exc, InputErrors) else [exc]:
-        subject = f"sample {row.sample} ({row.bam})" if p.subject == str(row.bam) else p.subject
-        fix = f"{p.fix}; {then}" if p.fix and then else (p.fix or then or None)
-        out.append(InputError(subject, p.problem, fix))
-    return out
-
-
-def _reusable(
-    part: Path, row: SampleRow, options: ExtractOptions, contigs: list[tuple[str, int]]
-) -> bool:
+def _reusable(job: ExtractJob, contigs: list[tuple[str, int]]) -> bool:
     """A part from an earlier run is reused only if input, settings and content all match."""
     try:
-        info = read_store_info(part)
-        record = info.sample_records.get(row.sample)
-        if info.sample_names != [row.sample] or record is None:
+        info = read_store_info(job.part)
+        record = info.sample_records.get(job.sample)
+        if info.sample_names != [job.sample] or record is None:
             return False
-        alignment, _ = prepare_input(row.bam, row.sample, _options_for(row, options))
+        alignment, _ = prepare_input(job.bam, job.sample, job.options)
         same = (
             {k: v for k, v in record.get("source", {}).items() if k != "path"}
             == fingerprint(alignment)
-            and info.settings == _options_for(row, options).settings_attr()
+            and info.settings == job.options.settings_attr()
             and info.contigs == contigs
-            and info.chunk_len == options.chunk_len
-            and info.compression == layout.compression_profile(options.compression).name
-            and record.get("strandedness", "") == row.strandedness
+            and info.chunk_len == job.options.chunk_len
+            and info.compression == layout.compression_profile(job.options.compression).name
+            and record.get("strandedness", "") == job.options.strandedness
         )
-        return same and validate_store(part, quick=True).ok
+        return same and validate_store(job.part, quick=True).ok
     except BamstoreError:
         return False
 
 
-def _extract_worker(
-    row: SampleRow, part: Path, options: ExtractOptions, log_level: int
-) -> SampleResult:
+def _extract_job(job: ExtractJob, log_level: int) -> SampleResult:
+    """Runs in a worker process: configure its logging like the parent's, then extract."""
     logging.basicConfig(level=log_level, format="%(message)s")
     if log_level > logging.DEBUG:
         quiet_htslib()
     return extract_sample(
-        row.bam, row.sample, part, _options_for(row, options), index=row.bai, overwrite=True
+        job.bam, job.sample, job.part, job.options, index=job.index, overwrite=True
     )
+
+
+def run_extractions(
+    jobs: Sequence[ExtractJob],
+    workers: int,
+    *,
+    on_done: Callable[[ExtractJob, SampleResult], None] | None = None,
+    retry_hint: str = "then re-run the build with --resume (finished samples are kept)",
+    n_total: int | None = None,
+) -> list[SampleResult]:
+    """Extract every job, `workers` samples at a time in worker processes (in this process for
+    one). `on_done` runs here as each sample finishes, so finished samples are kept even if
+    another fails; every failure is reported together at the end."""
+    n_total = n_total if n_total is not None else len(jobs)
+    results: list[SampleResult] = []
+    failures: list[InputError] = []
+    done = n_total - len(jobs)
+
+    def finished(job: ExtractJob, get: Callable[[], SampleResult]) -> None:
+        nonlocal done
+        done += 1
+        try:
+            res = get()
+        except InputError as exc:
+            failures.extend(_for_job(exc, job, retry_hint))
+            log.error("[%d/%d] %s failed: %s", done, n_total, job.sample, exc.line())
+            return
+        results.append(res)
+        log.info(
+            "[%d/%d] %s: %d reads, %.1f s", done, n_total, job.sample, res.total_reads, res.seconds
+        )
+        if on_done is not None:
+            on_done(job, res)
+
+    level = logging.getLogger().getEffectiveLevel()
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            finished(
+                job,
+                lambda job=job: extract_sample(  # type: ignore[misc]
+                    job.bam, job.sample, job.part, job.options, index=job.index, overwrite=True
+                ),
+            )
+    else:
+        # spawn, not fork: zarr keeps an event-loop thread that a forked child inherits broken
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+            futures = {pool.submit(_extract_job, job, level): job for job in jobs}
+            pending: set[Future[SampleResult]] = set(futures)
+            while pending:
+                ready, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in ready:
+                    finished(futures[fut], fut.result)
+    if failures:
+        raise InputErrors(
+            failures,
+            header=f"{len(failures)} of {len(jobs)} sample(s) failed",
+        )
+    return results
 
 
 def build_store(
@@ -150,23 +228,32 @@ def build_store(
     out = Path(out).absolute()
     check_output_path(out, overwrite=overwrite)
     sheet = read_samplesheets(inputs)
-    contigs = check_inputs(sheet, options)
     parts_dir = parts_dir_for(out)
+    all_jobs = [
+        ExtractJob(
+            row.sample,
+            row.bam,
+            parts_dir / f"{row.sample}.zarr",
+            _options_for(row, options),
+            row.bai,
+        )
+        for row in sheet.rows
+    ]
+    contigs = check_jobs(all_jobs)
     result = BuildResult(out, sheet.sample_names)
     with output_lock(parts_dir, subject=out):
         parts_dir.mkdir(exist_ok=True)
-        parts = {row.sample: parts_dir / f"{row.sample}.zarr" for row in sheet.rows}
         todo = []
-        for row in sheet.rows:
-            if resume and _reusable(parts[row.sample], row, options, contigs):
-                log.info("[%s] reusing the part from an earlier run", row.sample)
-                result.reused.append(row.sample)
+        for job in all_jobs:
+            if resume and _reusable(job, contigs):
+                log.info("[%s] reusing the part from an earlier run", job.sample)
+                result.reused.append(job.sample)
             else:
-                todo.append(row)
-        result.extracted = _extract_all(todo, parts, options, jobs, len(sheet.rows))
-        log.info("merging %d samples into %s", len(sheet.rows), out)
+                todo.append(job)
+        result.extracted = run_extractions(todo, jobs, n_total=len(all_jobs))
+        log.info("merging %d samples into %s", len(all_jobs), out)
         result.merge = merge_stores(
-            [parts[name] for name in sheet.sample_names],
+            [job.part for job in all_jobs],
             out,
             metadata_tables=[sheet.metadata_table()],
             metadata_source=str(sheet.path),
@@ -178,53 +265,6 @@ def build_store(
             shutil.rmtree(parts_dir, ignore_errors=True)
     result.seconds = time.monotonic() - started
     return result
-
-
-def _extract_all(
-    rows: list[SampleRow], parts: dict[str, Path], options: ExtractOptions, jobs: int, n_total: int
-) -> list[SampleResult]:
-    """Extract in `jobs` worker processes; report every failed sample, keep finished parts."""
-    if not rows:
-        return []
-    level = logging.getLogger().getEffectiveLevel()
-    results: list[SampleResult] = []
-    failures: list[InputError] = []
-    done = n_total - len(rows)
-    # spawn, not fork: zarr keeps an event-loop thread that a forked child would inherit broken
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(rows))), mp_context=ctx) as pool:
-        futures: dict[Future[SampleResult], SampleRow] = {
-            pool.submit(_extract_worker, row, parts[row.sample], options, level): row
-            for row in rows
-        }
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                row = futures[fut]
-                done += 1
-                try:
-                    res = fut.result()
-                except InputError as exc:
-                    failures += _for_sample(exc, row, "then re-run the build with --resume")
-                    log.error("[%d/%d] %s failed: %s", done, n_total, row.sample, exc.line())
-                    continue
-                results.append(res)
-                log.info(
-                    "[%d/%d] %s: %d reads, %.1f s",
-                    done,
-                    n_total,
-                    row.sample,
-                    res.total_reads,
-                    res.seconds,
-                )
-    if failures:
-        raise InputErrors(
-            failures,
-            header=f"{len(failures)} of {len(rows)} sample(s) failed; "
-            "finished samples are kept for --resume",
-        )
-    return results
 
 
 def summary_lines(result: BuildResult) -> list[str]:

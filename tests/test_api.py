@@ -20,7 +20,7 @@ import pytest
 import zarr
 from zarr.storage import LocalStore, WrapperStore
 
-from bamstore import api, layout
+from bamstore import api, build, layout
 from bamstore.api import BamStore, MissingExtraError, ReadOnlyStoreError, parse_region
 from bamstore.errors import InputError, InputErrors
 from bamstore.simulate import make_bam
@@ -372,7 +372,7 @@ def test_resume_skips_completed_samples(
     bams: dict[str, Path], built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    real_extract = api.extract_sample
+    real_extract = build.extract_sample
 
     def extract(bam: Path, sample: str, *args: Any, **kwargs: Any) -> Any:
         calls.append(sample)
@@ -380,7 +380,7 @@ def test_resume_skips_completed_samples(
             raise InputError(bam, "simulated failure")
         return real_extract(bam, sample, *args, **kwargs)
 
-    monkeypatch.setattr(api, "extract_sample", extract)
+    monkeypatch.setattr(build, "extract_sample", extract)
     monkeypatch.setenv("FAIL_B", "1")
     path = tmp_path / "r.zarr"
     store = BamStore(path, KEPT, NAMES, chunk_len=CHUNK, stranded=STRANDED)
