@@ -17,57 +17,65 @@ Contigs = Sequence[tuple[str, int]]
 
 @dataclass(frozen=True)
 class Read:
-    """One alignment record; `pos` is the 0-based leftmost reference position."""
+    """One alignment record; `pos` is 0-based, `cigar` a string or (op, length) tuples.
 
-    contig: str
+    contig=None writes an unplaced record; seq=False stores no sequence ('*').
+    """
+
+    contig: str | None
     pos: int
-    cigar: str
+    cigar: str | tuple[tuple[int, int], ...] | None = "50M"
     flag: int = 0
     mapq: int = 60
-    name: str = "r"
-    with_sequence: bool = True
+    seq: bool = True
+    name: str | None = None
 
 
-def _segment(read: Read, tids: dict[str, int], i: int) -> pysam.AlignedSegment:
-    seg = pysam.AlignedSegment()
-    seg.query_name = f"{read.name}{i}"
+def bam_header(contigs: Contigs, sort_order: str | None = "coordinate") -> dict:
+    """`sort_order` is what the header claims (@HD SO), which need not be true."""
+    hd: dict[str, str] = {"VN": "1.6", **({"SO": sort_order} if sort_order else {})}
+    return {"HD": hd, "SQ": [{"SN": n, "LN": int(length)} for n, length in contigs]}
+
+
+def _segment(hdr: pysam.AlignmentHeader, read: Read, i: int) -> pysam.AlignedSegment:
+    seg = pysam.AlignedSegment(hdr)
+    seg.query_name = read.name or f"r{i}"
     seg.flag = read.flag
-    seg.reference_id = tids[read.contig]
-    seg.reference_start = read.pos
+    seg.reference_id = -1 if read.contig is None else hdr.get_tid(read.contig)
+    seg.reference_start = -1 if read.contig is None else read.pos
+    if isinstance(read.cigar, str):
+        seg.cigarstring = read.cigar
+    elif read.cigar is not None:
+        seg.cigartuples = list(read.cigar)
     seg.mapping_quality = read.mapq
-    seg.cigarstring = read.cigar
-    length = seg.infer_query_length() or 0
-    if read.with_sequence and length:
-        seg.query_sequence = ("ACGT" * (length // 4 + 1))[:length]
-        seg.query_qualities = pysam.qualitystring_to_array("I" * length)
-    if read.flag & 0x1:
-        seg.next_reference_id = tids[read.contig]
+    if read.seq:
+        n = (seg.infer_query_length() or 0) if read.cigar else 10
+        seg.query_sequence = ("ACGT" * (n // 4 + 1))[:n]
+        seg.query_qualities = pysam.qualitystring_to_array("I" * n)
+    if read.flag & 0x1 and read.contig is not None:
+        seg.next_reference_id = seg.reference_id
         seg.next_reference_start = read.pos
     return seg
 
 
 def write_bam(
     path: Path,
-    contigs: Contigs,
     reads: Iterable[Read],
+    contigs: Contigs,
     *,
     index: bool = True,
     sort_order: str | None = "coordinate",
     sort: bool = True,
 ) -> Path:
-    """A BAM of `reads` (sorted by contig order and position unless sort=False).
-
-    `sort_order` is what the header claims (@HD SO), which need not be true.
-    """
-    header: dict = {"SQ": [{"SN": n, "LN": length} for n, length in contigs]}
-    header["HD"] = {"VN": "1.6", **({"SO": sort_order} if sort_order else {})}
-    tids = {n: i for i, (n, _) in enumerate(contigs)}
+    """A BAM of `reads` (sorted by contig order, unplaced last, then position, unless
+    sort=False), indexed unless index=False."""
+    order = {n: i for i, (n, _) in enumerate(contigs)}
     items = list(reads)
     if sort:
-        items.sort(key=lambda r: (tids[r.contig], r.pos))
-    with pysam.AlignmentFile(str(path), "wb", header=header) as out:
+        items.sort(key=lambda r: (order[r.contig] if r.contig else len(order), r.pos))
+    with pysam.AlignmentFile(str(path), "wb", header=bam_header(contigs, sort_order)) as out:
         for i, read in enumerate(items):
-            out.write(_segment(read, tids, i))
+            out.write(_segment(out.header, read, i))
     if index:
         pysam.index(str(path))
     return Path(path)
@@ -80,15 +88,19 @@ def samtools_depth(
     min_mapq: int = 0,
     exclude_flags: int = 0x704,
     count_deletions: bool = False,
+    reference: Path | None = None,
 ) -> dict[str, np.ndarray]:
     """`samtools depth -aa` (pysam's bundled samtools) as arrays over [0, length) per contig.
 
-    `-g 0x704 -G flags` sets the filter to exactly `flags`; positions samtools prints past a
-    contig's end (it does not clip reads there) are dropped.
+    `-g 0x704 -G flags` sets the filter to exactly `flags`, plus unmapped (0x4): bamstore never
+    counts unmapped records, whatever the flags. Positions samtools prints past a contig's end
+    (it does not clip reads there) are dropped.
     """
-    args = ["-aa", "-g", "0x704", "-G", str(exclude_flags), "-Q", str(min_mapq)]
+    args = ["-aa", "-g", "0x704", "-G", hex(exclude_flags | 0x4), "-Q", str(min_mapq)]
     if count_deletions:
         args.append("-J")
+    if reference is not None:
+        args += ["--reference", str(reference)]
     out = {name: np.zeros(length, dtype=np.int64) for name, length in contigs}
     for line in pysam.depth(*args, str(bam)).splitlines():
         name, pos, depth = line.split("\t")

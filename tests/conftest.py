@@ -53,7 +53,7 @@ def edge_reads() -> list[Read]:
         Read("c1", 720, "10M", flag=0x10),  # single-end reverse
         Read("c1", 730, "10M"),  # single-end forward
         Read("c1", 800, "5M100D5M"),  # long deletion (counted with -J)
-        Read("c1", 850, "12M", with_sequence=False),  # '*' sequence
+        Read("c1", 850, "12M", seq=False),  # '*' sequence
         Read("c1", 126, "1M1D1M1N1M"),
         Read("c2", 0, "300M"),  # the whole contig
         Read("c2", 250, "100M", flag=PAIR_F1R2),  # past the end
@@ -68,7 +68,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def edge_bam(data_dir: Path) -> Path:
-    return write_bam(data_dir / "edge.bam", EDGE_CONTIGS, edge_reads())
+    return write_bam(data_dir / "edge.bam", edge_reads(), EDGE_CONTIGS)
 
 
 RANDOM_CONTIGS = [("chr1", 30_000), ("chr2", 12_000), ("chr3", 700)]

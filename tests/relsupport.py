@@ -14,81 +14,16 @@ import subprocess
 import sys
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pysam
 import zarr
+from bamfactory import Read
 from zarr.storage import LocalStore
 
 Contigs = Sequence[tuple[str, int]]
 CONTIGS: list[tuple[str, int]] = [("chr1", 2000), ("chr2", 1500)]
-
-
-@dataclass
-class Read:
-    """One alignment record; `pos` is 0-based, `cigar` a string or (op, length) tuples."""
-
-    contig: str | None
-    pos: int
-    cigar: str | list[tuple[int, int]] | None = "50M"
-    flag: int = 0
-    mapq: int = 60
-    seq: bool = True  # False: '*' (no stored sequence)
-    name: str | None = None
-
-
-def header(contigs: Contigs = CONTIGS, sort_order: str | None = "coordinate") -> dict:
-    hd: dict[str, str] = {"VN": "1.6"}
-    if sort_order:
-        hd["SO"] = sort_order
-    return {"HD": hd, "SQ": [{"SN": n, "LN": int(length)} for n, length in contigs]}
-
-
-def _segment(hdr: pysam.AlignmentHeader, read: Read, i: int) -> pysam.AlignedSegment:
-    seg = pysam.AlignedSegment(hdr)
-    seg.query_name = read.name or f"r{i}"
-    seg.flag = read.flag
-    if read.contig is None:
-        seg.reference_id = -1
-        seg.reference_start = -1
-    else:
-        seg.reference_id = hdr.get_tid(read.contig)
-        seg.reference_start = read.pos
-    if read.cigar is not None:
-        if isinstance(read.cigar, str):
-            seg.cigarstring = read.cigar
-        else:
-            seg.cigartuples = read.cigar
-    seg.mapping_quality = read.mapq
-    if read.seq:
-        n = seg.infer_query_length() if read.cigar else 10
-        seg.query_sequence = "ACGT" * (n // 4) + "ACGT"[: n % 4]
-        seg.query_qualities = pysam.qualitystring_to_array("I" * n)
-    return seg
-
-
-def write_bam(
-    path: Path,
-    reads: Sequence[Read],
-    contigs: Contigs = CONTIGS,
-    *,
-    sort: bool = True,
-    sort_order: str | None = "coordinate",
-    index: bool = True,
-) -> Path:
-    """Write `reads` as a BAM (sorted by contig then position unless sort=False)."""
-    path = Path(path)
-    order = {n: i for i, (n, _) in enumerate(contigs)}
-    if sort:
-        reads = sorted(reads, key=lambda r: (order[r.contig] if r.contig else len(order), r.pos))
-    with pysam.AlignmentFile(str(path), "wb", header=header(contigs, sort_order)) as out:
-        for i, read in enumerate(reads):
-            out.write(_segment(out.header, read, i))
-    if index:
-        pysam.index(str(path))
-    return path
 
 
 def random_reads(seed: int, n: int, contigs: Contigs = CONTIGS, read_len: int = 60) -> list[Read]:
@@ -146,36 +81,6 @@ def reblock(src: Path, dst: Path, sizes: Sequence[int], *, index: bool = True) -
     if index:
         pysam.index(str(dst))
     return Path(dst)
-
-
-def depth(
-    bam: Path,
-    contigs: Contigs,
-    *,
-    min_mapq: int = 0,
-    exclude_flags: int = 0x704,
-    count_deletions: bool = False,
-    reference: Path | None = None,
-) -> dict[str, np.ndarray]:
-    """`samtools depth -a -a` (every position of every contig) as arrays of length L.
-
-    `-g 0x704 -G FLAGS` excludes exactly FLAGS (plus unmapped, which bamstore always skips);
-    samtools depth prints positions past a contig's end, which are dropped here.
-    """
-    args = ["-a", "-a", "-Q", str(min_mapq), "-g", "0x704", "-G", hex(exclude_flags | 0x4)]
-    if count_deletions:
-        args.append("-J")
-    if reference is not None:
-        args += ["--reference", str(reference)]
-    text = pysam.depth(*args, str(bam))
-    lengths = dict(contigs)
-    out = {name: np.zeros(length, dtype=np.int64) for name, length in contigs}
-    for line in text.splitlines():
-        name, pos, value = line.split("\t")
-        p = int(pos) - 1
-        if name in out and p < lengths[name]:
-            out[name][p] = int(value)
-    return out
 
 
 def store_coverage(store: Path, array: str, row: int = 0) -> np.ndarray:

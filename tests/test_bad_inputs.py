@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pysam
 import pytest
+from bamfactory import Read, samtools_depth, write_bam
 from relsupport import (
-    Read,
     assert_clean_refusal,
-    depth,
     error_lines,
     leftovers,
     metadata,
@@ -28,7 +27,6 @@ from relsupport import (
     store_attrs,
     store_coverage,
     without_permission_override,
-    write_bam,
     write_samplesheet,
 )
 
@@ -130,7 +128,7 @@ def test_format_is_detected_by_content_not_name(tmp_path: Path, good_bam: Path):
     out = tmp_path / "out.zarr"
     result = _extract(renamed, out)
     assert result.returncode == 0, result.stderr
-    want = depth(good_bam, CONTIGS)
+    want = samtools_depth(good_bam, CONTIGS)
     np.testing.assert_array_equal(store_coverage(out, "chr1"), want["chr1"])
 
 
@@ -179,7 +177,7 @@ def test_cram_with_reference_equals_samtools_depth(tmp_path: Path, cram, good_ba
     out = tmp_path / "out.zarr"
     result = _extract(path, out, "--reference", fasta, env={"BAMSTORE_KERNEL": kernel})
     assert result.returncode == 0, result.stderr
-    want = depth(good_bam, CONTIGS)
+    want = samtools_depth(good_bam, CONTIGS)
     for name, _ in CONTIGS:
         np.testing.assert_array_equal(store_coverage(out, name), want[name])
     assert not list(tmp_path.glob("*.crai")), "the CRAM index must be built in scratch"
@@ -321,7 +319,7 @@ def test_contigs_in_other_than_header_order_are_counted_right(tmp_path: Path):
     reads = [Read("chr2", 5, "50M"), Read("chr2", 7, "50M"), Read("chr1", 10, "50M")]
     bam = write_bam(tmp_path / "order.bam", reads, CONTIGS, sort=False, index=False)
     pysam.sort("-o", str(tmp_path / "resorted.bam"), str(bam))
-    want = depth(tmp_path / "resorted.bam", CONTIGS)  # depth itself needs header order
+    want = samtools_depth(tmp_path / "resorted.bam", CONTIGS)  # depth itself needs header order
     for kernel in KERNELS:
         out = tmp_path / f"{kernel}.zarr"
         assert _extract(bam, out, env={"BAMSTORE_KERNEL": kernel}).returncode == 0
@@ -349,7 +347,7 @@ def test_missing_index_is_built_in_scratch_never_beside_a_read_only_input(tmp_pa
     assert "indexing into scratch directory " + str(scratch) in result.stderr
     assert sorted(os.listdir(inputs)) == before
     assert os.listdir(scratch) == []  # the scratch index is removed afterwards
-    want = depth(bam, CONTIGS)
+    want = samtools_depth(bam, CONTIGS)
     for name, _ in CONTIGS:
         np.testing.assert_array_equal(store_coverage(out, name), want[name])
 
@@ -383,7 +381,7 @@ def test_stale_index_is_a_warning_and_rebuilt(tmp_path: Path):
     warnings = [line for line in result.stderr.splitlines() if "index" in line]
     assert warnings[0].startswith("warning: ") and "older than the BAM" in warnings[0]
     assert "building a fresh one" in warnings[0], result.stderr
-    want = depth(bam, CONTIGS)
+    want = samtools_depth(bam, CONTIGS)
     for name, _ in CONTIGS:
         np.testing.assert_array_equal(store_coverage(out, name), want[name])
     assert stale.read_bytes() == stale_bytes and stale.stat().st_mtime == pytest.approx(old)
@@ -465,7 +463,7 @@ def test_unusual_records_are_counted_and_warned(tmp_path: Path, kernel: str):
         assert any(needle in w for w in warnings), (needle, result.stderr)
     record = store_attrs(out)["bamstore"]["samples"]["s"]
     assert record["warnings"] == expected
-    want = depth(bam, contigs)
+    want = samtools_depth(bam, contigs)
     for name, _ in contigs:
         np.testing.assert_array_equal(store_coverage(out, name), want[name], err_msg=name)
     assert int(metadata(out, "total_reads")[0]) == 6  # the read starting past the end is not

@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from bamfactory import write_bam
 from relsupport import (
+    CONTIGS,
     assert_clean_refusal,
     chunk_files,
     cli_command,
@@ -23,7 +25,6 @@ from relsupport import (
     random_reads,
     run_cli,
     store_attrs,
-    write_bam,
     write_samplesheet,
 )
 
@@ -167,7 +168,7 @@ def test_merge_killed_at_random_points_keeps_previous_store(sim_parts, tmp_path,
 def test_store_set_aside_by_a_crash_between_renames_is_restored(tmp_path: Path):
     """Where renameat2 cannot swap, the old store is renamed aside first; a crash right then
     leaves it at .NAME.old-*: the next run on that output puts it back."""
-    bam = write_bam(tmp_path / "a.bam", random_reads(3, 50))
+    bam = write_bam(tmp_path / "a.bam", random_reads(3, 50), CONTIGS)
     out = tmp_path / "a.zarr"
     extract_here(bam, out, "a")
     before = _digests(out)
@@ -185,7 +186,7 @@ def test_publish_without_renameat2_replaces_the_store(tmp_path: Path, monkeypatc
     from bamstore import publish
 
     monkeypatch.setattr(publish, "_renameat2", None)
-    bam = write_bam(tmp_path / "a.bam", random_reads(4, 50))
+    bam = write_bam(tmp_path / "a.bam", random_reads(4, 50), CONTIGS)
     out = tmp_path / "a.zarr"
     extract_here(bam, out, "a")
     extract_here(bam, out, "b", overwrite=True)
@@ -208,7 +209,7 @@ def test_a_late_write_failure_is_not_lost(tmp_path: Path, monkeypatch):
         real(self, array, row, col, data)
 
     monkeypatch.setattr(StoreWriter, "write_chunk", slow_last_write)
-    bam = write_bam(tmp_path / "a.bam", random_reads(5, 100))
+    bam = write_bam(tmp_path / "a.bam", random_reads(5, 100), CONTIGS)
     out = tmp_path / "a.zarr"
     with pytest.raises(OSError, match="No space left"):
         extract_here(bam, out, "a", threads=2)

@@ -15,17 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bamfactory import Read, samtools_depth, write_bam
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from relsupport import (
-    Read,
-    depth,
     extract_here,
     random_reads,
     reblock,
     store_attrs,
     store_coverage,
-    write_bam,
 )
 
 from bamstore.kernel import STRAND_MODES, available_kernels, is_sense_strand
@@ -91,7 +89,7 @@ def _check(case: dict, kernel: str, folder: Path) -> None:
     out = folder / "case.zarr"
     extract_here(bam, out, kernel=kernel, chunk_len=case["chunk_len"], strandedness=strand,
                  **filters)  # fmt: skip
-    want = depth(bam, contigs, **filters)
+    want = samtools_depth(bam, contigs, **filters)
     record = store_attrs(out)["bamstore"]["samples"]["s"]
     for i, (name, _) in enumerate(contigs):
         total = store_coverage(out, name)
@@ -104,7 +102,9 @@ def _check(case: dict, kernel: str, folder: Path) -> None:
     if strand:  # fwd is the coverage of the sense reads alone
         mode = STRAND_MODES[strand]
         sense = [r for r in reads if is_sense_strand(r.flag, mode)]
-        want_fwd = depth(write_bam(folder / "sense.bam", sense, contigs), contigs, **filters)
+        want_fwd = samtools_depth(
+            write_bam(folder / "sense.bam", sense, contigs), contigs, **filters
+        )
         for name, _ in contigs:
             np.testing.assert_array_equal(store_coverage(out, f"{name}_fwd"), want_fwd[name])
     lengths = dict(contigs)
@@ -142,6 +142,6 @@ def test_records_split_across_blocks_as_picard_writes_them(kernel, sizes, tmp_pa
     split = reblock(bam, tmp_path / "split.bam", sizes)
     out = tmp_path / "split.zarr"
     extract_here(split, out, kernel=kernel, chunk_len=300)
-    want = depth(bam, SPLIT_CONTIGS)
+    want = samtools_depth(bam, SPLIT_CONTIGS)
     for name, _ in SPLIT_CONTIGS:
         np.testing.assert_array_equal(store_coverage(out, name), want[name], err_msg=name)

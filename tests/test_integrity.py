@@ -9,13 +9,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from bamfactory import write_bam
 from relsupport import (
     assert_clean_refusal,
     extract_here,
     leftovers,
     random_reads,
     run_cli,
-    write_bam,
     write_samplesheet,
 )
 
