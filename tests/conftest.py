@@ -118,12 +118,26 @@ def _no_kernel_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("BAMSTORE_KERNEL")
 
 
-def run_bamstore(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """bin/bamstore as Nextflow tasks call it, in a fresh process (exit codes, stderr)."""
+def bamstore_command(*args: object) -> list[str]:
+    """The argv of bin/bamstore, as Nextflow tasks call it."""
+    return [sys.executable, str(BIN), *map(str, args)]
+
+
+def run_bamstore(
+    *args: object,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    """bin/bamstore in a fresh process: real exit codes, real stderr."""
     return subprocess.run(
-        [sys.executable, str(BIN), *map(str, args)],
+        bamstore_command(*args),
         capture_output=True,
         text=True,
         cwd=cwd,
-        timeout=600,
+        env={**os.environ, **(env or {})},
+        preexec_fn=preexec_fn,
+        timeout=timeout,
+        check=False,
     )

@@ -11,7 +11,6 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -96,31 +95,6 @@ def store_attrs(store: Path) -> dict:
 def metadata(store: Path, name: str) -> np.ndarray:
     group = zarr.open_group(LocalStore(Path(store), read_only=True), mode="r")
     return np.asarray(group["metadata"][name][...])
-
-
-def cli_command(*args: str | os.PathLike[str]) -> list[str]:
-    return [sys.executable, "-m", "bamstore.cli", *map(str, args)]
-
-
-def run_cli(
-    *args: str | os.PathLike[str],
-    env: dict[str, str] | None = None,
-    cwd: Path | None = None,
-    preexec_fn: Callable[[], None] | None = None,
-    timeout: float = 120,
-) -> subprocess.CompletedProcess[str]:
-    """`bamstore ARGS` in a fresh process: real exit codes, real stderr."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        cli_command(*args),
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        preexec_fn=preexec_fn,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -18,12 +18,12 @@ import numpy as np
 import pysam
 import pytest
 from bamfactory import Read, samtools_depth, write_bam
+from conftest import run_bamstore as run_cli
 from relsupport import (
     assert_clean_refusal,
     error_lines,
     leftovers,
     metadata,
-    run_cli,
     store_attrs,
     store_coverage,
     without_permission_override,

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 from bamfactory import write_bam
+from conftest import bamstore_command as cli_command
+from conftest import run_bamstore as run_cli
 from relsupport import (
     CONTIGS,
     assert_clean_refusal,
     chunk_files,
-    cli_command,
     extract_here,
     leftovers,
     limit_file_size,
     random_reads,
-    run_cli,
     store_attrs,
     write_samplesheet,
 )

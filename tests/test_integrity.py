@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from bamfactory import write_bam
+from conftest import run_bamstore as run_cli
 from relsupport import (
     assert_clean_refusal,
     extract_here,
     leftovers,
     random_reads,
-    run_cli,
     write_samplesheet,
 )
 
