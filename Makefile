@@ -31,8 +31,9 @@ lint: install  ## ruff, and reftrace over every .nf file (parse + includes)
 	$(BIN)/ruff format --check bamstore tests benchmarks bin/bamstore
 	$(BIN)/python tests/nf_lint.py
 
-bench: install  ## benchmark table (benchmarks/README.md)
-	$(BIN)/python benchmarks/run.py
+bench: install  ## benchmark table (benchmarks/README.md); BENCH_ARGS=--quick for a short run
+	-$(BIN)/python -m pip install --quiet 'pyBigWig>=0.3'  # bigWig size only; optional
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build demo *.egg-info bamstore/_coverage.c bamstore/*.so

@@ -62,6 +62,7 @@ def test_a_wrong_store_is_caught(tiny: dict[str, Path]) -> None:
     result = bench.check_store_against_depth(tiny["store"], tiny["other"])
     assert not result.ok
     assert result.mismatches and "store" in result.mismatches[0]
+    assert result.n_mismatches >= len(result.mismatches)
     assert result.summary().startswith("FAIL")
 
 
@@ -103,10 +104,19 @@ def test_bigwig_holds_the_same_coverage(tiny: dict[str, Path]) -> None:
         bw.close()
 
 
-def test_run_once_measures_a_child() -> None:
+@pytest.mark.parametrize("launcher", ["gnu-time", "python"])
+def test_run_once_measures_a_child(launcher: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if launcher == "gnu-time" and bench.rss_launcher() != "gnu-time":
+        pytest.skip("GNU time is not installed")
+    monkeypatch.setattr(bench, "rss_launcher", lambda: launcher)
     stats = bench.run_once([sys.executable, "-c", "print(42)"])
     assert stats.stdout.strip() == "42"
     assert stats.wall > 0 and stats.cpu >= 0 and stats.maxrss_kib > 0
+    # the child's own peak, not this (larger) test process's: 64 MiB allocated shows up
+    big = bench.run_once(
+        [sys.executable, "-c", "b = bytearray(64 << 20); b[::4096] = b'x' * 16384"]
+    )
+    assert big.maxrss_kib - stats.maxrss_kib > 60 * 1024
     with pytest.raises(bench.BenchError, match="exit 3"):
         bench.run_once([sys.executable, "-c", "import sys; sys.exit(3)"])
 
