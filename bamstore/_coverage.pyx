@@ -206,6 +206,7 @@ cdef class CompiledCoverageReader:
     cdef Py_ssize_t scratch_len
     cdef bint scratch_pending
     cdef int target_tid
+    cdef bint seen_target  # a record of target_tid was read: any other tid ends the contig
     cdef bint end_of_data
     # window state
     cdef int32_t *diff_f
@@ -359,6 +360,7 @@ cdef class CompiledCoverageReader:
                 raise OSError(f"htslib could not query contig index {tid}")
         self.fed = fed
         self.target_tid = tid
+        self.seen_target = False
         self.block_view = None
         self.blk = NULL
         self.blk_len = 0
@@ -529,10 +531,13 @@ cdef class CompiledCoverageReader:
             if r != REC_OK:
                 return r
             if self.rec_tid == self.target_tid:
+                self.seen_target = True
                 return REC_OK
-            if self.rec_tid >= 0 and self.rec_tid < self.target_tid:
+            if not self.seen_target and 0 <= self.rec_tid < self.target_tid:
                 continue  # before this contig (the index offset is a lower bound)
-            self.end_of_data = True  # the next contig, or unplaced reads: this contig is done
+            # The next contig (in header order or not: samtools indexes files whose contigs
+            # are grouped but not in header order), or unplaced reads: this contig is done.
+            self.end_of_data = True
             return REC_END
 
     cdef int _starved(self) noexcept nogil:
