@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench quantnado clean
 
 $(STAMP): pyproject.toml setup.py bamstore/_coverage.pyx
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,12 @@ lint: install  ## ruff, and reftrace over every .nf file (parse + includes)
 	$(BIN)/ruff format --check bamstore tests benchmarks bin/bamstore
 	$(BIN)/python tests/nf_lint.py
 
+quantnado: install  ## QuantNado 0.4.3 in .venv-quantnado (Python >= 3.12): the compatibility tests use it
+	$(BIN)/python benchmarks/quantnado_env.py .venv-quantnado
+
 bench: install  ## benchmark table (benchmarks/README.md); BENCH_ARGS=--quick for a short run
 	-$(BIN)/python -m pip install --quiet 'pyBigWig>=0.3'  # bigWig size only; optional
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build demo *.egg-info bamstore/_coverage.c bamstore/*.so
+	rm -rf $(VENV) .venv-quantnado build demo *.egg-info bamstore/_coverage.c bamstore/*.so

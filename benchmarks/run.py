@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from quantnado_env import ensure_quantnado
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -59,26 +60,6 @@ BUILD_TARGET = 3.0
 # issue 3: QuantNado's BamStore.from_bam_files took about 10.6 s per 5 M reads on this machine kind
 QUANTNADO_REFERENCE_S = 10.6
 QUANTNADO_REFERENCE_READS = 5_000_000
-# QuantNado 0.4.3 (2026-03-09) is the last release before the commit our layout follows (64ea0a4,
-# 2026-03-11): the same bamnado 0.4.4 pin and the same multi-sample BamStore layout. Its `crested`
-# pin (deep-learning peak calling, imported only by quantnado.peak_calling) is left out;
-# everything quantnado.dataset.store_bam imports is installed.
-QUANTNADO_PACKAGE = "quantnado==0.4.3"
-QUANTNADO_DEPS = [
-    "bamnado==0.4.4",
-    "pysam>=0.23",
-    "numpy>=2,<3",
-    "pandas>=3,<4",
-    "zarr>=3,<4",
-    "loguru>=0.7",
-    "xarray>=2026",
-    "dask>=2026",
-    "pyranges1>=1.0",
-    "matplotlib==3.10.8",
-    "seaborn>=0.13",
-    "scikit-learn",
-    "tqdm>=4.67",
-]
 QUANTNADO_SCRIPT = (
     "import sys\n"
     "from quantnado.dataset.store_bam import BamStore\n"
@@ -429,77 +410,6 @@ def tool_version(argv: list[str]) -> str | None:
 def bamstore_exe() -> str:
     beside = Path(sys.executable).parent / "bamstore"
     return str(beside) if beside.exists() else (shutil.which("bamstore") or "bamstore")
-
-
-def find_python312(explicit: str | None) -> str | None:
-    """A Python >= 3.12 for QuantNado (which needs it): --quantnado-python, PATH or pyenv."""
-    candidates = [explicit] if explicit else []
-    candidates += [shutil.which(n) for n in ("python3.12", "python3.13")]
-    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    candidates += [str(p) for p in sorted(pyenv.glob("3.1[23]*/bin/python3"))]
-    for cand in candidates:
-        if not cand:
-            continue
-        try:
-            out = subprocess.run(
-                [cand, "-c", "import sys; print(sys.version_info >= (3, 12))"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-        except OSError:
-            continue
-        if out.returncode == 0 and out.stdout.strip() == "True":
-            # pyenv shims resolve to a real interpreter; keep that, not the shim
-            real = subprocess.run(
-                [cand, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True
-            )
-            return real.stdout.strip() or cand
-    return None
-
-
-def ensure_quantnado(cache: Path, explicit_python: str | None) -> tuple[Path | None, str]:
-    """(python of a venv with QuantNado 0.4.3, version text) or (None, why not). Cached."""
-    venv = cache / "quantnado-venv"
-    python = venv / "bin" / "python"
-    spec = "\n".join([QUANTNADO_PACKAGE, *QUANTNADO_DEPS])
-    stamp = venv / ".bench-installed"
-    if not (stamp.exists() and stamp.read_text() == spec and python.exists()):
-        base = find_python312(explicit_python)
-        if base is None:
-            return None, "not installed: needs Python >= 3.12, none found"
-        log(f"installing {QUANTNADO_PACKAGE} into {venv} (Python {base}; once, cached)")
-        shutil.rmtree(venv, ignore_errors=True)
-        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        steps = [
-            [base, "-m", "venv", str(venv)],
-            [*pip, "--no-deps", QUANTNADO_PACKAGE],
-            [*pip, *QUANTNADO_DEPS],
-        ]
-        for step in steps:
-            done = subprocess.run(step, capture_output=True, text=True)
-            if done.returncode != 0:
-                lines = (done.stderr or done.stdout).strip().splitlines()
-                return None, f"not installed: `{' '.join(step[-2:])}` failed: " + (
-                    lines[-1] if lines else "?"
-                )
-        stamp.write_text(spec)
-    probe = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import importlib.metadata as m, sys\n"
-            "import quantnado.dataset.store_bam\n"
-            "print(f\"quantnado {m.version('quantnado')}, bamnado {m.version('bamnado')}, "
-            "zarr {m.version('zarr')}, Python {sys.version.split()[0]}\")",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        lines = probe.stderr.strip().splitlines()
-        return None, "not installed: import failed: " + (lines[-1] if lines else "?")
-    return python, probe.stdout.strip()
 
 
 # ---------------------------------------------------------------------------- correctness
@@ -957,7 +867,7 @@ def run_benchmark(config: Config, args: argparse.Namespace) -> tuple[Report, boo
     qn_python: Path | None = None
     qn_text = "not measured (--no-quantnado)"
     if config.quantnado:
-        qn_python, qn_text = ensure_quantnado(cache, args.quantnado_python)
+        qn_python, qn_text = ensure_quantnado(Path(args.quantnado_venv), args.quantnado_python)
 
     waiter = QuietWaiter(args.wait_quiet)
     timed = functools.partial(measure, retry_busy=args.retry_busy, waiter=waiter)
@@ -1379,9 +1289,14 @@ def main(argv: list[str] | None = None) -> int:
         "--quantnado-python", default=None, help="a Python >= 3.12 for QuantNado's venv"
     )
     ap.add_argument(
+        "--quantnado-venv",
+        default=str(HERE.parent / ".venv-quantnado"),
+        help="QuantNado's venv, shared with `make quantnado` (default .venv-quantnado)",
+    )
+    ap.add_argument(
         "--quantnado-repeat", type=int, default=1, help="runs of the QuantNado build (default 1)"
     )
-    ap.add_argument("--cache-dir", default=str(CACHE), help="inputs, venv and scratch stores")
+    ap.add_argument("--cache-dir", default=str(CACHE), help="inputs and scratch stores")
     ap.add_argument("--out", default=str(RESULTS / "latest.md"), help="where the table is saved")
     ap.add_argument(
         "--wait-quiet",

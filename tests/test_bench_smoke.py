@@ -24,6 +24,7 @@ CHUNK_LEN = 4096  # several chunk boundaries per contig
 
 
 def _load_harness():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # as when run as a script: its sibling modules
     spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -1,0 +1,110 @@
+"""QuantNado itself reads our consolidated store and gets the same numbers.
+
+QuantNado needs Python >= 3.12; `make quantnado` installs quantnado 0.4.3 (the multi-sample
+BamStore layout of commit 64ea0a4, with bamnado 0.4.4) into .venv-quantnado, and .ci/run does so
+on CI. Without it these tests are skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from conftest import REPO, TEST_DATA
+
+from bamstore.build import build_store
+from bamstore.extract import ExtractOptions
+
+QUANTNADO_PYTHON = Path(
+    os.environ.get("BAMSTORE_QUANTNADO_PYTHON") or REPO / ".venv-quantnado" / "bin" / "python"
+)
+pytestmark = pytest.mark.skipif(
+    not QUANTNADO_PYTHON.exists(),
+    reason=f"QuantNado not installed ({QUANTNADO_PYTHON}); run `make quantnado` (Python >= 3.12)",
+)
+
+REGIONS = [
+    ("chr1:0-5,000", None),  # first base, crosses the 4,096 chunk boundary
+    ("chr1:39,000-40,000", None),  # last base of chr1
+    ("chr2:4,090-4,100", None),
+    ("chrM", None),  # a whole contig
+    ("chr1:1,000-9,000", "+"),
+    ("chr1:1,000-9,000", "-"),
+]
+
+PROBE = """
+import json, sys
+import numpy as np
+from quantnado.dataset.store_bam import BamStore
+
+store = BamStore.open(sys.argv[1])
+regions = json.loads(sys.argv[2])
+out = {
+    "sample_names": list(store.sample_names),
+    "chromosomes": list(store.chromosomes),
+    "completed": store.completed_mask.tolist(),
+    "library_sizes": store.library_sizes.tolist(),
+    "metadata": store.get_metadata().astype(str).to_dict(orient="list"),
+    "regions": [],
+}
+for region, strand in regions:
+    samples = ["rna_r"] if strand else None
+    values = store.extract_region(region, strand=strand, samples=samples, as_xarray=False)
+    out["regions"].append(np.asarray(values).tolist())
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("qn") / "cohort.zarr"
+    build_store([TEST_DATA / "samplesheet.csv"], out, ExtractOptions(chunk_len=4096), jobs=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def quantnado_view(store: Path) -> dict:
+    done = subprocess.run(
+        [str(QUANTNADO_PYTHON), "-c", PROBE, str(store), json.dumps(REGIONS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_quantnado_opens_the_store(quantnado_view: dict) -> None:
+    assert quantnado_view["sample_names"] == ["chip_a", "chip_b", "atac_se", "rna_r"]
+    assert quantnado_view["chromosomes"] == ["chr1", "chr2", "chrM"]
+    assert quantnado_view["completed"] == [True] * 4
+
+
+def test_quantnado_library_sizes_and_metadata(store: Path, quantnado_view: dict) -> None:
+    root = zarr.open_group(str(store), mode="r")
+    assert quantnado_view["library_sizes"] == root["metadata"]["total_reads"][:].tolist()
+    metadata = quantnado_view["metadata"]
+    assert metadata["condition"] == ["treated", "control", "treated", "control"]
+    assert metadata["replicate"] == ["1", "1", "2", "2"]
+
+
+def test_quantnado_regions_equal_ours(store: Path, quantnado_view: dict) -> None:
+    root = zarr.open_group(str(store), mode="r")
+    sizes = root.attrs["chromsizes"]
+    for (region, strand), theirs in zip(REGIONS, quantnado_view["regions"], strict=True):
+        chrom, _, span = region.partition(":")
+        start, end = (
+            (int(x.replace(",", "")) for x in span.split("-")) if span else (0, sizes[chrom])
+        )
+        if strand:
+            array = chrom + ("_fwd" if strand == "+" else "_rev")
+            ours = root[array][3:4, start:end]
+        else:
+            ours = root[chrom][:, start:end]
+        np.testing.assert_array_equal(np.asarray(theirs), ours, err_msg=f"{region} {strand}")
+        assert np.asarray(theirs).sum() > 0, region
