@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml setup.py bamstore/_coverage.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,plot,xarray,bench]'
 	$(BIN)/python -c "from bamstore.kernel import available_kernels as k; \
 	    assert 'compiled' in k(), 'compiled kernel did not build'; print('kernels:', k())"
 	touch $@
@@ -35,7 +35,6 @@ quantnado: install  ## QuantNado 0.4.3 in .venv-quantnado (Python >= 3.12): the 
 	$(BIN)/python benchmarks/quantnado_env.py .venv-quantnado
 
 bench: install  ## benchmark table (benchmarks/README.md); BENCH_ARGS=--quick for a short run
-	-$(BIN)/python -m pip install --quiet 'pyBigWig>=0.3'  # bigWig size only; optional
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
