@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench quantnado clean
+.PHONY: install demo test lint bench quantnado image lock clean
 
 $(STAMP): pyproject.toml setup.py bamstore/_coverage.pyx
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ quantnado: install  ## QuantNado 0.4.3 in .venv-quantnado (Python >= 3.12): the 
 
 bench: install  ## benchmark table (benchmarks/README.md); BENCH_ARGS=--quick for a short run
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+image:  ## the pipeline's image, localhost/bamstore:<version>, with podman (docs/containers.md)
+	bash containers/build-image.sh
+
+lock:  ## re-pin the image's Python dependencies (containers/*.lock) from pyproject.toml
+	bash containers/update-locks.sh
 
 clean:
 	rm -rf $(VENV) .venv-quantnado build demo *.egg-info bamstore/_coverage.c bamstore/*.so
