@@ -133,13 +133,13 @@ choose_base() {
 }
 
 base=$(choose_base)
-# pip in the build trusts this machine's CA bundle (PIP_CERT, a build argument of the build stage
-# only). It is mounted beside the image's own bundle, not over it: ca-certificates' postinst
-# replaces /etc/ssl/certs/ca-certificates.crt, which fails on a mount ("Device or resource busy").
+# pip in the build trusts this machine's CA bundle, given as the build secret `pip_cert`: it is
+# mounted only into the step that runs pip and stays out of every layer. (A `-v` mount of it
+# over /etc/ssl/certs/ca-certificates.crt would break ca-certificates' postinst, "Device or
+# resource busy", and leave an empty mount point in the final image.)
 ca_args=()
 if [ -f "$CA_BUNDLE" ]; then
-    ca_args=(-v "$CA_BUNDLE:/run/host-ca-certificates.crt:ro"
-        --build-arg PIP_CERT=/run/host-ca-certificates.crt)
+    ca_args=(--secret "id=pip_cert,src=$CA_BUNDLE")
 fi
 
 previous=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
