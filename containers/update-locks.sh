@@ -37,7 +37,9 @@ header() {
 grep -E '^pysam==' "$venv/runtime.lock" | sed 's/ .*//' >"$venv/pysam.txt"
 "${compile[@]}" --only-build-deps --all-build-deps --constraint "$venv/pysam.txt" \
     --output-file "$venv/build.lock" pyproject.toml
-{ header "the wheel's build dependencies, pysam pinned as at run time"; cat "$venv/build.lock"; } \
-    >containers/build-requirements.lock
+{
+    header "the wheel's build dependencies, pysam pinned as at run time"
+    sed "s|-c $venv/pysam.txt|pysam pin of requirements.lock|" "$venv/build.lock"
+} >containers/build-requirements.lock
 
 grep -E '^[A-Za-z]' containers/requirements.lock containers/build-requirements.lock | sed 's/ .*//'
