@@ -1,7 +1,7 @@
 """The commands bamstore prints after "fix:", each naming the real file.
 
 A fix is only useful if it can be pasted as it is: every command here is built from the path
-the user gave (quoted for the shell), never from a placeholder such as INPUT.
+the user gave (quoted for the shell), never from a placeholder standing in for it.
 """
 
 from __future__ import annotations

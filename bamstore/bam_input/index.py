@@ -184,19 +184,19 @@ def _bam_mismatch(alignment: AlignmentInput, summary: IndexSummary) -> str | Non
         for tid, voffset in sorted(summary.first_offset.items()):
             coffset, uoffset = voffset >> 16, voffset & 0xFFFF
             if coffset >= size:
-                return "points past the end of the BAM"
+                return "its offsets point past the end of the BAM"
             if coffset not in blocks:
                 blocks[coffset] = _bgzf_block_at(fh, coffset)
             block = blocks[coffset]
             if block is None:
-                return "points at bytes of the BAM that are not where its compressed blocks start"
+                return "its offsets point into the BAM where no compressed block starts"
             record = block[uoffset : uoffset + 8]
             if len(record) < 8:  # the record starts in the next block
                 nxt = _bgzf_block_at(fh, coffset + _block_size(fh, coffset))
                 record = (record + (nxt or b""))[:8]
             if len(record) < 8 or struct.unpack_from("<i", record, 4)[0] != tid:
                 name = alignment.contigs[tid][0] if tid < len(alignment.contigs) else tid
-                return f"points at records that are not on {name} where {name}'s should start"
+                return f"its offsets for {name} point at records of another contig"
     return None
 
 
@@ -209,11 +209,11 @@ def _cram_mismatch(alignment: AlignmentInput, summary: IndexSummary) -> str | No
     size = alignment.path.stat().st_size
     if summary.mapped and max(summary.mapped) >= len(alignment.contigs):
         return (
-            f"lists contig number {max(summary.mapped) + 1}, but the CRAM header has "
-            f"{len(alignment.contigs)} contigs"
+            f"it lists contig number {max(summary.mapped) + 1}, the CRAM header has "
+            f"{len(alignment.contigs)}"
         )
     if any(offset >= size for offset in summary.first_offset.values()):
-        return "points past the end of the CRAM"
+        return "its offsets point past the end of the CRAM"
     return None
 
 
@@ -224,15 +224,15 @@ def index_problem(alignment: AlignmentInput, index: Path) -> str | None:
     except NotAnIndex as exc:
         return str(exc)
     if summary.n_ref is not None and summary.n_ref != len(alignment.contigs):
-        return (
-            f"describes {summary.n_ref} contigs but the BAM header has "
-            f"{len(alignment.contigs)}: it is the index of another file"
+        mismatch = (
+            f"it describes {summary.n_ref} contigs, the header of {alignment.path} has "
+            f"{len(alignment.contigs)}"
         )
-    if summary.kind == "crai":
+    elif summary.kind == "crai":
         mismatch = _cram_mismatch(alignment, summary)
     else:
         mismatch = _bam_mismatch(alignment, summary)
-    return f"{mismatch}: it is the index of another file" if mismatch else None
+    return f"is not the index of {alignment.path}: {mismatch}" if mismatch else None
 
 
 def read_counts(alignment: AlignmentInput, index: Path) -> dict[str, int | None]:
@@ -290,9 +290,9 @@ def find_index(alignment: AlignmentInput, given: Path | None = None) -> Path | N
         if given is not None:
             raise InputError(
                 idx,
-                f"{problem} ({path} is not the file it indexes)",
-                f"point --index / the bai column at the index of {path}, or leave it out to "
-                "build one",
+                problem,
+                f"give the index of {path} (made by: {fixes.index(path)}) as --index / the bai "
+                "column, or leave it out to build one",
             )
         log.warning(
             "%s: index %s %s; building a fresh one in a scratch directory (re-index to "
