@@ -3,8 +3,8 @@
 Contigs come from htslib's reference list (for BAM the binary n_ref names and lengths, which
 is what records point into), and the sort order from the raw header text. pysam's
 `header.to_dict()` is deliberately not used: it refuses headers that htslib and samtools accept,
-such as two @HD lines left by tools that concatenate headers. The first @HD line is the one
-htslib itself honours; a duplicate is reported as a warning and the file is read normally.
+such as two @HD lines left by tools that concatenate headers. The first @HD line gives the sort
+order; the duplicate is reported as a warning and the file is read normally.
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ def open_alignment(path: Path, reference: Path | None = None) -> AlignmentInput:
     sort_order, hd_lines = header_sort_order(header_text)
     if hd_lines > 1:
         log.warning(
-            "%s: the header has %d @HD lines (headers joined by another tool?); using the "
-            "first (SO:%s), as samtools does",
+            "%s: the header has %d @HD lines (headers joined by another tool?); the first "
+            "gives the sort order (SO:%s)",
             path,
             hd_lines,
             sort_order or "not given",
