@@ -127,14 +127,17 @@ def extract_options(func: F) -> F:
             "--chromosomes",
             default="primary",
             show_default=True,
-            help="'primary' (chr1..chrN, X, Y, M/MT, with or without 'chr'), 'all', or "
-            "a comma-separated list.",
+            help="'primary': the chromosomes and organelles of the assembly, in any naming "
+            "style (chr1/1, chrX, chrM/MT, chrI..chrXVI, chr2L, Mito, MtDNA, Pt, Chr1, ChrC), "
+            "without unplaced, unlocalized, alt, fix, decoy, EBV, HLA or spike-in pieces; "
+            "'all'; or a comma-separated list. Left-out contigs holding reads are reported.",
         ),
         click.option(
             "--chromsizes",
             type=click.Path(path_type=Path),
             default=None,
-            help="name<TAB>length file; its lengths must match the BAM header.",
+            help="name<TAB>length file; its lengths must match the BAM header (where the "
+            "header says LN:0, the file gives the real length).",
         ),
         click.option(
             "--min-mapq",

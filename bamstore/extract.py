@@ -22,6 +22,7 @@ import numpy as np
 from bamstore import __version__, layout
 from bamstore.bam_input import (
     AlignmentInput,
+    account_for_left_out,
     fingerprint,
     open_alignment,
     prefix_md5,
@@ -30,6 +31,7 @@ from bamstore.bam_input import (
     select_contigs,
     usable_index,
 )
+from bamstore.bam_input.fixes import sort_and_index
 from bamstore.blocks import BgzfError
 from bamstore.errors import InputError
 from bamstore.kernel import (
@@ -282,7 +284,7 @@ def _next_window(reader: CoverageReader, bufs: _WindowBuffers, path: Path, conti
                 path,
                 f"is not sorted by coordinate: on {contig} a record at "
                 f"{int(pos) + 1} follows one at {int(prev) + 1}",
-                "samtools sort -o sorted.bam INPUT && samtools index sorted.bam",
+                sort_and_index(path),
             ) from None
         raise
     except BgzfError as exc:
@@ -325,6 +327,9 @@ def count_sample(
             max_workers=max(1, options.threads), thread_name_prefix="bamstore"
         ) as pool,
     ):
+        account_for_left_out(
+            alignment, contigs, options.chromosomes, idx, from_chromsizes=bool(options.chromsizes)
+        )
         reader = open_coverage_reader(
             str(alignment.path),
             str(idx),
@@ -333,7 +338,9 @@ def count_sample(
             strandedness=options.strandedness,
             threads=options.threads,
             reference=str(options.reference) if options.reference else None,
-            kernel=kernel,
+            # the block-fed path parses BAM only; a CRAM (with or without --reference) is
+            # decoded by htslib
+            kernel="htslib" if alignment.format == "cram" and kernel == "compiled" else kernel,
             executor=pool,
         )
         try:

@@ -141,3 +141,18 @@ def run_bamstore(
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """run_cli(*args, cwd=None, env=None, timeout=600): bin/bamstore in a fresh process."""
+
+    def run(
+        *args: object,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess[str]:
+        return run_bamstore(*args, cwd=cwd, env=env, timeout=timeout)
+
+    return run

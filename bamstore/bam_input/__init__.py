@@ -1,0 +1,76 @@
+"""Everything about an input alignment file before coverage is counted, one question a module.
+
+- `sniff`: what the file is, from its first bytes (never its name), so a stream can be peeked;
+- `header`: contigs and sort order, read as htslib reads them;
+- `cram`: whether a CRAM needs its reference, and never fetching one from a server;
+- `index`: the index found, checked against the file, or built in a scratch folder;
+- `contigs`: which contigs are stored, and what leaving contigs out costs;
+- `fixes`: the commands printed after "fix:", each naming the real file.
+
+Each problem becomes an `InputError` naming the file, the problem and the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bamstore.bam_input.contigs import (
+    PRIMARY_CONTIG,
+    account_for_left_out,
+    check_same_contigs,
+    is_primary,
+    parse_selection,
+    read_chromsizes,
+    select_contigs,
+)
+from bamstore.bam_input.header import (
+    AlignmentInput,
+    Contigs,
+    fingerprint,
+    open_alignment,
+    prefix_md5,
+    quiet_htslib,
+)
+from bamstore.bam_input.index import BAI_MAX_LENGTH, build_index, find_index, usable_index
+from bamstore.bam_input.sniff import PEEK_BYTES, AlignmentFormat, detect_format, sniff_file
+
+__all__ = [
+    "BAI_MAX_LENGTH",
+    "PEEK_BYTES",
+    "PRIMARY_CONTIG",
+    "AlignmentFormat",
+    "AlignmentInput",
+    "Contigs",
+    "account_for_left_out",
+    "build_index",
+    "check_same_contigs",
+    "detect_format",
+    "find_index",
+    "fingerprint",
+    "is_primary",
+    "open_alignment",
+    "parse_selection",
+    "prefix_md5",
+    "quiet_htslib",
+    "read_chromsizes",
+    "sample_name_problem",
+    "select_contigs",
+    "sniff_file",
+    "usable_index",
+]
+
+
+def sample_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a sample name (it becomes a file name), or None if it can."""
+    if not name or not name.strip():
+        return "sample name is empty"
+    if name != name.strip():
+        return f"sample name {name!r} has leading or trailing spaces"
+    if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        return f"sample name {name!r} cannot be used as a file name"
+    if not re.fullmatch(r"[A-Za-z0-9._+\-]+", name):
+        return (
+            f"sample name {name!r} has characters other than letters, digits and ._+- "
+            "(it is used as a file name)"
+        )
+    return None
