@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench quantnado clean slurm-up slurm-down
+.PHONY: install demo test lint bench quantnado clean slurm-up slurm-down test-slurm
 
 $(STAMP): pyproject.toml setup.py bamstore/_coverage.pyx
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ slurm-up:  ## start the local one-node SLURM cluster (needs root; state in .slur
 
 slurm-down:  ## stop the daemons slurm-up started (by their pid files)
 	scripts/slurm-down.sh
+
+test-slurm: install  ## the slurm profile on the local cluster (tests/pipeline/test_slurm.py; needs root)
+	$(BIN)/python -m pytest -q -m slurm tests/pipeline/test_slurm.py
 
 quantnado: install  ## QuantNado 0.4.3 in .venv-quantnado (Python >= 3.12): the compatibility tests use it
 	$(BIN)/python benchmarks/quantnado_env.py .venv-quantnado
