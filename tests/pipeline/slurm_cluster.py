@@ -104,11 +104,21 @@ class SlurmCluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
 
-    def finished_jobs(self, under: Path) -> list[SlurmJob]:
-        """Finished jobs whose work directory lies under `under` (a Nextflow launch dir)."""
+    def jobcomp_mark(self) -> int:
+        """Where the jobcomp record ends now: finished_jobs(since=mark) reads only later jobs."""
+        return self.jobcomp.stat().st_size if self.jobcomp.exists() else 0
+
+    def finished_jobs(self, under: Path, since: int = 0) -> list[SlurmJob]:
+        """Jobs finished after `since` whose work directory lies under `under` (a launch dir).
+
+        `since` keeps out an earlier session's jobs run from the same path (a reused
+        --basetemp), whose ids may repeat once the cluster's state is reset."""
         if not self.jobcomp.exists():
             return []
-        jobs = [parse_jobcomp_line(line) for line in self.jobcomp.read_text().splitlines() if line]
+        with self.jobcomp.open("rb") as record:
+            record.seek(since)
+            lines = record.read().decode().splitlines()
+        jobs = [parse_jobcomp_line(line) for line in lines if line]
         return [job for job in jobs if job.work_dir.is_relative_to(under)]
 
     def queued_jobs(self) -> list[QueuedJob]:

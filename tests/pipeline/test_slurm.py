@@ -190,6 +190,7 @@ def run_with_faults(
     hold_dir = launch_dir / "hold"
     hold_dir.mkdir()
     command = fixture_command(nextflow, launch_dir, array_size, hold_dir, cluster.partition)
+    mark = cluster.jobcomp_mark()
     process = start(command, launch_dir, cluster)
     cancelled_pending = None
     try:
@@ -212,7 +213,7 @@ def run_with_faults(
         output=output,
         returncode=process.returncode,
         tasks=nextflow_tasks(nextflow, launch_dir, "first"),
-        jobs=cluster.finished_jobs(under=launch_dir),
+        jobs=cluster.finished_jobs(under=launch_dir, since=mark),
         cancelled_pending=cancelled_pending,
     )
 
@@ -337,11 +338,11 @@ def test_a_pending_job_cancelled_with_scancel_is_retried(plain_run: FixtureRun) 
 def test_resume_submits_no_job(run_fixture: str, request, slurm_cluster, nextflow) -> None:
     run: FixtureRun = request.getfixturevalue(run_fixture)
     assert run.returncode == 0, run.output
-    jobs_before = slurm_cluster.finished_jobs(under=run.launch_dir)
     hold_file = run.launch_dir / "hold" / f"{HELD}.job"
     hold_file.unlink()
     command = [*run.command, "-resume"]
     command[command.index("-name") + 1] = "resumed"
+    mark = slurm_cluster.jobcomp_mark()
     process = start(command, run.launch_dir, slurm_cluster)
     held_again = wait_for(hold_file, process, timeout_s=RUN_TIMEOUT_S)
     if held_again:
@@ -353,4 +354,4 @@ def test_resume_submits_no_job(run_fixture: str, request, slurm_cluster, nextflo
     tasks = nextflow_tasks(nextflow, run.launch_dir, "resumed")
     assert sorted(t.tag or t.process for t in tasks) == sorted([*SAMPLES, "BAMSTORE_MERGE"])
     assert {t.status for t in tasks} == {"CACHED"}
-    assert slurm_cluster.finished_jobs(under=run.launch_dir) == jobs_before
+    assert slurm_cluster.finished_jobs(under=run.launch_dir, since=mark) == []
