@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench quantnado image lock clean
+.PHONY: install demo test lint bench quantnado image lock clean slurm-up slurm-down test-slurm
 
 $(STAMP): pyproject.toml setup.py bamstore/_coverage.pyx
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ lint: install  ## ruff, and reftrace over every .nf file (parse + includes)
 	$(BIN)/ruff check bamstore tests benchmarks bin/bamstore
 	$(BIN)/ruff format --check bamstore tests benchmarks bin/bamstore
 	$(BIN)/python tests/nf_lint.py
+
+slurm-up:  ## start the local one-node SLURM cluster (needs root; state in .slurm/); a no-op when up
+	scripts/slurm-up.sh
+	@echo 'export SLURM_CONF=$(shell scripts/slurm-up.sh --conf)   # for sinfo, sbatch, nextflow'
+
+slurm-down:  ## stop the daemons slurm-up started (by their pid files)
+	scripts/slurm-down.sh
+
+test-slurm: install  ## the slurm profile on the local cluster (tests/pipeline/test_slurm.py; needs root)
+	$(BIN)/python -m pytest -q -m slurm tests/pipeline/test_slurm.py
 
 quantnado: install  ## QuantNado 0.4.3 in .venv-quantnado (Python >= 3.12): the compatibility tests use it
 	$(BIN)/python benchmarks/quantnado_env.py .venv-quantnado

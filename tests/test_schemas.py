@@ -54,6 +54,10 @@ PIPELINE_ONLY = {
     "version": "prints the pipeline version",
     "validate_params": "nf-schema parameter validation on/off",
     "trace_report_suffix": "suffix of the pipeline_info files",
+    "slurm_queue": "sbatch -p (-profile slurm)",
+    "slurm_account": "sbatch --account (-profile slurm)",
+    "slurm_options": "other sbatch options (-profile slurm)",
+    "slurm_array_size": "extraction tasks per job array (-profile slurm)",
 }
 # Options of `bamstore extract` that are not params, and why.
 SET_BY_PIPELINE = {
@@ -134,6 +138,8 @@ def test_schema_validates_the_defaults_and_rejects_bad_values(tmp_path: Path):
         ("store_name", ".."),
         ("input", "sheet.xlsx"),
         ("publish_dir_mode", "hardlink"),
+        ("slurm_array_size", -1),
+        ("slurm_queue", True),
     ]:
         assert list(validator.iter_errors({**values, name: bad})), (name, bad)
 
