@@ -28,7 +28,7 @@ import zarr
 
 from bamstore.query.source import CoverageSource
 
-BLOCK_BYTES = 32 * 2**20  # decoded bytes per fetched block (samples x chunk), per thread
+BLOCK_BYTES = 16 * 2**20  # decoded bytes per fetched block (samples x chunks), per thread
 TASKS_PER_THREAD = 4  # column runs per thread: enough to balance contigs of unequal length
 UINT32_MAX = np.iinfo(np.uint32).max
 REDUCTIONS: dict[str, np.ufunc] = {"sum": np.add, "max": np.maximum, "min": np.minimum}
@@ -102,7 +102,8 @@ class ChunkReader:
             blocks += [slab[:, i : i + chunk_len] for i in range(0, hi - lo, chunk_len)]
             with self._lock:
                 self.chunks_read += len(rows) * (last - first + 1)
-                self._cache[(name, group, last)] = blocks[-1].copy()
+                tail = blocks[-1] if len(blocks) == 1 else blocks[-1].copy()  # not the slab
+                self._cache[(name, group, last)] = tail
                 while len(self._cache) > self._cache_slots:
                     self._cache.popitem(last=False)
         return blocks
@@ -140,8 +141,12 @@ def reduce_block(block: np.ndarray, lo: np.ndarray, hi: np.ndarray, how: str) ->
     idx = np.empty(2 * len(lo), dtype=np.intp)
     idx[0::2] = lo
     idx[1::2] = np.minimum(hi, width - 1)
-    dtype = np.int64 if how == "sum" else None
-    out = ufunc.reduceat(block, idx, axis=1, dtype=dtype)[:, 0::2]
+    if how == "sum":  # int64 sums, one row at a time: a cast of the whole block would double it
+        out = np.empty((block.shape[0], len(lo)), dtype=np.int64)
+        for r in range(block.shape[0]):
+            out[r] = np.add.reduceat(block[r], idx, dtype=np.int64)[0::2]
+    else:
+        out = ufunc.reduceat(block, idx, axis=1)[:, 0::2]
     tail = (hi == width) & (lo < width - 1)
     if tail.any():
         out[:, tail] = ufunc(out[:, tail], block[:, width - 1 : width].astype(out.dtype))
