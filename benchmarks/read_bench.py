@@ -113,6 +113,7 @@ def run_read_benchmark(
     repeat: int,
     threads: int,
     bamcoverage: bool,
+    deeptools: bool = True,
 ) -> ReadReport:
     report = ReadReport()
     work.mkdir(parents=True, exist_ok=True)
@@ -140,7 +141,7 @@ def run_read_benchmark(
         repeat,
         compare=False,
     )
-    for sample, out in zip(samples[1:], bigwigs[1:], strict=True):
+    for sample, out in zip(samples[1:], bigwigs[1:] if deeptools else [], strict=False):
         subprocess.run(
             [
                 bamstore,
@@ -158,7 +159,7 @@ def run_read_benchmark(
             ],
             check=True,
         )
-    coverage = deeptools_exe("bamCoverage")
+    coverage = deeptools_exe("bamCoverage") if deeptools else None
     cov_row = None
     if bamcoverage and coverage:
         cov_row = timed(
@@ -185,7 +186,7 @@ def run_read_benchmark(
         repeat,
         compare=False,
     )
-    summary_tool = deeptools_exe("multiBigwigSummary")
+    summary_tool = deeptools_exe("multiBigwigSummary") if deeptools else None
     theirs_row = None
     theirs_tsv = work / "mbs.tsv"
     if summary_tool:
@@ -209,8 +210,10 @@ def run_read_benchmark(
             repeat,
             compare=False,
         )
-    else:
+    elif deeptools:
         report.notes.append("deeptools is not installed: pip install '.[bench]'")
+    else:
+        report.notes.append("deeptools not run (--no-deeptools)")
     report.pairs.append(Pair(summary_row, theirs_row, f"summary of {REGIONS:,} regions"))
     for path, count in ((small, SMALL_REGIONS), (large, LARGE_REGIONS)):
         report.extra.append(
@@ -260,7 +263,7 @@ def run_read_benchmark(
         repeat,
         compare=False,
     )
-    matrix_tool = deeptools_exe("computeMatrix")
+    matrix_tool = deeptools_exe("computeMatrix") if deeptools else None
     theirs_matrix = work / "cm.gz"
     matrix_row = None
     if matrix_tool:

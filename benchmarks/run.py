@@ -1333,6 +1333,7 @@ def run_read_section(
         repeat=config.repeat,
         threads=config.threads,
         bamcoverage=args.bamcoverage,
+        deeptools=not args.no_deeptools,
     )
     return report, time.monotonic() - started
 
@@ -1391,6 +1392,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time deeptools bamCoverage --binSize 1 on one sample (about 100 s per "
         "million reads)",
+    )
+    ap.add_argument(
+        "--no-deeptools",
+        action="store_true",
+        help="reading section: time bamstore only (deeptools takes minutes per command)",
     )
     args = ap.parse_args(argv)
     config = Config.from_args(args)

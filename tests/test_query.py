@@ -731,3 +731,39 @@ def test_export_errors_and_missing_extra(store: Path, tmp_path: Path, run_cli, m
         "bamstore export --format bigwig needs pyBigWig; fix: pip install 'bamstore[bigwig]'"
     )
     assert not list(tmp_path.iterdir())
+
+
+def test_batches_give_the_same_table(store: Path, tmp_path: Path) -> None:
+    """The BED is read in batches (memory bound); batch edges change nothing."""
+    from bamstore.query.summarize import summarize, to_frame
+
+    regions = random_regions(CONTIGS, 120, seed=12)
+    bed = write_bed(tmp_path / "r.bed", regions)
+    source = CoverageSource.open(store)
+    whole = to_frame(summarize(source, bed, stat="min", threads=2))
+    batched = to_frame(summarize(source, bed, stat="min", threads=2, batch_size=7))
+    pd.testing.assert_frame_equal(batched, whole)
+    assert list(zip(batched.chrom, batched.start, batched.end, strict=True)) == regions
+
+
+def test_local_chunk_files_read_what_zarr_reads(store: Path, tmp_path: Path) -> None:
+    """The direct chunk path (local stores in the layout's codecs) equals zarr's own reading,
+    for blosc and for uncompressed stores; other stores go through zarr."""
+    from bamstore.query.reduce import ChunkReader, LocalChunkFiles
+
+    bams = [make_bam(tmp_path / f"n{i}.bam", 300, CONTIGS, seed=70 + i, threads=1) for i in (0, 1)]
+    plain = tmp_path / "plain.zarr"
+    BamStore.from_bam_files(
+        bams, store_path=plain, chunk_len=CHUNK, construction_compression="none"
+    )
+    for path, rows in ((store, [2, 0]), (plain, [1, 0])):
+        source = CoverageSource.open(path)
+        reader = ChunkReader(source, rows, threads=1)
+        for name, length in CONTIGS:
+            array = source.root[name]
+            assert LocalChunkFiles.of(array, CHUNK) is not None
+            last = (length - 1) // CHUNK
+            got = np.concatenate(reader.fetch(name, 0, 0, last), axis=1)
+            np.testing.assert_array_equal(got, zarr.open_group(str(path), mode="r")[name][rows, :])
+    wrapped = zarr.open_group(store=WrapperStore(LocalStore(store, read_only=True)), mode="r")
+    assert LocalChunkFiles.of(wrapped["chr1"], CHUNK) is None

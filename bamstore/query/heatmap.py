@@ -34,6 +34,8 @@ def region_order(profile: Profile) -> np.ndarray:
 def plot_profile(profile: Profile, out: str | os.PathLike[str]) -> Path:
     """Draw `profile` to `out` (png, svg or pdf by suffix)."""
     figure_cls, canvas_cls = _matplotlib()
+    from matplotlib.ticker import MaxNLocator
+
     n = len(profile.samples)
     fig = figure_cls(figsize=(COLUMN_WIDTH * n + 1.2, HEIGHT), dpi=DPI)
     canvas_cls(fig)
@@ -77,6 +79,7 @@ def plot_profile(profile: Profile, out: str | os.PathLike[str]) -> Path:
             extent=(edges[0], edges[-1], sorted_matrix.shape[1], 0),
         )
         heat.axvline(0, color="0.3", linewidth=0.5, linestyle="--")
+        heat.yaxis.set_major_locator(MaxNLocator(integer=True))
         heat.tick_params(labelsize=8)
         heat.set_xlabel("bp from reference point", fontsize=8)
         if i == 0:

@@ -22,9 +22,14 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
+import numcodecs
 import numpy as np
 import zarr
+from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+from zarr.core.metadata import ArrayV3Metadata
+from zarr.storage import LocalStore
 
 from bamstore.query.source import CoverageSource
 
@@ -44,6 +49,63 @@ class Intervals:
 
     def __len__(self) -> int:
         return len(self.start)
+
+
+class LocalChunkFiles:
+    """Chunks of a local array in the layout's codecs, read from their files and decoded by
+    numcodecs straight into the caller's buffer.
+
+    Why not through zarr: on this path zarr costs 2.6x the CPU of the decode itself (its asyncio
+    pipeline, then a copy of every decoded chunk into the output; measured on the benchmark
+    store: 6.5 ms vs 2.5 ms per 4 MiB chunk), and a summary of many regions decodes every chunk
+    of every sample. Only arrays whose zarr.json says exactly what `layout` writes (uint32,
+    chunks (1, chunk_len), default '/' keys, little-endian bytes then optionally blosc) take
+    this path; any other array, and every remote store, is read through zarr. The tests read
+    the same stores both ways and compare them with numpy over zarr.
+    """
+
+    def __init__(self, folder: Path, chunk_len: int, blosc: bool):
+        self.folder = folder
+        self.chunk_len = chunk_len
+        self._codec = numcodecs.Blosc() if blosc else None
+
+    @classmethod
+    def of(cls, array: zarr.Array, chunk_len: int) -> LocalChunkFiles | None:
+        store = array.store_path.store
+        meta = array.metadata
+        if not isinstance(store, LocalStore) or not isinstance(meta, ArrayV3Metadata):
+            return None
+        names = [type(codec).__name__ for codec in meta.codecs]
+        plain = (
+            array.dtype == np.dtype(np.uint32)
+            and tuple(meta.chunk_grid.chunk_shape) == (1, chunk_len)  # type: ignore[attr-defined]
+            and isinstance(meta.chunk_key_encoding, DefaultChunkKeyEncoding)
+            and meta.chunk_key_encoding.separator == "/"
+            and int(meta.fill_value) == 0
+            and names in (["BytesCodec"], ["BytesCodec", "BloscCodec"])
+            and str(getattr(meta.codecs[0], "endian", "")).endswith("little")
+        )
+        if not plain:
+            return None
+        return cls(Path(store.root) / array.store_path.path, chunk_len, len(names) == 2)
+
+    def read(self, rows: Sequence[int], first: int, last: int) -> np.ndarray:
+        """(rows, (last - first + 1) * chunk_len) uint32; missing chunk files are all zero."""
+        width = self.chunk_len
+        slab = np.empty((len(rows), (last - first + 1) * width), dtype=np.uint32)
+        for i, row in enumerate(rows):
+            for k, col in enumerate(range(first, last + 1)):
+                view = slab[i, k * width : (k + 1) * width]
+                try:
+                    raw = (self.folder / "c" / str(row) / str(col)).read_bytes()
+                except FileNotFoundError:
+                    view[:] = 0
+                    continue
+                if self._codec is None:
+                    view[:] = np.frombuffer(raw, dtype="<u4")
+                else:
+                    self._codec.decode(raw, out=view)
+        return slab
 
 
 class ChunkReader:
@@ -66,6 +128,7 @@ class ChunkReader:
         self.columns_per_fetch = max(1, BLOCK_BYTES // (chunk_bytes * widest))
         self.chunks_read = 0
         self._arrays: dict[str, zarr.Array] = {}
+        self._files: dict[str, LocalChunkFiles | None] = {}
         self._cache: collections.OrderedDict[tuple[str, int, int], np.ndarray] = (
             collections.OrderedDict()
         )
@@ -79,6 +142,12 @@ class ChunkReader:
                 assert isinstance(node, zarr.Array)
                 self._arrays[name] = node
             return self._arrays[name]
+
+    def _direct(self, name: str, array: zarr.Array) -> LocalChunkFiles | None:
+        with self._lock:
+            if name not in self._files:
+                self._files[name] = LocalChunkFiles.of(array, self.source.chunk_len)
+            return self._files[name]
 
     def fetch(self, name: str, group: int, first: int, last: int) -> list[np.ndarray]:
         """uint32 (len(groups[group]), chunk width) blocks of columns first..last (at most
@@ -94,11 +163,14 @@ class ChunkReader:
             rows = self.groups[group]
             chunk_len = self.source.chunk_len
             lo, hi = first * chunk_len, min(int(array.shape[1]), (last + 1) * chunk_len)
-            if rows == list(range(rows[0], rows[0] + len(rows))):
-                data = array[rows[0] : rows[0] + len(rows), lo:hi]
+            direct = self._direct(name, array)
+            if direct is not None:
+                slab = direct.read(rows, first, last)[:, : hi - lo]
+            elif rows == list(range(rows[0], rows[0] + len(rows))):
+                slab = np.asarray(array[rows[0] : rows[0] + len(rows), lo:hi], dtype=np.uint32)
             else:
                 data = array.oindex[np.asarray(rows, dtype=np.int64), lo:hi]
-            slab = np.asarray(data, dtype=np.uint32)
+                slab = np.asarray(data, dtype=np.uint32)
             blocks += [slab[:, i : i + chunk_len] for i in range(0, hi - lo, chunk_len)]
             with self._lock:
                 self.chunks_read += len(rows) * (last - first + 1)

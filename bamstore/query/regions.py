@@ -100,7 +100,7 @@ def parse_bed_line(text: str, line: int, label: str) -> BedRegion | None:
             f"has {len(fields)} column(s); BED needs at least 3 (chrom, start, end)",
             "separate the columns with tabs",
         )
-    chrom = fields[0].strip()
+    chrom = sys.intern(fields[0].strip())  # one string per contig, not one per line
     start = _non_negative(fields[1], "start", where)
     end = _non_negative(fields[2], "end", where)
     if start > end:

@@ -1,9 +1,12 @@
 """`bamstore summarize`: one value per BED region and sample (multiBigwigSummary BED-file).
 
 Rows come out in input order, one per BED line, as `chrom start end name` then one column per
-sample. The BED is read in batches (`batch_size`), so memory depends on the batch and the
-samples, never on the length of the BED; within a batch the regions are reduced chunk by chunk
-(`reduce`), each chunk decoded once, and a cache carries the last chunks into the next batch.
+sample. The BED is read in batches (`batch_size`, about 127,000 regions for 8 samples), so memory
+depends on the batch and the samples, never on the length of the BED. Within a batch the regions
+are sorted and reduced chunk by chunk (`reduce`): each chunk is decoded once per batch, and a
+cache carries the last chunks into the next batch, so a BED sorted by position decodes each
+chunk once however long it is; an unsorted BED longer than one batch may decode a chunk once
+per batch that touches it.
 
 Statistics over a region's positions [start, end): `mean`, `sum`, `max`, `min` of the per-base
 depth. Normalisation (library size = `metadata/total_reads`, as `extract_region`):
@@ -45,7 +48,8 @@ from bamstore.query.regions import (
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
 
 STATS = ("mean", "sum", "max", "min")
-BATCH_BYTES = 64 * 2**20  # per batch: results (8 B per sample) plus ~200 B per region
+BATCH_BYTES = 32 * 2**20  # per batch: results (8 B per sample) plus ~250 B per region
+WRITE_ROWS = 8192  # rows formatted and written at a time
 HEADER = ("chrom", "start", "end", "name")
 
 
@@ -199,13 +203,15 @@ def _write_rows(summary: Summary, fh: IO[str]) -> int:
     fh.write("\t".join([*HEADER, *summary.samples]) + "\n")
     written = 0
     for regions, values in summary.batches():
-        cells = _format_values(values, summary.integral)
-        fh.write(
-            "".join(
-                f"{r.chrom}\t{r.start}\t{r.end}\t{r.name}\t{v}\n"
-                for r, v in zip(regions, cells, strict=True)
+        for at in range(0, len(regions), WRITE_ROWS):
+            part = regions[at : at + WRITE_ROWS]
+            cells = _format_values(values[at : at + WRITE_ROWS], summary.integral)
+            fh.write(
+                "".join(
+                    f"{r.chrom}\t{r.start}\t{r.end}\t{r.name}\t{v}\n"
+                    for r, v in zip(part, cells, strict=True)
+                )
             )
-        )
         written += len(regions)
     return written
 
