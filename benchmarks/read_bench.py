@@ -405,6 +405,8 @@ def format_read_section(report: ReadReport) -> list[str]:
 
     def row_line(job: str, row: Any, ratio: str) -> str:
         runs = f"{len(row.runs)} (+{row.warmups} warm-up)" if row.runs else row.status
+        if row.runs and row.other_load >= 0.1:
+            runs += f" ⚠ others used {row.other_load:.1f} cores"
         rss = "—" if row.rss_mib is None else f"{row.rss_mib:.0f}"
         wall = "—" if row.wall is None else f"{row.wall:.2f}"
         cpu = "—" if row.cpu is None else f"{row.cpu:.2f}"

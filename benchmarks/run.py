@@ -1290,17 +1290,22 @@ def run_read_section(
     started = time.monotonic()
     cache = Path(args.cache_dir)
     work = cache / "work_read"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     main_bam, _ = generate_inputs(config, cache, memory_bam=False)
     bamstore = bamstore_exe()
     n = config.samples
     samples = [f"s{i + 1}" for i in range(n)]
+    kept = work / f"store_{main_bam.stem}_{n}.zarr"  # reused by the next --section read
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.iterdir():
+        if old != kept:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    if built is None and kept.exists():
+        built = kept
     if built is None or not built.exists():
         sheet = work / "samples.csv"
         bai = Path(str(main_bam) + ".bai")
         sheet.write_text("sample,bam,bai\n" + "".join(f"{s},{main_bam},{bai}\n" for s in samples))
-        built = work / "build.zarr"
+        built = kept
         log(f"building the {n}-sample store for the reading benchmark")
         subprocess.run(
             [
