@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml setup.py bamstore/_coverage.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,lint,plot,xarray,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,plot,xarray,bench,bigwig,remote]'
 	$(BIN)/python -c "from bamstore.kernel import available_kernels as k; \
 	    assert 'compiled' in k(), 'compiled kernel did not build'; print('kernels:', k())"
 	touch $@

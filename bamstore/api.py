@@ -30,7 +30,7 @@ import pandas as pd
 import zarr
 from zarr.storage import LocalStore
 
-from bamstore import layout
+from bamstore import layout, query
 from bamstore.bam_input import (
     open_alignment,
     read_chromsizes,
@@ -42,6 +42,7 @@ from bamstore.extract import ExtractOptions, bamstore_attr
 from bamstore.merge import _ChunkPlacer, merge_stores, place_row, verify_rows
 from bamstore.metadata import QUANTNADO_LABEL_COLUMN
 from bamstore.publish import check_output_path, output_lock, remove_tree, staged_output
+from bamstore.query import source as query_source
 from bamstore.store import read_store_info
 from bamstore.writer import StoreWriter
 
@@ -379,6 +380,9 @@ class BamStore:
         sample axis, and gives NaN (not inf) for a zero library size.
     """
 
+    url: str | None = None  # set by open() for a store at an http(s):// or s3:// URL
+    _storage_options: Mapping[str, Any] | None = None
+
     def __init__(
         self,
         store_path: PathLike,
@@ -507,7 +511,11 @@ class BamStore:
 
     def _open_group(self) -> None:
         """Open (or reopen after a write) the zarr group and check what readers need."""
-        store = _local_store(self.store_path, self.read_only)
+        store = (
+            query_source.open_zarr_store(self.url, self._storage_options)
+            if self.url
+            else _local_store(self.store_path, self.read_only)
+        )
         try:
             root = zarr.open_group(store=store, mode="r" if self.read_only else "r+", zarr_format=3)
         except Exception as exc:
@@ -532,12 +540,27 @@ class BamStore:
         self._completed = None
 
     @classmethod
-    def open(cls, store_path: PathLike, read_only: bool = True) -> BamStore:
-        """Attach to an existing store; read-only unless `read_only=False`."""
-        path = normalize_store_path(store_path)
-        if not path.exists():
-            raise FileNotFoundError(f"Store does not exist at {path}")
+    def open(
+        cls,
+        store_path: PathLike,
+        read_only: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> BamStore:
+        """Attach to an existing store; read-only unless `read_only=False`.
+
+        `store_path` may be an http(s):// or s3:// URL (always read-only; `bamstore[remote]`);
+        `storage_options` go to fsspec (e.g. S3 credentials or `endpoint_url`).
+        """
         self = cls.__new__(cls)
+        if query_source.is_url(store_path):
+            if not read_only:
+                raise ValueError(f"{store_path}: stores at a URL open read-only")
+            self.url, self._storage_options = os.fspath(store_path), storage_options
+            path = Path(self.url.split("://", 1)[1])
+        else:
+            path = normalize_store_path(store_path)
+            if not path.exists():
+                raise FileNotFoundError(f"Store does not exist at {path}")
         self.path = Path(store_path)
         self.store_path = path
         self.read_only = bool(read_only)
@@ -565,7 +588,7 @@ class BamStore:
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "writable"
         return (
-            f"BamStore({str(self.store_path)!r}, {self.n_samples} samples, "
+            f"BamStore({self.url or str(self.store_path)!r}, {self.n_samples} samples, "
             f"{len(self.chromsizes)} contigs, {self.n_completed} complete, {mode})"
         )
 
@@ -977,6 +1000,32 @@ class BamStore:
         if method is not None:
             attrs["normalised"] = method
         return xr.DataArray(data, dims=("sample", "position"), coords=coords, attrs=attrs)
+
+    # ------------------------------------------------------------------ queries (bamstore.query)
+
+    def summarize(self, bed: Any, **options: Any) -> pd.DataFrame:
+        """Signal per BED region: chrom, start, end, name, then one column per sample, in input
+        order. `bed`: a BED path, "-" or a DataFrame; options `stat` (mean, sum, max, min),
+        `normalise`, `samples`, `strand` ("fwd"/"rev"), `skip_missing`, `threads`
+        (`bamstore.query.summarize`)."""
+        return query.summarize_frame(query.CoverageSource.of(self), bed, **options)
+
+    def profile(self, bed: Any, **options: Any) -> query.Profile:
+        """Mean signal in bins around each BED line's reference point: `.matrix` is samples x
+        regions x bins. Options `upstream`, `downstream`, `bin_size`, `normalise`, `samples`,
+        `strand`, `skip_missing`, `threads` (`bamstore.query.profile`)."""
+        return query.profile(query.CoverageSource.of(self), bed, **options)
+
+    def to_bigwig(self, out: PathLike, sample: str | int, **options: Any) -> query.ExportResult:
+        """One sample's coverage as a bigWig (`bamstore[bigwig]`). Options `normalise`,
+        `bin_size`, `chromosomes`, `strand`, `skip_zeros`, `threads` (`bamstore.query.export`)."""
+        return query.export_track(query.CoverageSource.of(self), sample, out, **options)
+
+    def to_bedgraph(self, out: PathLike, sample: str | int, **options: Any) -> query.ExportResult:
+        """The same runs as `to_bigwig`, as a bedGraph text file."""
+        return query.export_track(
+            query.CoverageSource.of(self), sample, out, fmt="bedgraph", **options
+        )
 
     # ------------------------------------------------------------------ building
 

@@ -68,3 +68,13 @@ class OutputLockedError(InputError):
             "another bamstore process is writing this output right now",
             "wait for it to finish, or choose another --out",
         )
+
+
+class QueryError(InputError, ValueError):
+    """A read query that cannot be answered as asked (bad BED line, unknown sample or contig).
+
+    Also a ValueError, so Python callers can catch it as they catch `extract_region`'s errors.
+    """
+
+    def __reduce__(self):
+        return (QueryError, (self.subject, self.problem, self.fix))

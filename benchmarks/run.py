@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from quantnado_env import ensure_quantnado
+from read_bench import ReadReport, format_read_section, run_read_benchmark
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -364,16 +365,16 @@ def human_count(n: int) -> str:
     return f"{n / 1e6:g}M" if n >= 1_000_000 else f"{n / 1e3:g}k"
 
 
-def generate_inputs(config: Config, cache: Path) -> tuple[Path, Path]:
+def generate_inputs(config: Config, cache: Path, *, memory_bam: bool = True) -> tuple[Path, Path]:
     from bamstore.simulate import make_bam
 
     main = cache / f"main_{human_count(config.main_reads)}.bam"
     mem_mbp = sum(length for _, length in config.mem_contigs) // 1_000_000
     mem = cache / f"mem_{mem_mbp}Mbp_{human_count(config.mem_reads)}.bam"
-    for path, reads, contigs, seed in (
-        (main, config.main_reads, config.main_contigs, MAIN_SEED),
-        (mem, config.mem_reads, config.mem_contigs, MEM_SEED),
-    ):
+    inputs = [(main, config.main_reads, config.main_contigs, MAIN_SEED)]
+    if memory_bam:
+        inputs.append((mem, config.mem_reads, config.mem_contigs, MEM_SEED))
+    for path, reads, contigs, seed in inputs:
         started = time.monotonic()
         make_bam(path, reads, contigs, seed=seed, paired=True, threads=2, index=True)
         took = time.monotonic() - started
@@ -696,6 +697,7 @@ class Report:
     sizes: list[tuple[str, str, str]]  # (what, bytes per sample, note)
     checks: list[tuple[str, str]]  # (what, summary)
     notes: list[str] = field(default_factory=list)
+    read: ReadReport | None = None  # the reading section (issue 13)
 
 
 def fmt_s(x: float | None) -> str:
@@ -721,11 +723,23 @@ def anchor_ratio(row: Row, anchor: Row | None) -> str:
 
 
 def format_report(report: Report) -> str:
-    anchors = {row.label: row for row in report.rows if row.label in ANCHORS}
-    lines = ["# bamstore benchmark (issue 3)", ""]
+    lines = ["# bamstore benchmark (issues 3 and 13)", ""]
     lines += [f"- {item}" for item in report.machine]
     lines.append("")
-    lines += [f"- {item}" for item in report.setup]
+    if report.rows:
+        lines += _format_core(report)
+    if report.read is not None:
+        lines += format_read_section(report.read)
+    if report.notes:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {note}" for note in report.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _format_core(report: Report) -> list[str]:
+    """The extraction, merge, build and size tables (issue 3)."""
+    anchors = {row.label: row for row in report.rows if row.label in ANCHORS}
+    lines = [f"- {item}" for item in report.setup]
     lines.append("")
     header = [
         "command",
@@ -782,10 +796,7 @@ def format_report(report: Report) -> str:
         lines.append(f"| {what} | {size} | {note} |")
     lines += ["", "## Correctness (outside the timing)", ""]
     lines += [f"- {what}: {summary}" for what, summary in report.checks]
-    if report.notes:
-        lines += ["", "## Notes", ""]
-        lines += [f"- {note}" for note in report.notes]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def verdict(ok: bool | None) -> str:
@@ -1270,6 +1281,68 @@ def run_benchmark(config: Config, args: argparse.Namespace) -> tuple[Report, boo
     return report, correct
 
 
+def run_read_section(
+    config: Config, args: argparse.Namespace, built: Path | None
+) -> tuple[ReadReport, float]:
+    """The reading benchmark (read_bench.py) on the store `built` by the core run, or on one
+    built here from the cached main BAM when the section runs alone. Returns the report and
+    the seconds spent."""
+    started = time.monotonic()
+    cache = Path(args.cache_dir)
+    work = cache / "work_read"
+    main_bam, _ = generate_inputs(config, cache, memory_bam=False)
+    bamstore = bamstore_exe()
+    n = config.samples
+    samples = [f"s{i + 1}" for i in range(n)]
+    kept = work / f"store_{main_bam.stem}_{n}.zarr"  # reused by the next --section read
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.iterdir():
+        if old != kept:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    if built is None and kept.exists():
+        built = kept
+    if built is None or not built.exists():
+        sheet = work / "samples.csv"
+        bai = Path(str(main_bam) + ".bai")
+        sheet.write_text("sample,bam,bai\n" + "".join(f"{s},{main_bam},{bai}\n" for s in samples))
+        built = kept
+        log(f"building the {n}-sample store for the reading benchmark")
+        subprocess.run(
+            [
+                bamstore,
+                "build",
+                "--input",
+                str(sheet),
+                "--out",
+                str(built),
+                "--jobs",
+                str(config.jobs),
+                "--chromosomes",
+                "all",
+                "--overwrite",
+                "-q",
+            ],
+            check=True,
+        )
+    waiter = QuietWaiter(args.wait_quiet)
+    if args.wait_quiet > 0:
+        waiter.wait(args.wait_quiet, window=5)
+    report = run_read_benchmark(
+        timed=functools.partial(measure, retry_busy=args.retry_busy, waiter=waiter),
+        bamstore=bamstore,
+        store=built,
+        main_bam=main_bam,
+        contigs=config.main_contigs,
+        samples=samples,
+        work=work,
+        repeat=config.repeat,
+        threads=config.threads,
+        bamcoverage=args.bamcoverage,
+        deeptools=not args.no_deeptools,
+    )
+    return report, time.monotonic() - started
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -1312,12 +1385,40 @@ def main(argv: list[str] | None = None) -> int:
         help="re-do up to this many runs per command that other processes disturbed (default 3)",
     )
     ap.add_argument("--strict", action="store_true", help="exit 3 if a target FAILs")
+    ap.add_argument(
+        "--section",
+        choices=("all", "core", "read"),
+        default="all",
+        help="core: extraction, merge, build, size (issue 3); read: summarize, profile and "
+        "export vs deeptools (issue 13); default both",
+    )
+    ap.add_argument(
+        "--bamcoverage",
+        action="store_true",
+        help="also time deeptools bamCoverage --binSize 1 on one sample (about 100 s per "
+        "million reads)",
+    )
+    ap.add_argument(
+        "--no-deeptools",
+        action="store_true",
+        help="reading section: time bamstore only (deeptools takes minutes per command)",
+    )
     args = ap.parse_args(argv)
     config = Config.from_args(args)
     started = time.monotonic()
     try:
-        report, correct = run_benchmark(config, args)
-    except BenchError as exc:
+        if args.section == "read":
+            report = Report(machine_info(config, "not run (--section read)"), [], [], [], [], [])
+            correct = True
+        else:
+            report, correct = run_benchmark(config, args)
+        if args.section != "core":
+            built = Path(args.cache_dir) / "work" / "build.zarr"
+            read, seconds = run_read_section(config, args, built if args.section == "all" else None)
+            report.read = read
+            correct = correct and read.ok
+            report.notes.append(f"the reading section took {seconds:.0f} s")
+    except (BenchError, subprocess.CalledProcessError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
     if config.quick:
@@ -1333,9 +1434,16 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(text)
     log(f"saved {out}")
     if not correct:
-        print("bench: error: a store differs from pysam.depth -a (see above)", file=sys.stderr)
+        print(
+            "bench: error: a store differs from pysam.depth -a, or bamstore's answers from "
+            "deeptools' (see above)",
+            file=sys.stderr,
+        )
         return 1
-    if args.strict and any(t.verdict == "FAIL" for t in report.targets):
+    read_failed = report.read is not None and any(
+        p.speedup is not None and p.speedup < 10 for p in report.read.pairs[1:]
+    )
+    if args.strict and (any(t.verdict == "FAIL" for t in report.targets) or read_failed):
         return 3
     return 0
 

@@ -143,11 +143,11 @@ def run_bamstore(
     )
 
 
-@pytest.fixture
-def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+@pytest.fixture(name="run_cli")
+def run_cli_fixture() -> Callable[..., subprocess.CompletedProcess[str]]:
     """run_cli(*args, cwd=None, env=None, timeout=600): bin/bamstore in a fresh process."""
 
-    def run(
+    def run_cli(
         *args: object,
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
@@ -155,4 +155,10 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     ) -> subprocess.CompletedProcess[str]:
         return run_bamstore(*args, cwd=cwd, env=env, timeout=timeout)
 
-    return run
+    return run_cli
+
+
+@pytest.fixture(name="read_rows")
+def read_rows_fixture() -> Callable[[Path, str], np.ndarray]:
+    """read_rows(store, array): a whole coverage array through plain zarr."""
+    return read_rows

@@ -1,0 +1,27 @@
+"""Answers from a store in the forms users already use: a table of signal per BED region
+(`summarize`), a matrix around reference points (`profile`, with a heatmap), browser tracks
+(`export`: bigWig, bedGraph), from a store on disk or at an http(s):// or s3:// URL (`source`).
+
+Every query reads through `CoverageSource` and reduces chunk by chunk (`reduce`): each chunk a
+query needs is decoded once, whatever the number or order of regions.
+"""
+
+from bamstore.query.export import ExportResult, export_track
+from bamstore.query.profile import Profile, profile
+from bamstore.query.source import CoverageSource, is_url, open_group
+from bamstore.query.summarize import STATS, Summary, summarize, summarize_frame, write_tsv
+
+__all__ = [
+    "STATS",
+    "CoverageSource",
+    "ExportResult",
+    "Profile",
+    "Summary",
+    "export_track",
+    "is_url",
+    "open_group",
+    "profile",
+    "summarize",
+    "summarize_frame",
+    "write_tsv",
+]

@@ -1,0 +1,217 @@
+"""`bamstore profile`: signal in bins around reference points (deeptools computeMatrix
+reference-point), saved as a matrix and optionally drawn as a heatmap.
+
+For each BED line the reference point is `start` on `+` or `.` and `end` on `-`. The window is
+[start - U, start + D) on `+`/`.`, read left to right, and [end - D, end + U) on `-`, read right
+to left, so bin 0 is always the most upstream; each bin is the mean over its B positions. U and
+D must be multiples of B (otherwise a bin would straddle the reference point or hang off the
+window; the command refuses and says which multiples are near). A window that leaves its
+contig is an error naming the line, unless skipped (`--skip-missing`).
+
+Normalisation is per position, as `extract_region`: CPM = mean / (library size / 1e6), RPKM =
+CPM x 1000 (1 bp = 0.001 kb). The matrix is (samples x regions x bins) float64, regions in input
+order; every bin is reduced chunk by chunk with each chunk decoded once (`reduce`). The matrix is
+the output and is held in memory (8 B x samples x regions x bins); the working memory besides it
+does not grow with the number of regions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bamstore.errors import QueryError
+from bamstore.query.reduce import ChunkReader, Intervals, reduce_intervals
+from bamstore.query.regions import (
+    BedInput,
+    BedRegion,
+    Skipped,
+    batched,
+    bed_label,
+    outside_store,
+    read_bed,
+)
+from bamstore.query.source import CoverageSource, check_normalise, check_strand
+
+BATCH_INTERVALS = 1_000_000  # bins reduced per batch
+
+
+@dataclass
+class Profile:
+    """A computed profile: `matrix[s, r, b]` is sample s, region r (input order), bin b."""
+
+    matrix: np.ndarray
+    samples: list[str]
+    regions: np.ndarray  # structured: chrom, start, end, name, strand, line
+    upstream: int
+    downstream: int
+    bin_size: int
+    normalise: str | None
+    strand: str | None
+    store: str
+    skipped: int = 0
+    chunks_read: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bin_starts(self) -> np.ndarray:
+        """Offset of each bin's first position from the reference point (upstream negative)."""
+        return np.arange(-self.upstream, self.downstream, self.bin_size)
+
+    def save_npz(self, out: str | os.PathLike[str]) -> Path:
+        """matrix, samples, regions and the parameters, as one .npz (loads without pickle);
+        written beside `out` and renamed into place."""
+        final = Path(out)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(
+                    fh,
+                    matrix=self.matrix,
+                    samples=np.asarray(self.samples, dtype=str),
+                    regions=self.regions,
+                    bin_starts=self.bin_starts,
+                    upstream=np.int64(self.upstream),
+                    downstream=np.int64(self.downstream),
+                    bin_size=np.int64(self.bin_size),
+                    normalise=np.str_(self.normalise or "none"),
+                    strand=np.str_(self.strand or "both"),
+                    reference_point=np.str_("start on + and ., end on -"),
+                    store=np.str_(self.store),
+                )
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return final
+
+
+def window(region: BedRegion, upstream: int, downstream: int) -> tuple[int, int]:
+    """[lo, hi) read for a region: around start on + and ., around end on -."""
+    if region.strand == "-":
+        return region.end - downstream, region.end + upstream
+    return region.start - upstream, region.start + downstream
+
+
+def check_bins(upstream: int, downstream: int, bin_size: int) -> int:
+    """The number of bins; refuses sizes that do not tile the window."""
+    if upstream < 0 or downstream < 0:
+        raise QueryError(None, "--upstream and --downstream must be >= 0")
+    if bin_size < 1:
+        raise QueryError(None, f"--bin must be >= 1, not {bin_size}")
+    if upstream + downstream == 0:
+        raise QueryError(None, "the window is empty", "give --upstream and/or --downstream > 0")
+    for what, value in (("--upstream", upstream), ("--downstream", downstream)):
+        if value % bin_size:
+            below = value - value % bin_size
+            raise QueryError(
+                None,
+                f"{what} {value} is not a multiple of --bin {bin_size} (a bin would straddle "
+                "the reference point or hang off the window)",
+                f"use {what} {below} or {below + bin_size}, or a --bin that divides both",
+            )
+    return (upstream + downstream) // bin_size
+
+
+def profile(
+    source: CoverageSource,
+    bed: BedInput,
+    *,
+    upstream: int,
+    downstream: int,
+    bin_size: int,
+    normalise: str | None = None,
+    samples: Sequence[str | int] | str | None = None,
+    strand: str | None = None,
+    skip_missing: bool = False,
+    threads: int = 1,
+) -> Profile:
+    """The (samples x regions x bins) matrix of mean signal around each BED line's point."""
+    n_bins = check_bins(upstream, downstream, bin_size)
+    method = check_normalise(normalise)
+    strand = check_strand(strand)
+    rows = source.rows(samples, strand)
+    contigs = list(source.chromsizes)
+    index = {name: i for i, name in enumerate(contigs)}
+    arrays = [source.array_name(c, strand) for c in contigs]
+    per_million = source.per_million(rows, method)
+    reader = ChunkReader(source, rows, threads)
+    label = bed_label(bed)
+    skipped = Skipped()
+    kept: list[BedRegion] = []
+    parts: list[np.ndarray] = []
+    offsets = np.arange(n_bins, dtype=np.int64) * bin_size
+    for batch in batched(read_bed(bed), max(1, BATCH_INTERVALS // n_bins)):
+        good: list[BedRegion] = []
+        lows: list[int] = []
+        for region in batch:
+            lo, hi = window(region, upstream, downstream)
+            problem = outside_store(region, source.chromsizes, label, (lo, hi))
+            if problem is None:
+                good.append(region)
+                lows.append(lo)
+            elif skip_missing:
+                skipped.add(*problem)
+            else:
+                raise problem[0]
+        if not good:
+            continue
+        lo_arr = np.asarray(lows, dtype=np.int64)
+        minus = np.fromiter((r.strand == "-" for r in good), bool, len(good))
+        # bin b of a + window starts at lo + b*B; of a - window at hi - (b+1)*B = lo + (n-1-b)*B
+        bin_offsets = np.where(minus[:, None], offsets[::-1][None, :], offsets[None, :])
+        starts = (lo_arr[:, None] + bin_offsets).ravel()
+        contig = np.repeat(np.fromiter((index[r.chrom] for r in good), np.int64, len(good)), n_bins)
+        sums = reduce_intervals(reader, arrays, Intervals(contig, starts, starts + bin_size), "sum")
+        means = sums / bin_size
+        if per_million is not None:
+            means = means / per_million[None, :]
+            if method == "rpkm":
+                means = means * 1000
+        parts.append(means.reshape(len(good), n_bins, len(rows)).transpose(2, 0, 1))
+        kept += good
+    skipped.warn(label)
+    matrix = (
+        np.concatenate(parts, axis=1) if parts else np.zeros((len(rows), 0, n_bins), np.float64)
+    )
+    return Profile(
+        matrix=np.ascontiguousarray(matrix),
+        samples=[source.sample_names[r] for r in rows],
+        regions=region_table(kept),
+        upstream=upstream,
+        downstream=downstream,
+        bin_size=bin_size,
+        normalise=method,
+        strand=strand,
+        store=source.label,
+        skipped=skipped.count,
+        chunks_read=reader.chunks_read,
+    )
+
+
+def region_table(regions: Sequence[BedRegion]) -> np.ndarray:
+    """The regions as a structured array (chrom, start, end, name, strand, line)."""
+    width_chrom = max((len(r.chrom) for r in regions), default=1)
+    width_name = max((len(r.name) for r in regions), default=1)
+    dtype = np.dtype(
+        [
+            ("chrom", f"U{width_chrom}"),
+            ("start", np.int64),
+            ("end", np.int64),
+            ("name", f"U{width_name}"),
+            ("strand", "U1"),
+            ("line", np.int64),
+        ]
+    )
+    table = np.empty(len(regions), dtype=dtype)
+    for i, r in enumerate(regions):
+        table[i] = (r.chrom, r.start, r.end, r.name, r.strand, r.line)
+    return table

@@ -1,0 +1,211 @@
+"""BED input for the queries: parsed line by line, every problem named by its line number.
+
+BED is 0-based and end-exclusive (`chr1 100 200` is the slice [100:200], as `extract_region`'s
+`chr1:100-200`). Columns are tab-separated (a line with fewer than three tab-separated fields is
+split on whitespace instead); the first three are chrom, start, end; the 4th is the name and the
+6th the strand (`+`, `-` or `.`); further columns are allowed and ignored. Empty lines and
+`#`, `track` and `browser` lines are skipped; `-` reads stdin; gzip input is read as such.
+
+A line that cannot be a region (too few columns, a coordinate that is not a non-negative
+integer, start > end, a strand other than + - .) is always an error. A region on a contig the
+store lacks, or past a contig's end, is an error too unless the caller skips such lines
+(`--skip-missing`); the skipped lines are counted for one warning.
+
+Zero-length regions (start == end, e.g. insertion points) are valid BED: `profile` only needs
+their reference point, and `summarize` gives them sum 0 and NaN for mean, max and min.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from bamstore.errors import QueryError
+
+log = logging.getLogger(__name__)
+
+STDIN = "-"
+STDIN_LABEL = "<stdin>"
+SKIPPED_PREFIXES = ("#", "track", "browser")
+STRANDS = ("+", "-", ".")
+SKIP_FIX = "use the store's contig names and lengths, or skip such lines with --skip-missing"
+BedInput = str | os.PathLike[str] | Any  # a path, "-" or a pandas DataFrame
+
+
+@dataclass(frozen=True, slots=True)
+class BedRegion:
+    """One BED line: 0-based start, exclusive end."""
+
+    line: int  # 1-based line number in the input (rows for a DataFrame)
+    chrom: str
+    start: int
+    end: int
+    name: str = "."
+    strand: str = "."
+
+
+def bed_label(bed: BedInput) -> str:
+    """How messages name the input: its path, `<stdin>` or `regions`."""
+    if isinstance(bed, str | os.PathLike):
+        text = os.fspath(bed)
+        return STDIN_LABEL if text == STDIN else str(text)
+    return "regions"
+
+
+def _open_text(bed: str | os.PathLike[str]) -> IO[str]:
+    text = os.fspath(bed)
+    if text == STDIN:
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+    path = Path(text)
+    if not path.is_file():
+        raise QueryError(path, "BED file does not exist", "check the path")
+    with path.open("rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return path.open(encoding="utf-8", errors="replace")
+
+
+def _non_negative(text: str, what: str, where: str) -> int:
+    value = text.strip()
+    if not (value.isascii() and value.isdigit()):
+        raise QueryError(
+            where,
+            f"{what} {text!r} is not a non-negative integer",
+            "BED coordinates are 0-based whole numbers",
+        )
+    return int(value)
+
+
+def parse_bed_line(text: str, line: int, label: str) -> BedRegion | None:
+    """The region of one BED line, None for lines that hold none (blank, comment, header)."""
+    raw = text.rstrip("\r\n")
+    if not raw.strip() or raw.startswith(SKIPPED_PREFIXES):
+        return None
+    fields = raw.split("\t")
+    if len(fields) < 3:
+        fields = raw.split()
+    where = f"{label} line {line}"
+    if len(fields) < 3:
+        raise QueryError(
+            where,
+            f"has {len(fields)} column(s); BED needs at least 3 (chrom, start, end)",
+            "separate the columns with tabs",
+        )
+    chrom = sys.intern(fields[0].strip())  # one string per contig, not one per line
+    start = _non_negative(fields[1], "start", where)
+    end = _non_negative(fields[2], "end", where)
+    if start > end:
+        raise QueryError(
+            where,
+            f"start {start} is greater than end {end}",
+            "BED is 0-based with the end exclusive: start <= end",
+        )
+    name = fields[3].strip() if len(fields) > 3 and fields[3].strip() else "."
+    strand = fields[5].strip() if len(fields) > 5 and fields[5].strip() else "."
+    if strand not in STRANDS:
+        raise QueryError(where, f"strand {strand!r} is not +, - or .", "use +, - or .")
+    return BedRegion(line, chrom, start, end, name, strand)
+
+
+def read_bed(bed: BedInput) -> Iterator[BedRegion]:
+    """The regions of a BED path (`-`: stdin) or DataFrame, in input order, parsed lazily."""
+    if not isinstance(bed, str | os.PathLike):
+        yield from _frame_regions(bed)
+        return
+    label = bed_label(bed)
+    with _open_text(bed) as fh:
+        for number, text in enumerate(fh, start=1):
+            region = parse_bed_line(text, number, label)
+            if region is not None:
+                yield region
+
+
+def _frame_regions(frame: Any) -> Iterator[BedRegion]:
+    """Rows of a DataFrame with columns chrom, start, end (else the first three), and
+    optionally name and strand: row i is 'line' i + 1."""
+    columns = list(frame.columns)
+    if not {"chrom", "start", "end"} <= set(columns):
+        if len(columns) < 3:
+            raise QueryError("regions", f"has {len(columns)} column(s); need chrom, start, end")
+        frame = frame.rename(columns=dict(zip(columns[:3], ("chrom", "start", "end"), strict=True)))
+    has_name, has_strand = "name" in frame.columns, "strand" in frame.columns
+    for i, row in enumerate(frame.itertuples(index=False), start=1):
+        fields = [str(row.chrom), str(row.start), str(row.end)]
+        fields.append(str(row.name) if has_name else ".")
+        fields += [".", str(row.strand)] if has_strand else []
+        region = parse_bed_line("\t".join(fields), i, "regions row")
+        if region is not None:
+            yield region
+
+
+@dataclass
+class Skipped:
+    """BED lines left out by --skip-missing: counted, the first one kept for the warning."""
+
+    count: int = 0
+    first: str | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, error: QueryError, reason: str) -> None:
+        self.count += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if self.first is None:
+            self.first = f"{error.subject}: {error.problem}"
+
+    def warn(self, label: str) -> None:
+        if self.count:
+            why = ", ".join(f"{n:,} {r}" for r, n in self.reasons.items())
+            log.warning(
+                "%s: skipped %s BED line(s) outside the store (%s); first: %s",
+                label,
+                f"{self.count:,}",
+                why,
+                self.first,
+            )
+
+
+def outside_store(
+    region: BedRegion, chromsizes: Mapping[str, int], label: str, span: tuple[int, int] | None
+) -> tuple[QueryError, str] | None:
+    """The error (and its kind) for a region the store cannot answer, None if it can.
+
+    `span` is the interval actually read (a profile's window), default the region itself.
+    """
+    where = f"{label} line {region.line}"
+    length = chromsizes.get(region.chrom)
+    if length is None:
+        shown = ", ".join(list(chromsizes)[:8]) + (", ..." if len(chromsizes) > 8 else "")
+        return (
+            QueryError(
+                where, f"contig {region.chrom!r} is not in the store (it has {shown})", SKIP_FIX
+            ),
+            "on contigs the store lacks",
+        )
+    start, end = span if span is not None else (region.start, region.end)
+    what = "window" if span is not None else "region"
+    if start < 0:
+        problem = f"{what} {region.chrom}:{start}-{end} starts before the start of {region.chrom}"
+    elif end > length:
+        problem = (
+            f"{what} {region.chrom}:{start}-{end} ends past the end of {region.chrom} "
+            f"(length {length})"
+        )
+    else:
+        return None
+    return QueryError(where, problem, SKIP_FIX), "past a contig's end"
+
+
+def batched(items: Iterable[BedRegion], size: int) -> Iterator[list[BedRegion]]:
+    """Consecutive lists of at most `size` regions (the last may be shorter)."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
