@@ -13,17 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from bamfactory import write_bam
-from conftest import bamstore_command as cli_command
-from conftest import run_bamstore as run_cli
-from relsupport import (
-    CONTIGS,
+from bamfactory import CONTIGS, random_reads, write_bam
+from support import (
     assert_clean_refusal,
     chunk_files,
+    cli_argv,
     extract_here,
     leftovers,
     limit_file_size,
-    random_reads,
     store_attrs,
     write_samplesheet,
 )
@@ -62,7 +59,7 @@ def _run_killed(args: list, out: Path, delay: float) -> bool:
 
     Returns whether the process was still running when the signal was sent.
     """
-    proc = subprocess.Popen(cli_command(*args), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cli_argv(*args), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -80,7 +77,7 @@ def _run_killed(args: list, out: Path, delay: float) -> bool:
 
 def _timed(args: list, out: Path) -> float:
     """Seconds from the temporary output's appearance to the end of a complete run."""
-    proc = subprocess.Popen(cli_command(*args), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cli_argv(*args), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     seen = None
     while proc.poll() is None:
@@ -101,7 +98,9 @@ def _kill_points(duration: float, seed: int, kills: int = KILLS) -> list[float]:
 # ---------------------------------------------------------------------------- SIGKILL
 
 
-def test_extract_killed_at_random_points_leaves_nothing_and_rerun_succeeds(sim_bam, tmp_path):
+def test_extract_killed_at_random_points_leaves_nothing_and_rerun_succeeds(
+    sim_bam, tmp_path, run_cli
+):
     args = ["extract", "--bam", sim_bam, "--sample", "s", "--chunk-len", CHUNK]
     reference = tmp_path / "reference.zarr"
     duration = _timed([*args, "--out", reference], reference)
@@ -136,7 +135,7 @@ def sim_parts(sim_bam: Path, tmp_path_factory: pytest.TempPathFactory) -> list[P
 
 
 @pytest.mark.parametrize("previous", [True, False], ids=["overwrite", "fresh"])
-def test_merge_killed_at_random_points_keeps_previous_store(sim_parts, tmp_path, previous):
+def test_merge_killed_at_random_points_keeps_previous_store(sim_parts, tmp_path, previous, run_cli):
     args = ["merge", *sim_parts, "--copy", "--overwrite"]
     reference = tmp_path / "reference.zarr"
     duration = _timed([*args, "--out", reference], reference)
@@ -165,7 +164,7 @@ def test_merge_killed_at_random_points_keeps_previous_store(sim_parts, tmp_path,
     assert check.returncode == 0, check.stderr
 
 
-def test_store_set_aside_by_a_crash_between_renames_is_restored(tmp_path: Path):
+def test_store_set_aside_by_a_crash_between_renames_is_restored(tmp_path: Path, run_cli):
     """Where renameat2 cannot swap, the old store is renamed aside first; a crash right then
     leaves it at .NAME.old-*: the next run on that output puts it back."""
     bam = write_bam(tmp_path / "a.bam", random_reads(3, 50), CONTIGS)
@@ -237,7 +236,7 @@ def space_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("existing", [False, True], ids=["fresh", "overwrite"])
 @pytest.mark.parametrize("command", ["extract", "merge", "build"])
 def test_out_of_space_is_clear_and_leaves_no_partial_store(space_inputs, tmp_path, command,
-                                                           existing):  # fmt: skip
+                                                           existing, run_cli):  # fmt: skip
     out = tmp_path / "out.zarr"
     settings = ["--compression", "none", "--chunk-len", "1000000", "--chromosomes", "all"]
     if command == "extract":
@@ -277,11 +276,11 @@ def test_out_of_space_is_clear_and_leaves_no_partial_store(space_inputs, tmp_pat
 # ---------------------------------------------------------------------------- concurrency
 
 
-def test_two_builds_on_one_output_one_refuses(sim_bam: Path, tmp_path: Path):
+def test_two_builds_on_one_output_one_refuses(sim_bam: Path, tmp_path: Path, run_cli):
     names = ["a", "b", "c"]
     sheet = write_samplesheet(tmp_path / "s.csv", [(n, sim_bam) for n in names])
     out = tmp_path / "both.zarr"
-    args = cli_command("build", "--input", sheet, "--out", out, "--chunk-len", 1000)
+    args = cli_argv("build", "--input", sheet, "--out", out, "--chunk-len", 1000)
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     parts = tmp_path / ".both.zarr.parts"  # made once the first build holds the lock
     deadline = time.monotonic() + 60
@@ -310,7 +309,7 @@ def _corrupt_middle(bam: Path) -> None:
     os.utime(str(bam) + ".bai", (time.time() + 5,) * 2)
 
 
-def test_resume_reuses_matching_parts_and_redoes_the_rest(tmp_path: Path):
+def test_resume_reuses_matching_parts_and_redoes_the_rest(tmp_path: Path, run_cli):
     contigs = [("chr1", 150_000), ("chr2", 60_000)]
     bams = {}
     for i, name in enumerate(("same", "changed", "broken")):

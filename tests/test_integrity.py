@@ -9,13 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from bamfactory import write_bam
-from conftest import run_bamstore as run_cli
-from relsupport import (
+from bamfactory import random_reads, write_bam
+from support import (
     assert_clean_refusal,
     extract_here,
     leftovers,
-    random_reads,
     write_samplesheet,
 )
 
@@ -24,7 +22,7 @@ CHUNK = 500  # 4 + 3 chunks per sample
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pristine(tmp_path_factory: pytest.TempPathFactory, run_cli) -> Path:
     folder = tmp_path_factory.mktemp("integrity")
     rows = []
     for i, name in enumerate(("alpha", "beta")):
@@ -45,73 +43,79 @@ def store(pristine: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _validate(store: Path, *extra: str) -> tuple[int, dict]:
-    result = run_cli("validate", store, "--json", *extra)
-    assert "Traceback" not in result.stderr
-    return result.returncode, json.loads(result.stdout)
+@pytest.fixture
+def validate_json(run_cli):
+    """validate_json(store, *options) → (exit code, the `validate --json` report)."""
+
+    def run(store: Path, *extra: str) -> tuple[int, dict]:
+        result = run_cli("validate", store, "--json", *extra)
+        assert "Traceback" not in result.stderr
+        return result.returncode, json.loads(result.stdout)
+
+    return run
 
 
-def test_sound_store_passes(store: Path) -> None:
-    code, report = _validate(store)
+def test_sound_store_passes(store: Path, validate_json) -> None:
+    code, report = validate_json(store)
     assert code == 0 and report["ok"] and report["chunks_decoded"] == 14
 
 
-def test_deleted_chunk_is_caught_and_named(store: Path) -> None:
+def test_deleted_chunk_is_caught_and_named(store: Path, validate_json) -> None:
     (store / "chr1" / "c" / "1" / "2").unlink()
-    code, report = _validate(store)
+    code, report = validate_json(store)
     assert code == 2
     text = "\n".join(report["problems"])
     assert "sample 'beta', array 'chr1'" in text and "alpha" not in text
 
 
-def test_truncated_chunk_is_caught_and_named(store: Path) -> None:
+def test_truncated_chunk_is_caught_and_named(store: Path, validate_json) -> None:
     chunk = store / "chr2" / "c" / "0" / "1"
     chunk.write_bytes(chunk.read_bytes()[:20])
-    code, report = _validate(store)
+    code, report = validate_json(store)
     assert code == 2
     text = "\n".join(report["problems"])
     assert "sample 'alpha', array 'chr2'" in text
     assert "chunk c/0/1 cannot be decoded" in text and "beta" not in text
 
 
-def test_swapped_chunks_between_samples_are_caught_and_named(store: Path) -> None:
+def test_swapped_chunks_between_samples_are_caught_and_named(store: Path, validate_json) -> None:
     a, b = store / "chr1" / "c" / "0" / "1", store / "chr1" / "c" / "1" / "1"
     data_a, data_b = a.read_bytes(), b.read_bytes()
     assert data_a != data_b
     a.write_bytes(data_b)
     b.write_bytes(data_a)
-    code, report = _validate(store)
+    code, report = validate_json(store)
     assert code == 2
     text = "\n".join(report["problems"])
     assert "sample 'alpha', array 'chr1'" in text and "sample 'beta', array 'chr1'" in text
 
 
-def test_swapped_chunks_within_a_row_are_caught(store: Path) -> None:
+def test_swapped_chunks_within_a_row_are_caught(store: Path, validate_json) -> None:
     """Same sums, different positions: the digest (column, CRC) still tells."""
     a, b = store / "chr1" / "c" / "0" / "0", store / "chr1" / "c" / "0" / "1"
     data_a, data_b = a.read_bytes(), b.read_bytes()
     a.write_bytes(data_b)
     b.write_bytes(data_a)
-    code, report = _validate(store)
+    code, report = validate_json(store)
     assert code == 2 and "sample 'alpha', array 'chr1'" in "\n".join(report["problems"])
 
 
-def test_quick_checks_structure_only(store: Path) -> None:
+def test_quick_checks_structure_only(store: Path, validate_json) -> None:
     (store / "chr1" / "c" / "1" / "2").unlink()  # content damage: not quick's business
-    code, report = _validate(store, "--quick")
+    code, report = validate_json(store, "--quick")
     assert code == 0 and report["quick"] and report["chunks_decoded"] == 0
     (store / "chr2" / "zarr.json").unlink()  # structure damage: quick catches it
-    code, report = _validate(store, "--quick")
+    code, report = validate_json(store, "--quick")
     assert code == 2 and "array 'chr2': zarr.json is missing" in "\n".join(report["problems"])
 
 
-def test_quick_catches_incomplete_samples(store: Path) -> None:
+def test_quick_catches_incomplete_samples(store: Path, validate_json) -> None:
     import zarr
     from zarr.storage import LocalStore
 
     group = zarr.open_group(LocalStore(store), mode="r+")
     group["metadata"]["completed"][1] = False
-    code, report = _validate(store, "--quick")
+    code, report = validate_json(store, "--quick")
     assert code == 2 and "sample 'beta' is not complete" in "\n".join(report["problems"])
 
 
@@ -128,7 +132,9 @@ def parts(tmp_path: Path) -> list[Path]:
 
 @pytest.mark.parametrize("damage", ["altered", "deleted", "swapped_in"])
 @pytest.mark.parametrize("copy", [False, True], ids=["link", "copy"])
-def test_merge_refuses_parts_changed_after_extraction(parts, tmp_path, damage, copy) -> None:
+def test_merge_refuses_parts_changed_after_extraction(
+    parts, tmp_path, damage, copy, run_cli
+) -> None:
     alpha, beta = parts
     chunk = alpha / "chr1" / "c" / "0" / "1"
     if damage == "altered":

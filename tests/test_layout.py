@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import TEST_DATA
+from support import TEST_DATA
 from zarr.codecs import BloscCodec
 
 from bamstore import layout

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RANDOM_CONTIGS, read_rows
+from bamfactory import RANDOM_CONTIGS
 
 from bamstore import layout
 from bamstore.errors import InputError, OutputExistsError
@@ -33,7 +33,7 @@ def parts(random_bam: Path, random_se_bam: Path, extract) -> list[Path]:
     ]
 
 
-def test_merged_rows_equal_parts(parts: list[Path], tmp_path: Path) -> None:
+def test_merged_rows_equal_parts(parts: list[Path], tmp_path: Path, read_rows) -> None:
     before = [_snapshot(p) for p in parts]
     out = tmp_path / "merged.zarr"
     result = merge_stores(parts, out)
@@ -66,7 +66,7 @@ def test_chunks_are_hard_links_or_copies(parts: list[Path], tmp_path: Path) -> N
     assert copy.stat().st_nlink == 1 and copy.read_bytes() == chunk.read_bytes()
 
 
-def test_sample_order_as_given(parts: list[Path], tmp_path: Path) -> None:
+def test_sample_order_as_given(parts: list[Path], tmp_path: Path, read_rows) -> None:
     out = merge_stores(list(reversed(parts)), tmp_path / "rev.zarr").out
     assert read_store_info(out).sample_names == ["pe_r", "se", "pe"]
     np.testing.assert_array_equal(read_rows(out, "chr1")[2], read_rows(parts[0], "chr1")[0])
@@ -125,7 +125,7 @@ def test_refuses_duplicates_and_mismatched_settings(random_bam, edge_bam, extrac
         assert not (tmp_path / f"{case}.zarr").exists()
 
 
-def test_merged_store_can_be_merged_again(parts: list[Path], tmp_path: Path) -> None:
+def test_merged_store_can_be_merged_again(parts: list[Path], tmp_path: Path, read_rows) -> None:
     first = merge_stores(parts[:2], tmp_path / "ab.zarr").out
     both = merge_stores([first, parts[2]], tmp_path / "abc.zarr").out
     assert read_store_info(both).sample_names == ["pe", "se", "pe_r"]
