@@ -31,18 +31,13 @@ import zarr
 from zarr.storage import LocalStore
 
 from bamstore import layout
-from bamstore.bam_input import (
-    open_alignment,
-    read_chromsizes,
-    sample_name_problem,
-)
+from bamstore.bam_input import open_alignment, read_chromsizes
 from bamstore.build import ExtractJob, check_jobs, run_extractions
 from bamstore.errors import InputError
-from bamstore.extract import ExtractOptions, bamstore_attr
-from bamstore.merge import _ChunkPlacer, merge_stores, place_row, verify_rows
-from bamstore.metadata import QUANTNADO_LABEL_COLUMN
+from bamstore.extract import ExtractOptions
+from bamstore.merge import insert_part, merge_stores
 from bamstore.publish import check_output_path, output_lock, remove_tree, staged_output
-from bamstore.store import read_store_info
+from bamstore.samplesheet import QUANTNADO_LABEL_COLUMN, sample_name_problem
 from bamstore.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -449,23 +444,16 @@ class BamStore:
                 chunk_len=resolved,
                 profile=profile,
             )
-            writer.write_metadata(
-                completed=np.zeros(n, dtype=bool),
-                sparsity=np.full(n, np.nan, dtype=np.float32),
-                sample_hashes=np.zeros((n, layout.HASH_WIDTH), dtype=np.uint8),
-                total_reads=np.zeros(n, dtype=np.int64),
-            )
-            settings = _extract_options(list(sizes), resolved, profile.name, "").settings_attr()
+            writer.write_metadata(layout.MetadataArrays.incomplete(n))
+            settings = _extract_options(list(sizes), resolved, profile.name, "").store_settings()
             writer.write_root_attributes(
-                layout.root_attributes(
-                    chromsizes=sizes,
-                    sample_names=names,
+                layout.StoreAttributes(
+                    contigs=tuple(sizes.items()),
+                    sample_names=tuple(names),
                     chunk_len=resolved,
                     compression=profile.name,
                     stranded=strand_map,
-                    average_sparsity=None,
-                    metadata_columns={},
-                    bamstore=bamstore_attr(settings, {}),
+                    bamstore=layout.BamstoreRecord(settings, {}),
                 )
             )
         log.info("created store %s (%d samples, %d contigs)", self.store_path, n, len(sizes))
@@ -667,7 +655,7 @@ class BamStore:
         if self._metadata_cache is None:
             names = self.sample_names
             df = pd.DataFrame({QUANTNADO_LABEL_COLUMN: names})
-            for col, values in layout.metadata_columns_from_attrs(self._attrs).items():
+            for col, values in layout.StoreAttributes.from_json(self._attrs).metadata.items():
                 df[col] = [pd.NA if v == "" else v for v in values]
             meta = self.meta
             if layout.SAMPLE_HASHES in meta:
@@ -993,8 +981,7 @@ class BamStore:
         names = self.sample_names
         if len(bam_files) != len(names):
             raise ValueError("bam_files length must match number of sample_names")
-        bam_attr = self._attrs.get(layout.BAMSTORE_ATTR) or {}
-        if bam_attr.get("format") != layout.FORMAT_NAME:
+        if layout.StoreAttributes.from_json(self._attrs).bamstore is None:
             raise ValueError(
                 f"{self.store_path} was not made by bamstore; filling it would mix two "
                 "coverage definitions (rebuild it with BamStore.from_bam_files)"
@@ -1037,50 +1024,9 @@ class BamStore:
 
     def _insert_part(self, job: ExtractJob, row: int) -> None:
         """Row `row` := the per-sample store `job.part` (chunk files placed, not decoded)."""
-        part = read_store_info(job.part)
-        record = part.sample_records[job.sample]
-        bam_attr = dict(self._attrs[layout.BAMSTORE_ATTR])
-        if part.settings != {k: bam_attr.get(k) for k in part.settings}:
-            raise RuntimeError(f"{job.part}: extraction settings differ from the store's")
-        contigs = list(self.chromsizes.items())
-        contig_names = [c for c, _ in contigs]
-        with_strands = self.has_strand_arrays
-        for array in layout.coverage_array_names(contig_names, with_strands):
-            remove_tree(self.store_path / array / "c" / str(row))  # an earlier attempt's
-
-        def dst_file(array: str, dst_row: int, col: int) -> Path:
-            path = layout.chunk_path(self.store_path, array, dst_row, col)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return path
-
-        arrays = layout.coverage_array_names(contig_names, part.has_strand_arrays)
-        place_row(_ChunkPlacer(copy=False), job.part, 0, arrays, dst_file, row)
-        problems = verify_rows(
-            self.store_path,
-            [job.sample],
-            {job.sample: record},
-            contigs,
-            {job.sample: self.stranded[job.sample]},
-            with_strands,
-            rows=[row],
-        )
-        if problems:
-            raise RuntimeError("; ".join(problems))
-        values = part.metadata_arrays
-        sparsity = self._meta_array(layout.SPARSITY)
-        sparsity[row] = values[layout.SPARSITY][0]
-        self._meta_array(layout.SAMPLE_HASHES)[row, :] = values[layout.SAMPLE_HASHES][0]
-        self._meta_array(layout.TOTAL_READS)[row] = values[layout.TOTAL_READS][0]
-        attrs = dict(self._attrs)
-        bam_attr["samples"] = {**bam_attr.get("samples", {}), job.sample: record}
-        attrs[layout.BAMSTORE_ATTR] = bam_attr
-        average = layout.average_sparsity(np.asarray(sparsity[...]).tolist())
-        if average is not None:
-            attrs["average_sparsity"] = average
-        self._write_attrs(attrs)
-        self._meta_array(layout.COMPLETED)[row] = True  # last: the row is final
-        self._completed = None
-        log.info("[%s] complete (row %d, %d reads)", job.sample, row, record["total_reads"])
+        record = insert_part(self.store_path, job.part, row)
+        self._open_group()
+        log.info("[%s] complete (row %d, %d reads)", job.sample, row, record.total_reads)
 
     @classmethod
     def from_bam_files(

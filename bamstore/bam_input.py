@@ -12,7 +12,6 @@ import contextlib
 import gzip
 import hashlib
 import logging
-import os
 import re
 import shutil
 import struct
@@ -33,7 +32,6 @@ log = logging.getLogger(__name__)
 AlignmentFormat = Literal["bam", "cram"]
 Contigs = list[tuple[str, int]]
 
-FIX_TO_BAM = "samtools sort -o sorted.bam INPUT && samtools index sorted.bam"
 FIX_SORT = "samtools sort -o sorted.bam INPUT && samtools index sorted.bam"
 # BAI bins address positions below 2^29; longer contigs need a CSI index.
 BAI_MAX_LENGTH = (1 << 29) - 1
@@ -100,9 +98,7 @@ def sniff_format(path: Path) -> AlignmentFormat:
         raise InputError(
             path,
             "is a directory, not a BAM file",
-            "give the path of a coordinate-sorted, indexed BAM file (made with: "
-            + FIX_TO_BAM
-            + ")",
+            "give the path of a coordinate-sorted, indexed BAM file (made with: " + FIX_SORT + ")",
         )
     try:
         with path.open("rb") as fh:
@@ -112,7 +108,7 @@ def sniff_format(path: Path) -> AlignmentFormat:
             path, "cannot be read (permission denied)", "make it readable by this user (chmod +r)"
         ) from exc
     if not head:
-        raise InputError(path, "is empty, not a BAM file", "re-create it: " + FIX_TO_BAM)
+        raise InputError(path, "is empty, not a BAM file", "re-create it: " + FIX_SORT)
     if head.startswith(b"CRAM"):
         return "cram"
     block = _bgzf_first_block(head)
@@ -123,7 +119,7 @@ def sniff_format(path: Path) -> AlignmentFormat:
         raise InputError(
             path,
             f"is BGZF-compressed {what}, not BAM",
-            "convert it: samtools view -b INPUT | " + FIX_TO_BAM.replace("INPUT", "-"),
+            "convert it: samtools view -b INPUT | " + FIX_SORT.replace("INPUT", "-"),
         )
     if head[:2] == b"\x1f\x8b":
         try:
@@ -134,18 +130,18 @@ def sniff_format(path: Path) -> AlignmentFormat:
         raise InputError(
             path,
             f"is {kind}, not BAM",
-            "convert it: samtools view -b INPUT | " + FIX_TO_BAM.replace("INPUT", "-"),
+            "convert it: samtools view -b INPUT | " + FIX_SORT.replace("INPUT", "-"),
         )
     if head[:1] == b"@" or _looks_like_sam_record(head):
         raise InputError(
             path,
             "is SAM text, not BAM",
-            "convert it: samtools view -b INPUT | " + FIX_TO_BAM.replace("INPUT", "-"),
+            "convert it: samtools view -b INPUT | " + FIX_SORT.replace("INPUT", "-"),
         )
     raise InputError(
         path,
         "is not a BAM or CRAM file (unrecognised content)",
-        "give a coordinate-sorted BAM made with: " + FIX_TO_BAM,
+        "give a coordinate-sorted BAM made with: " + FIX_SORT,
     )
 
 
@@ -467,7 +463,8 @@ def check_same_contigs(
     subject: str,
     reference_label: str,
 ) -> None:
-    """Refuse a sample whose kept contigs or lengths differ from the others'."""
+    """Refuse a sample whose kept contigs or lengths differ from the others' (the order may
+    differ: the store follows the reference's)."""
     ref = dict(reference)
     oth = dict(other)
     for name, length in reference:
@@ -490,30 +487,3 @@ def check_same_contigs(
             f"has contig(s) {', '.join(extra[:5])} that {reference_label} lacks",
             "build all samples with the same --chromosomes/--chromsizes",
         )
-    if [n for n, _ in reference] != [n for n, _ in other]:
-        raise InputError(
-            subject,
-            f"lists its contigs in a different order than {reference_label}",
-            "build all samples with the same --chromosomes/--chromsizes",
-        )
-
-
-def sample_name_problem(name: str) -> str | None:
-    """Why `name` cannot be a sample name (it becomes a file name), or None if it can."""
-    if not name or not name.strip():
-        return "sample name is empty"
-    if name != name.strip():
-        return f"sample name {name!r} has leading or trailing spaces"
-    if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        return f"sample name {name!r} cannot be used as a file name"
-    if not re.fullmatch(r"[A-Za-z0-9._+\-]+", name):
-        return (
-            f"sample name {name!r} has characters other than letters, digits and ._+- "
-            "(it is used as a file name)"
-        )
-    return None
-
-
-def ensure_readable(path: Path) -> None:
-    if not os.access(path, os.R_OK):
-        raise InputError(path, "cannot be read (permission denied)", "make it readable (chmod +r)")

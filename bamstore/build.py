@@ -24,7 +24,7 @@ from bamstore.errors import BamstoreError, InputError, InputErrors
 from bamstore.extract import ExtractOptions, SampleResult, extract_sample, prepare_input
 from bamstore.merge import MergeResult, merge_stores
 from bamstore.publish import check_output_path, output_lock
-from bamstore.samplesheet import SampleRow, Samplesheet, check_samplesheet, merge_samplesheets
+from bamstore.samplesheet import SampleRow, read_samplesheets
 from bamstore.store import read_store_info
 from bamstore.validate import validate_store
 
@@ -44,23 +44,6 @@ class BuildResult:
 def parts_dir_for(out: Path) -> Path:
     out = out.absolute()
     return out.parent / f".{out.name}.parts"
-
-
-def read_samplesheets(paths: list[Path]) -> Samplesheet:
-    """Every problem of every sheet (and duplicates across sheets) in one error."""
-    sheets: list[Samplesheet] = []
-    problems: list[InputError] = []
-    for path in paths:
-        sheet, found = check_samplesheet(path)
-        sheets.append(sheet)
-        problems += found
-    try:
-        merged = merge_samplesheets(sheets)  # duplicates across sheets, with the rest
-    except InputErrors as exc:
-        problems += exc.problems
-    if problems:
-        raise InputErrors(problems, header=f"{len(problems)} problem(s) in the samplesheet(s)")
-    return merged
 
 
 def _options_for(row: SampleRow, options: ExtractOptions) -> ExtractOptions:
@@ -126,18 +109,16 @@ def _reusable(job: ExtractJob, contigs: list[tuple[str, int]]) -> bool:
     """A part from an earlier run is reused only if input, settings and content all match."""
     try:
         info = read_store_info(job.part)
-        record = info.sample_records.get(job.sample)
+        record = info.record.samples.get(job.sample) if info.record else None
         if info.sample_names != [job.sample] or record is None:
             return False
         alignment, _ = prepare_input(job.bam, job.sample, job.options)
+        source = layout.SourceFingerprint(path=str(job.bam), **fingerprint(alignment))
         same = (
-            {k: v for k, v in record.get("source", {}).items() if k != "path"}
-            == fingerprint(alignment)
-            and info.settings == job.options.settings_attr()
-            and info.contigs == contigs
-            and info.chunk_len == job.options.chunk_len
-            and info.compression == layout.compression_profile(job.options.compression).name
-            and record.get("strandedness", "") == job.options.strandedness
+            record.source.same_file(source)
+            and info.settings == job.options.store_settings()
+            and sorted(info.contigs) == sorted(contigs)
+            and record.strandedness == job.options.strandedness
         )
         return same and validate_store(job.part, quick=True).ok
     except BamstoreError:

@@ -227,7 +227,7 @@ def main() -> None:
 @click.option(
     "--bam", required=True, type=click.Path(path_type=Path), help="Coordinate-sorted BAM (or CRAM)."
 )
-@click.option("--sample", required=True, help="Sample name (letters, digits, ._+-).")
+@click.option("--sample", required=True, help="Sample name (ASCII letters, digits, ._+-).")
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="Output store, NAME.zarr."
 )
@@ -316,7 +316,7 @@ def merge(
 ) -> None:
     """Per-sample stores → one consolidated store (sample order as given)."""
     from bamstore.merge import merge_stores, read_parts_file
-    from bamstore.metadata import read_metadata_table
+    from bamstore.samplesheet import read_metadata_table
 
     paths = list(parts) + (read_parts_file(parts_file) if parts_file else [])
     tables = [read_metadata_table(metadata, sample_column)] if metadata else []
@@ -465,7 +465,9 @@ def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
-        click.echo(format_summary(summary, str(store), info.bamstore.get("version")))
+        click.echo(
+            format_summary(summary, str(store), info.record.version if info.record else None)
+        )
 
 
 @main.command("check-samplesheet")
@@ -473,7 +475,7 @@ def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
 @command_options
 def check_samplesheet(samplesheets: tuple[Path, ...]) -> None:
     """Report every problem of the samplesheet(s) at once, with line numbers."""
-    from bamstore.build import read_samplesheets
+    from bamstore.samplesheet import read_samplesheets
 
     sheet = read_samplesheets(list(samplesheets))
     stranded = sum(1 for r in sheet.rows if r.strandedness)

@@ -19,19 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from bamstore import __version__, layout
+from bamstore import layout
 from bamstore.bam_input import (
     AlignmentInput,
     fingerprint,
     open_alignment,
     prefix_md5,
     read_chromsizes,
-    sample_name_problem,
     select_contigs,
     usable_index,
 )
 from bamstore.blocks import BgzfError
-from bamstore.errors import InputError
+from bamstore.errors import InputError, InputErrors
 from bamstore.kernel import (
     CoverageReader,
     KernelName,
@@ -40,15 +39,16 @@ from bamstore.kernel import (
     open_coverage_reader,
 )
 from bamstore.publish import check_output_path, staged_output
+from bamstore.samplesheet import (
+    SAMPLE_NAME_FIX,
+    STRANDEDNESS_FIX,
+    sample_name_problem,
+    strandedness_problem,
+)
 from bamstore.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
-COVERAGE_DEFINITION = (
-    "per-base depth as samtools depth -a: M/=/X cover, D only with count_deletions, "
-    "N and clips never; records with any exclude_flags or MAPQ < min_mapq skipped; "
-    "0-based positions; overlapping mates count twice"
-)
 LONG_CONTIG = 20_000_000  # contigs at least this long get their own progress line
 
 
@@ -74,13 +74,9 @@ class ExtractOptions:
                 f"--chunk-len {self.chunk_len} must be at least 1",
                 f"use the default {layout.DEFAULT_CHUNK_LEN}",
             )
-        if self.strandedness not in ("", *layout.STRAND_CODES):
-            raise InputError(
-                None,
-                f"strandedness {self.strandedness!r} is not U, F, R or empty",
-                "U: unstranded library split by alignment strand; F/R: read 1 on the "
-                "forward/reverse transcript strand",
-            )
+        problem = strandedness_problem(self.strandedness)
+        if problem:
+            raise InputError(None, problem, STRANDEDNESS_FIX)
         try:
             layout.compression_profile(self.compression)
         except ValueError as exc:
@@ -92,12 +88,14 @@ class ExtractOptions:
                 "use e.g. --exclude-flags 0x704 --min-mapq 0",
             )
 
-    def settings_attr(self) -> dict[str, Any]:
-        """What must agree between parts that are merged into one store."""
-        return {
-            "coverage": {"definition": COVERAGE_DEFINITION, **self.read_filter.to_attr()},
-            "chromosome_selection": self.chromosomes,
-        }
+    def store_settings(self) -> layout.StoreSettings:
+        """What is recorded in the store and must agree between parts that are merged."""
+        return layout.StoreSettings.from_read_filter(
+            self.read_filter,
+            chunk_len=self.chunk_len,
+            compression=layout.compression_profile(self.compression).name,
+            chromosome_selection=self.chromosomes,
+        )
 
 
 @dataclass
@@ -151,32 +149,23 @@ class SampleResult:
             "long_cigar_reads": sum(c.long_cigar_reads for c in self.contigs),
         }
 
-    def sample_attr(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "strandedness": self.strandedness,
-            "contig_sums": [c.sum_total for c in self.contigs],
-            "digests": [layout.chunk_digest(c.chunk_crcs["total"]) for c in self.contigs],
-            "total_reads": self.total_reads,
-            "warnings": self.warnings(),
-            "source": {"path": str(self.bam), **self.source},
-            "kernel": self.kernel,
-        }
-        if self.strandedness:
-            entry["fwd_sums"] = [c.sum_fwd for c in self.contigs]
-            entry["rev_sums"] = [c.sum_rev for c in self.contigs]
-            entry["fwd_digests"] = [layout.chunk_digest(c.chunk_crcs["fwd"]) for c in self.contigs]
-            entry["rev_digests"] = [layout.chunk_digest(c.chunk_crcs["rev"]) for c in self.contigs]
-        return entry
-
-
-def bamstore_attr(settings: dict[str, Any], samples: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "format": layout.FORMAT_NAME,
-        "format_version": layout.FORMAT_VERSION,
-        "version": __version__,
-        **settings,
-        "samples": samples,
-    }
+    def record(self) -> layout.SampleRecord:
+        """This sample's entry in the store's `bamstore` record."""
+        crcs = [c.chunk_crcs for c in self.contigs]
+        stranded = bool(self.strandedness)
+        return layout.SampleRecord(
+            strandedness=self.strandedness,
+            source=layout.SourceFingerprint(path=str(self.bam), **self.source),
+            total_reads=self.total_reads,
+            contig_sums=tuple(c.sum_total for c in self.contigs),
+            digests=tuple(layout.chunk_digest(c["total"]) for c in crcs),
+            fwd_sums=tuple(c.sum_fwd for c in self.contigs) if stranded else (),
+            rev_sums=tuple(c.sum_rev for c in self.contigs) if stranded else (),
+            fwd_digests=tuple(layout.chunk_digest(c["fwd"]) for c in crcs) if stranded else (),
+            rev_digests=tuple(layout.chunk_digest(c["rev"]) for c in crcs) if stranded else (),
+            warnings=self.warnings(),
+            kernel=self.kernel,
+        )
 
 
 class _WindowBuffers:
@@ -358,11 +347,33 @@ def prepare_input(
     """All input checks that need no output: name, format, header, contig selection."""
     problem = sample_name_problem(sample)
     if problem:
-        raise InputError(bam, problem, "use letters, digits and ._+- only")
+        raise InputError(bam, problem, SAMPLE_NAME_FIX)
     alignment = open_alignment(bam, options.reference)
     chromsizes = read_chromsizes(options.chromsizes) if options.chromsizes else None
     contigs = select_contigs(alignment, options.chromosomes, chromsizes, options.chromsizes)
+    check_contig_names(contigs, bool(options.strandedness), chromsizes_path=options.chromsizes)
     return alignment, contigs
+
+
+def check_contig_names(
+    contigs: list[tuple[str, int]], stranded: bool, *, chromsizes_path: Path | None = None
+) -> None:
+    """Refuse contigs whose arrays cannot be written (unsafe or colliding names), all at once,
+    before anything is written."""
+    source = f"the chromsizes file {chromsizes_path}" if chromsizes_path else "the BAM header"
+    problems = [
+        InputError(
+            None,
+            f"contig {name!r} from {source} cannot be stored: {problem}",
+            "leave it out with --chromosomes (e.g. --chromosomes primary, or a "
+            "comma-separated list of the contigs to keep)",
+        )
+        for name, problem in layout.contig_name_problems([c for c, _ in contigs], stranded)
+    ]
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise InputErrors(problems, header=f"{len(problems)} contig(s) cannot be stored")
 
 
 def write_sample_store(
@@ -372,23 +383,25 @@ def write_sample_store(
     metadata: dict[str, str] | None = None,
 ) -> None:
     """Metadata arrays and root attributes of a one-sample store."""
+    sparsity = float(np.float32(result.sparsity))
     writer.write_metadata(
-        completed=np.array([True]),
-        sparsity=np.array([result.sparsity], dtype=np.float32),
-        sample_hashes=np.frombuffer(result.sample_hash, dtype=np.uint8).reshape(1, -1),
-        total_reads=np.array([result.total_reads], dtype=np.int64),
+        layout.MetadataArrays.one_sample(
+            sparsity=sparsity, sample_hash=result.sample_hash, total_reads=result.total_reads
+        )
     )
-    attrs = layout.root_attributes(
-        chromsizes=dict(writer.contigs),
-        sample_names=[result.sample],
-        chunk_len=options.chunk_len,
-        compression=layout.compression_profile(options.compression).name,
-        stranded={result.sample: result.strandedness},
-        average_sparsity=float(np.float32(result.sparsity)),
-        metadata_columns={k: [v] for k, v in (metadata or {}).items()},
-        bamstore=bamstore_attr(options.settings_attr(), {result.sample: result.sample_attr()}),
+    settings = options.store_settings()
+    writer.write_root_attributes(
+        layout.StoreAttributes(
+            contigs=tuple(writer.contigs),
+            sample_names=(result.sample,),
+            chunk_len=settings.chunk_len,
+            compression=settings.compression,
+            stranded={result.sample: result.strandedness},
+            metadata={k: (v,) for k, v in (metadata or {}).items()},
+            average_sparsity=sparsity,
+            bamstore=layout.BamstoreRecord(settings, {result.sample: result.record()}),
+        )
     )
-    writer.write_root_attributes(attrs)
 
 
 def extract_sample(

@@ -482,7 +482,7 @@ def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def depth_args(store_attrs: dict[str, Any]) -> list[str]:
     """samtools depth options for the read filter recorded in the store."""
-    cov = store_attrs.get("bamstore", {}).get("coverage", {})
+    cov = store_attrs.get("bamstore", {}).get("settings", {})
     args = ["-a", "-G", str(cov.get("exclude_flags", 0x704)), "-Q", str(cov.get("min_mapq", 0))]
     if cov.get("count_deletions"):
         args.append("-J")

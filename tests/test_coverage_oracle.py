@@ -30,21 +30,21 @@ FILTERS = {
 def _check_store(read_rows, store: Path, bam: Path, contigs, filters: dict) -> None:
     expected = samtools_depth(bam, contigs, **filters)
     info = read_store_info(store)
-    record = info.sample_records[info.sample_names[0]]
+    record = info.record.samples[info.sample_names[0]]
     for i, (name, length) in enumerate(contigs):
         got = read_rows(store, name)
         assert got.shape == (1, length)
         np.testing.assert_array_equal(got[0], expected[name], err_msg=f"contig {name}")
-        assert record["contig_sums"][i] == int(expected[name].sum())
+        assert record.contig_sums[i] == int(expected[name].sum())
     lib = count_library(
         bam,
         contigs,
         min_mapq=filters.get("min_mapq", 0),
         exclude_flags=filters.get("exclude_flags", 0x704),
     )
-    assert int(info.metadata_arrays["total_reads"][0]) == lib
+    assert int(info.metadata_arrays.total_reads[0]) == lib
     zero_pct = np.mean([100.0 * (expected[n] == 0).sum() / length for n, length in contigs])
-    assert float(info.metadata_arrays["sparsity"][0]) == pytest.approx(zero_pct, rel=1e-5)
+    assert float(info.metadata_arrays.sparsity[0]) == pytest.approx(zero_pct, rel=1e-5)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

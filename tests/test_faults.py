@@ -50,8 +50,7 @@ def _sound(store: Path) -> bool:
     info = read_store_info(store)
     if not validate_store(store, quick=True).ok:
         return False
-    return not verify_rows(store, info.sample_names, info.sample_records, info.contigs,
-                           info.stranded, info.has_strand_arrays)  # fmt: skip
+    return not verify_rows(store, info.attrs)
 
 
 def _run_killed(args: list, out: Path, delay: float) -> bool:

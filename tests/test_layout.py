@@ -76,7 +76,7 @@ def test_writer_checklist(demo_store: Path) -> None:
     expected = sorted([*layout.coverage_array_names(chromsizes, True), "metadata"])
     assert members == expected
     # our own settings live in one attribute
-    assert attrs["bamstore"]["coverage"]["exclude_flags"] == 0x704
+    assert attrs["bamstore"]["settings"]["exclude_flags"] == 0x704
 
 
 def test_sample_hashes_are_md5_of_first_16_kib(demo_store: Path) -> None:
