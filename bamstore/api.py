@@ -258,10 +258,10 @@ def _check_new_sample_names(names: Sequence[str]) -> None:
             raise ValueError(f"{problem}; use letters, digits and ._+- only")
 
 
-def _check_contig_names(chromsizes: Mapping[str, int]) -> None:
+def _check_contig_names(chromsizes: Mapping[str, int], stranded: bool) -> None:
+    for name, problem in layout.contig_name_problems(chromsizes, stranded):
+        raise ValueError(f"contig {name!r} cannot be stored: {problem}")
     for name, length in chromsizes.items():
-        if name == layout.METADATA_GROUP or not name or "/" in name or "," in name:
-            raise ValueError(f"contig name {name!r} cannot be a store array name")
         if int(length) <= 0:
             raise ValueError(f"contig {name!r} has length {length}; lengths must be positive")
 
@@ -428,8 +428,8 @@ class BamStore:
         sizes = load_chromsizes(chromsizes)
         if not sizes:
             raise ValueError("chromsizes lists no contigs")
-        _check_contig_names(sizes)
         strand_map = normalise_strandedness(stranded, names)
+        _check_contig_names(sizes, any(strand_map.values()))
         profile = layout.compression_profile(compression)
         self.store_path.parent.mkdir(parents=True, exist_ok=True)
         check_output_path(self.store_path, overwrite=True)
@@ -1176,8 +1176,8 @@ def _build_staged(
 ) -> None:
     """Extract, merge and annotate under `staging_root`, then publish at `final` atomically."""
     _check_new_sample_names(names)
-    _check_contig_names(sizes)
     strand_map = normalise_strandedness(stranded, names)
+    _check_contig_names(sizes, any(strand_map.values()))
     profile = layout.compression_profile(compression)
     final.parent.mkdir(parents=True, exist_ok=True)
     check_output_path(final, overwrite=overwrite)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -23,7 +22,7 @@ from bamstore.bam_input import check_same_contigs, fingerprint, quiet_htslib
 from bamstore.errors import BamstoreError, InputError, InputErrors
 from bamstore.extract import ExtractOptions, SampleResult, extract_sample, prepare_input
 from bamstore.merge import MergeResult, merge_stores
-from bamstore.publish import check_output_path, output_lock
+from bamstore.publish import check_output_path, output_folder, output_lock, remove_tree
 from bamstore.samplesheet import SampleRow, read_samplesheets
 from bamstore.store import read_store_info
 from bamstore.validate import validate_store
@@ -84,7 +83,8 @@ def check_jobs(
     """Open every BAM's header before any work: all bad inputs are reported together.
 
     Every sample must keep the same contigs and lengths: `contigs` if given, else the first
-    sample's. Returns them.
+    sample's, whose order the store follows (a sample listing them in another order is said
+    so). Returns them.
     """
     problems: list[InputError] = []
     reference = (contigs_label, list(contigs)) if contigs is not None else None
@@ -93,8 +93,15 @@ def check_jobs(
             _, kept = prepare_input(job.bam, job.sample, job.options)
             if reference is None:
                 reference = (job.label, kept)
-            else:
-                check_same_contigs(reference[1], kept, job.label, reference[0])
+                continue
+            check_same_contigs(reference[1], kept, job.label, reference[0])
+            if kept != reference[1]:
+                log.info(
+                    "%s lists its contigs in another order than %s; the store follows %s's order",
+                    job.label,
+                    reference[0],
+                    reference[0].split(" (")[0],
+                )
         except InputError as exc:
             for problem in _for_job(exc, job):
                 if problem.line() not in {p.line() for p in problems}:  # e.g. a bad --chromsizes
@@ -222,7 +229,7 @@ def build_store(
     ]
     contigs = check_jobs(all_jobs)
     result = BuildResult(out, sheet.sample_names)
-    with output_lock(parts_dir, subject=out):
+    with output_folder(out), output_lock(parts_dir, subject=out):
         parts_dir.mkdir(exist_ok=True)
         todo = []
         for job in all_jobs:
@@ -243,9 +250,19 @@ def build_store(
             threads=options.threads,
         )
         if not keep_parts:
-            shutil.rmtree(parts_dir, ignore_errors=True)
+            remove_parts(parts_dir, [job.part for job in all_jobs])
     result.seconds = time.monotonic() - started
     return result
+
+
+def remove_parts(parts_dir: Path, parts: Sequence[Path]) -> None:
+    """Remove the per-sample stores of this build, then their folder if nothing else is in it."""
+    for part in parts:
+        remove_tree(part)
+    try:
+        parts_dir.rmdir()
+    except OSError:
+        log.warning("%s holds files bamstore did not write; left in place", parts_dir)
 
 
 def summary_lines(result: BuildResult) -> list[str]:

@@ -329,6 +329,13 @@ def merge(
         copy=copy,
         threads=threads,
     )
+    for part in result.reordered:
+        log.info(
+            "%s lists its contigs in another order than %s; the store follows %s's order",
+            part,
+            paths[0],
+            paths[0].name,
+        )
     log.info(
         "merged %d samples into %s in %.1f s (%d chunks linked, %d copied)",
         len(result.sample_names),

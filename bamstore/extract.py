@@ -351,19 +351,19 @@ def prepare_input(
     alignment = open_alignment(bam, options.reference)
     chromsizes = read_chromsizes(options.chromsizes) if options.chromsizes else None
     contigs = select_contigs(alignment, options.chromosomes, chromsizes, options.chromsizes)
-    check_contig_names(contigs, bool(options.strandedness), chromsizes_path=options.chromsizes)
+    check_contig_names(bam, contigs, bool(options.strandedness), options.chromsizes)
     return alignment, contigs
 
 
 def check_contig_names(
-    contigs: list[tuple[str, int]], stranded: bool, *, chromsizes_path: Path | None = None
+    bam: Path, contigs: list[tuple[str, int]], stranded: bool, chromsizes_path: Path | None
 ) -> None:
     """Refuse contigs whose arrays cannot be written (unsafe or colliding names), all at once,
     before anything is written."""
     source = f"the chromsizes file {chromsizes_path}" if chromsizes_path else "the BAM header"
     problems = [
         InputError(
-            None,
+            bam,
             f"contig {name!r} from {source} cannot be stored: {problem}",
             "leave it out with --chromosomes (e.g. --chromosomes primary, or a "
             "comma-separated list of the contigs to keep)",

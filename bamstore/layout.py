@@ -157,11 +157,6 @@ def coverage_array_names(contigs: Iterable[str], stranded: bool) -> list[str]:
     return names
 
 
-def contig_of_array(array: str) -> str:
-    """The contig whose array `array` is (`chr1_fwd` -> `chr1`)."""
-    return array.removesuffix(FWD_SUFFIX).removesuffix(REV_SUFFIX)
-
-
 def row_folder(store: Path, array: str, row: int) -> Path:
     return store / array / CHUNK_FOLDER / str(row)
 
@@ -612,6 +607,22 @@ def write_json(path: Path, document: Mapping[str, Any]) -> None:
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
+
+
+def written_by_bamstore(path: Path) -> bool:
+    """Whether `path` is a store that bamstore wrote (a group whose attributes carry the
+    `bamstore` record): the only thing `--overwrite` may replace."""
+    try:
+        doc = read_json(Path(path) / ZARR_JSON)
+    except (OSError, ValueError):
+        return False
+    attrs = doc.get("attributes") if isinstance(doc, dict) else None
+    record = attrs.get(BAMSTORE_ATTR) if isinstance(attrs, dict) else None
+    return (
+        doc.get("node_type") == "group"
+        and isinstance(record, dict)
+        and record.get("format") == FORMAT_NAME
+    )
 
 
 # ---------------------------------------------------------------------------- root attributes

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,7 @@ class MergeResult:
     chunks_linked: int
     chunks_copied: int
     seconds: float
+    reordered: list[Path] = field(default_factory=list)  # parts listing the contigs otherwise
 
 
 def read_parts_file(path: Path) -> list[Path]:
@@ -323,14 +324,7 @@ def merge_stores(
     first = infos[0]
     assert first.record is not None
     order = first.attrs.contig_names
-    for info in infos[1:]:
-        if info.attrs.contig_names != order:
-            log.info(
-                "%s lists its contigs in another order than %s; the store follows %s's order",
-                info.path,
-                first.path,
-                first.path.name,
-            )
+    reordered = [info.path for info in infos[1:] if info.attrs.contig_names != order]
     names = [n for info in infos for n in info.sample_names]
     stranded = {n: code for info in infos for n, code in info.stranded.items()}
     records = {n: r for info in infos for n, r in _records_in_order(info, order).items()}
@@ -385,7 +379,8 @@ def merge_stores(
                 bamstore=first.record.with_samples(records),
             )
         )
-    return MergeResult(Path(out), names, placer.linked, placer.copied, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    return MergeResult(Path(out), names, placer.linked, placer.copied, seconds, reordered)
 
 
 def insert_part(store: Path, part: Path, row: int) -> layout.SampleRecord:

@@ -107,12 +107,18 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
             not isinstance(value, list) or len(value) != n
         ):
             yield f"metadata attribute {key!r} does not have one value per sample"
-    for contig, problem in layout.contig_name_problems(attrs.contig_names, attrs.has_strand_arrays):
+    unsafe = layout.contig_name_problems(attrs.contig_names, attrs.has_strand_arrays)
+    for contig, problem in unsafe:
         yield f"contig {contig!r} cannot be an array of this store: {problem}"
-    chromsizes = dict(attrs.contigs)
+    if unsafe:
+        return  # never look up an unsafe name as a path
     chunk_len = attrs.chunk_len
-    expected = set(layout.coverage_array_names(chromsizes, attrs.has_strand_arrays))
-    expected.add(layout.METADATA_GROUP)
+    lengths = {  # every coverage array and the length of its contig
+        array: length
+        for contig, length in attrs.contigs
+        for array in layout.coverage_array_names([contig], attrs.has_strand_arrays)
+    }
+    expected = {*lengths, layout.METADATA_GROUP}
     members = {p.name for p in info.path.iterdir() if p.is_dir()}
     for extra in sorted(members - expected):
         yield (
@@ -123,13 +129,13 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
     for missing in sorted(expected - members):
         yield f"array or group {missing!r} is missing"
     for array in sorted(expected & members - {layout.METADATA_GROUP}):
-        length = chromsizes.get(layout.contig_of_array(array))
+        length = lengths[array]
         try:
             doc = layout.read_json(info.path / array / layout.ZARR_JSON)
         except (OSError, ValueError):
             yield f"array {array!r}: zarr.json is missing or not JSON"
             continue
-        want = layout.coverage_array_document(n, int(length or 0), chunk_len, profile)
+        want = layout.coverage_array_document(n, length, chunk_len, profile)
         if doc != want:
             diffs = sorted(k for k in set(doc) | set(want) if doc.get(k) != want.get(k))
             yield f"array {array!r}: metadata differs from the layout in {', '.join(diffs)}"
@@ -139,7 +145,7 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
                 if not row_dir.name.isdigit() or int(row_dir.name) >= n:
                     yield f"array {array!r}: unexpected chunk folder c/{row_dir.name}"
                     continue
-                n_cols = layout.n_chunks(int(length or 0), chunk_len)
+                n_cols = layout.n_chunks(length, chunk_len)
                 for f in row_dir.iterdir():
                     if not f.name.isdigit() or int(f.name) >= n_cols:
                         yield f"array {array!r}: unexpected file c/{row_dir.name}/{f.name}"
