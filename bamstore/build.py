@@ -1,4 +1,4 @@
-"""The whole job on one machine: extract every sample in worker processes, then merge.
+"""The whole job on one machine: extract every sample (several at a time, in threads), then merge.
 
 This is what the Nextflow pipeline does across a cluster (one EXTRACT task per sample, one
 MERGE), in one command for laptops and tests. Per-sample stores are kept in a parts folder
@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bamstore import layout
-from bamstore.bam_input import check_same_contigs, fingerprint, quiet_htslib
+from bamstore.bam_input import check_same_contigs, fingerprint
 from bamstore.errors import BamstoreError, InputError, InputErrors
 from bamstore.extract import ExtractOptions, SampleResult, extract_sample, prepare_input
 from bamstore.merge import MergeResult, merge_stores
@@ -132,16 +132,6 @@ def _reusable(job: ExtractJob, contigs: list[tuple[str, int]]) -> bool:
         return False
 
 
-def _extract_job(job: ExtractJob, log_level: int) -> SampleResult:
-    """Runs in a worker process: configure its logging like the parent's, then extract."""
-    logging.basicConfig(level=log_level, format="%(message)s")
-    if log_level > logging.DEBUG:
-        quiet_htslib()
-    return extract_sample(
-        job.bam, job.sample, job.part, job.options, index=job.index, overwrite=True
-    )
-
-
 def run_extractions(
     jobs: Sequence[ExtractJob],
     workers: int,
@@ -150,19 +140,27 @@ def run_extractions(
     retry_hint: str = "then re-run the build with --resume (finished samples are kept)",
     n_total: int | None = None,
 ) -> list[SampleResult]:
-    """Extract every job, `workers` samples at a time in worker processes (in this process for
-    one). `on_done` runs here as each sample finishes, so finished samples are kept even if
-    another fails; every failure is reported together at the end."""
+    """Extract every job, `workers` samples at a time, each in a thread of this process.
+
+    Threads, not processes: the kernel, inflate (libdeflate) and encode (blosc) release the
+    GIL, so samples run in parallel without a process pool, which would re-import the caller's
+    script (a Python user's script without a `__main__` guard would run again) and leave
+    workers behind when the parent is killed. `on_done` runs here as each sample finishes, so
+    finished samples are kept even if another fails; every failure is reported together at
+    the end. On KeyboardInterrupt (Ctrl-C) the running samples stop at their next window, their
+    partial stores are removed, and the interrupt is raised again.
+    """
     n_total = n_total if n_total is not None else len(jobs)
     results: list[SampleResult] = []
     failures: list[InputError] = []
     done = n_total - len(jobs)
+    cancel = threading.Event()
 
-    def finished(job: ExtractJob, get: Callable[[], SampleResult]) -> None:
+    def finished(job: ExtractJob, future: Future[SampleResult]) -> None:
         nonlocal done
         done += 1
         try:
-            res = get()
+            res = future.result()
         except InputError as exc:
             failures.extend(_for_job(exc, job, retry_hint))
             log.error("[%d/%d] %s failed: %s", done, n_total, job.sample, exc.line())
@@ -174,25 +172,28 @@ def run_extractions(
         if on_done is not None:
             on_done(job, res)
 
-    level = logging.getLogger().getEffectiveLevel()
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            finished(
-                job,
-                lambda job=job: extract_sample(  # type: ignore[misc]
-                    job.bam, job.sample, job.part, job.options, index=job.index, overwrite=True
-                ),
-            )
-    else:
-        # spawn, not fork: zarr keeps an event-loop thread that a forked child inherits broken
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-            futures = {pool.submit(_extract_job, job, level): job for job in jobs}
-            pending: set[Future[SampleResult]] = set(futures)
-            while pending:
-                ready, pending = wait(pending, return_when=FIRST_COMPLETED)
+    def extract(job: ExtractJob) -> SampleResult:
+        return extract_sample(
+            job.bam, job.sample, job.part, job.options, index=job.index, overwrite=True,
+            cancel=cancel,
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(workers, len(jobs))), thread_name_prefix="bamstore-sample"
+    ) as pool:
+        futures = {pool.submit(extract, job): job for job in jobs}
+        pending: set[Future[SampleResult]] = set(futures)
+        try:
+            while pending:  # a timeout, so that Ctrl-C reaches this thread at once
+                ready, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in ready:
-                    finished(futures[fut], fut.result)
+                    finished(futures[fut], fut)
+        except BaseException:
+            cancel.set()
+            for fut in pending:
+                fut.cancel()
+            wait(pending)
+            raise
     if failures:
         raise InputErrors(
             failures,
@@ -238,7 +239,18 @@ def build_store(
                 result.reused.append(job.sample)
             else:
                 todo.append(job)
-        result.extracted = run_extractions(todo, jobs, n_total=len(all_jobs))
+        try:
+            result.extracted = run_extractions(todo, jobs, n_total=len(all_jobs))
+        except KeyboardInterrupt:
+            kept = sum(1 for job in all_jobs if job.part.exists())
+            log.warning(
+                "interrupted: %d of %d samples are finished and kept in %s; re-run the same "
+                "command with --resume to continue from them",
+                kept,
+                len(all_jobs),
+                parts_dir,
+            )
+            raise
         log.info("merging %d samples into %s", len(all_jobs), out)
         result.merge = merge_stores(
             [job.part for job in all_jobs],

@@ -175,6 +175,10 @@ class _WindowBuffers:
         self.rev = np.zeros(chunk_len, dtype=layout.COVERAGE_DTYPE) if stranded else self.total
 
 
+class ExtractionCancelled(Exception):
+    """The extraction stopped because its caller asked it to (`cancel` was set)."""
+
+
 def _count_windows(
     reader: CoverageReader,
     alignment: AlignmentInput,
@@ -183,6 +187,7 @@ def _count_windows(
     options: ExtractOptions,
     sample: str,
     pool: ThreadPoolExecutor,
+    cancel: threading.Event | None,
 ) -> list[ContigResult]:
     """Drive the kernel over every kept contig; encode and write windows on the worker pool."""
     stranded = bool(options.strandedness)
@@ -221,6 +226,10 @@ def _count_windows(
         result = ContigResult(name, length)
         reader.start_contig(tids[name], length)
         while not stop.is_set():
+            if cancel is not None and cancel.is_set():
+                stop.set()
+                failure.append(ExtractionCancelled(sample))
+                break
             bufs = free.get()
             start = _next_window(reader, bufs, alignment.path, name)
             if start < 0:
@@ -304,8 +313,10 @@ def count_sample(
     options: ExtractOptions,
     sample: str,
     index: Path | None = None,
+    cancel: threading.Event | None = None,
 ) -> SampleResult:
-    """Count coverage of one sample into `writer` (row 0) and return its summary."""
+    """Count coverage of one sample into `writer` (row 0) and return its summary; stops with
+    ExtractionCancelled at the next window once `cancel` is set."""
     kernel = options.kernel or default_kernel()
     started = time.monotonic()
     with (
@@ -326,7 +337,9 @@ def count_sample(
             executor=pool,
         )
         try:
-            results = _count_windows(reader, alignment, contigs, writer, options, sample, pool)
+            results = _count_windows(
+                reader, alignment, contigs, writer, options, sample, pool, cancel
+            )
         finally:
             reader.close()
     return SampleResult(
@@ -376,12 +389,7 @@ def check_contig_names(
         raise InputErrors(problems, header=f"{len(problems)} contig(s) cannot be stored")
 
 
-def write_sample_store(
-    result: SampleResult,
-    writer: StoreWriter,
-    options: ExtractOptions,
-    metadata: dict[str, str] | None = None,
-) -> None:
+def write_sample_store(result: SampleResult, writer: StoreWriter, options: ExtractOptions) -> None:
     """Metadata arrays and root attributes of a one-sample store."""
     sparsity = float(np.float32(result.sparsity))
     writer.write_metadata(
@@ -397,7 +405,6 @@ def write_sample_store(
             chunk_len=settings.chunk_len,
             compression=settings.compression,
             stranded={result.sample: result.strandedness},
-            metadata={k: (v,) for k, v in (metadata or {}).items()},
             average_sparsity=sparsity,
             bamstore=layout.BamstoreRecord(settings, {result.sample: result.record()}),
         )
@@ -412,9 +419,10 @@ def extract_sample(
     *,
     index: Path | None = None,
     overwrite: bool = False,
-    metadata: dict[str, str] | None = None,
+    cancel: threading.Event | None = None,
 ) -> SampleResult:
-    """BAM → per-sample store at `out`, published atomically. Raises InputError on bad input."""
+    """BAM → per-sample store at `out`, published atomically. Raises InputError on bad input,
+    ExtractionCancelled (nothing published) once `cancel` is set."""
     check_output_path(out, overwrite=overwrite)
     alignment, contigs = prepare_input(bam, sample, options)
     with staged_output(out, overwrite=overwrite) as tmp:
@@ -426,8 +434,8 @@ def extract_sample(
             chunk_len=options.chunk_len,
             profile=layout.compression_profile(options.compression),
         )
-        result = count_sample(alignment, contigs, writer, options, sample, index)
-        write_sample_store(result, writer, options, metadata)
+        result = count_sample(alignment, contigs, writer, options, sample, index, cancel)
+        write_sample_store(result, writer, options)
     _warn(result)
     return result
 

@@ -346,3 +346,78 @@ def test_resume_reuses_matching_parts_and_redoes_the_rest(tmp_path: Path, run_cl
     again = run_cli(*args, "--resume", "--keep-parts", "--min-mapq", "5")
     assert again.returncode == 0, again.stderr
     assert "reusing" not in again.stderr and "(3 extracted, 0 reused)" in again.stderr
+
+
+# ---------------------------------------------------------------------------- interrupts
+
+
+def _start_build(sim_bam: Path, tmp_path: Path, n: int) -> tuple[subprocess.Popen, Path, Path]:
+    """`build --jobs 2` of `n` samples in its own session (its own process group), and the
+    output and parts folder; returns once the first sample is finished."""
+    sheet = write_samplesheet(tmp_path / "s.csv", [(f"s{i}", sim_bam) for i in range(n)])
+    out = tmp_path / "run.zarr"
+    proc = subprocess.Popen(
+        cli_argv("build", "--input", sheet, "--out", out, "--jobs", 2, "--chunk-len", CHUNK,
+                 "--chromosomes", "all"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    parts = tmp_path / ".run.zarr.parts"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if parts.is_dir() and any(not p.name.startswith(".") for p in parts.iterdir()):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the build ended before it could be interrupted"
+    return proc, out, parts
+
+
+def test_ctrl_c_stops_build_at_once_keeps_finished_samples_and_says_resume(
+    sim_bam: Path, tmp_path: Path, run_cli
+):
+    """Ctrl-C (SIGINT to the process group) once went on extracting every remaining sample
+    before exiting 130."""
+    n = 8
+    proc, out, parts = _start_build(sim_bam, tmp_path, n)
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, stderr
+    assert took < 2.5, f"took {took:.1f} s to stop"
+    kept = sorted(p.name for p in parts.iterdir())
+    assert 1 <= len(kept) < n and all(not name.startswith(".") for name in kept), kept
+    hint = [line for line in stderr.splitlines() if line.startswith("warning: interrupted")]
+    assert hint == [
+        f"warning: interrupted: {len(kept)} of {n} samples are finished and kept in {parts}; "
+        "re-run the same command with --resume to continue from them"
+    ], stderr
+    assert stderr.splitlines()[-1] == "bamstore: interrupted"
+    assert not out.exists() and leftovers(tmp_path, out.name) == [parts.name]
+    for name in kept:
+        assert validate_store(parts / name, quick=True).ok
+    sheet = tmp_path / "s.csv"
+    resumed = run_cli("build", "--input", sheet, "--out", out, "--jobs", 2, "--chunk-len", CHUNK,
+                      "--chromosomes", "all", "--resume")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"({n - len(kept)} extracted, {len(kept)} reused)" in resumed.stderr
+    assert _sound(out)
+
+
+def test_sigterm_to_build_leaves_no_process_behind(sim_bam: Path, tmp_path: Path):
+    """SIGTERM to build's main process once left its worker processes and the resource
+    tracker running."""
+    proc, _, _ = _start_build(sim_bam, tmp_path, 6)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGTERM
+    deadline = time.monotonic() + 5
+    survivors = ""
+    while time.monotonic() < deadline:
+        survivors = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(proc.pid)],
+                                   capture_output=True, text=True).stdout.strip()  # fmt: skip
+        if not survivors:
+            break
+        time.sleep(0.05)
+    if survivors:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not survivors, f"processes of the build are still running:\n{survivors}"
