@@ -364,7 +364,7 @@ def merge(
     type=click.IntRange(1),
     default=1,
     show_default=True,
-    help="Samples extracted in parallel (worker processes).",
+    help="Samples extracted at the same time (threads of this process).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option(

@@ -1039,7 +1039,7 @@ def run_benchmark(config: Config, args: argparse.Namespace) -> tuple[Report, boo
             ],
             rep,
             reads=n * main_reads,
-            note="--threads 1 per job: extract in 2 processes, then merge",
+            note="--threads 1 per job: extract 2 samples at a time (threads), then merge",
         )
     )
     build_row = rows[-1]
