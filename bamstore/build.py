@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from bamstore.errors import BamstoreError, InputError, InputErrors
 from bamstore.extract import ExtractOptions, SampleResult, extract_sample, prepare_input
 from bamstore.merge import MergeResult, merge_stores
 from bamstore.publish import check_output_path, output_folder, output_lock, remove_tree
-from bamstore.samplesheet import SampleRow, read_samplesheets
+from bamstore.samplesheet import read_samplesheets
 from bamstore.store import read_store_info
 from bamstore.validate import validate_store
 
@@ -43,10 +43,6 @@ class BuildResult:
 def parts_dir_for(out: Path) -> Path:
     out = out.absolute()
     return out.parent / f".{out.name}.parts"
-
-
-def _options_for(row: SampleRow, options: ExtractOptions) -> ExtractOptions:
-    return dataclasses.replace(options, strandedness=row.strandedness)
 
 
 @dataclass(frozen=True)
@@ -202,6 +198,16 @@ def run_extractions(
     return results
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One input of a build: a samplesheet row, or a BAM given to the Python API."""
+
+    name: str
+    bam: Path
+    bai: Path | None = None
+    strandedness: str = ""
+
+
 def build_store(
     inputs: list[Path],
     out: Path,
@@ -213,24 +219,63 @@ def build_store(
     keep_parts: bool = False,
     copy: bool = False,
 ) -> BuildResult:
+    """`bamstore build`: the samples of the samplesheet(s) `inputs` into one store at `out`."""
+    check_output_path(out, overwrite=overwrite)
+    sheet = read_samplesheets(inputs)
+    return build_samples(
+        [Sample(row.sample, row.bam, row.bai, row.strandedness) for row in sheet.rows],
+        out,
+        options,
+        jobs=jobs,
+        overwrite=overwrite,
+        resume=resume,
+        keep_parts=keep_parts,
+        copy=copy,
+        metadata_tables=[sheet.metadata_table()],
+        metadata_source=str(sheet.path),
+    )
+
+
+def build_samples(
+    samples: Sequence[Sample],
+    out: Path,
+    options: ExtractOptions,
+    *,
+    jobs: int = 1,
+    overwrite: bool = False,
+    resume: bool = False,
+    keep_parts: bool = False,
+    copy: bool = False,
+    metadata_tables: Sequence[Mapping[str, Mapping[str, str]]] = (),
+    metadata_source: str = "metadata",
+    parts_dir: Path | None = None,
+    retry_hint: str = "then re-run the build with --resume (finished samples are kept)",
+    interrupted_hint: str | None = "re-run the same command with --resume to continue from them",
+) -> BuildResult:
+    """Extract every sample into a per-sample store in `parts_dir` (default: beside `out`),
+    then merge them into `out`; the parts are removed once the store is published.
+
+    All inputs are checked before any work. With `resume`, parts of an earlier run whose input
+    and settings match are reused. On Ctrl-C the finished parts are kept and
+    `interrupted_hint` says what to do with them.
+    """
     started = time.monotonic()
     out = Path(out).absolute()
     check_output_path(out, overwrite=overwrite)
-    sheet = read_samplesheets(inputs)
-    parts_dir = parts_dir_for(out)
+    parts_dir = parts_dir or parts_dir_for(out)
     all_jobs = [
         ExtractJob(
-            row.sample,
-            row.bam,
-            parts_dir / f"{row.sample}.zarr",
-            _options_for(row, options),
-            row.bai,
+            sample.name,
+            sample.bam,
+            parts_dir / f"{sample.name}.zarr",
+            dataclasses.replace(options, strandedness=sample.strandedness),
+            sample.bai,
         )
-        for row in sheet.rows
+        for sample in samples
     ]
     contigs = check_jobs(all_jobs)
-    result = BuildResult(out, sheet.sample_names)
-    with output_folder(out), output_lock(parts_dir, subject=out):
+    result = BuildResult(out, [sample.name for sample in samples])
+    with output_folder(out), output_folder(parts_dir), output_lock(parts_dir, subject=out):
         parts_dir.mkdir(exist_ok=True)
         todo = []
         for job in all_jobs:
@@ -240,23 +285,25 @@ def build_store(
             else:
                 todo.append(job)
         try:
-            result.extracted = run_extractions(todo, jobs, n_total=len(all_jobs))
+            result.extracted = run_extractions(
+                todo, jobs, n_total=len(all_jobs), retry_hint=retry_hint
+            )
         except KeyboardInterrupt:
             kept = sum(1 for job in all_jobs if job.part.exists())
             log.warning(
-                "interrupted: %d of %d samples are finished and kept in %s; re-run the same "
-                "command with --resume to continue from them",
+                "interrupted: %d of %d samples are finished and kept in %s%s",
                 kept,
                 len(all_jobs),
                 parts_dir,
+                f"; {interrupted_hint}" if interrupted_hint else "",
             )
             raise
         log.info("merging %d samples into %s", len(all_jobs), out)
         result.merge = merge_stores(
             [job.part for job in all_jobs],
             out,
-            metadata_tables=[sheet.metadata_table()],
-            metadata_source=str(sheet.path),
+            metadata_tables=metadata_tables,
+            metadata_source=metadata_source,
             overwrite=overwrite,
             copy=copy,
             threads=options.threads,

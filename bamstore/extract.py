@@ -7,6 +7,7 @@ length. The store is built at a temporary sibling path and published by rename.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -53,12 +54,21 @@ LONG_CONTIG = 20_000_000  # contigs at least this long get their own progress li
 
 
 @dataclass(frozen=True)
+class GivenContigs:
+    """Contigs given in memory instead of a `--chromsizes` file (the Python API); `label`
+    names them in messages ("the store", "chromsizes")."""
+
+    contigs: tuple[tuple[str, int], ...]
+    label: str
+
+
+@dataclass(frozen=True)
 class ExtractOptions:
     """Settings of one extraction; all but threads/kernel/tmp_dir are recorded in the store."""
 
     read_filter: ReadFilter = field(default_factory=ReadFilter)
     chromosomes: str = "primary"
-    chromsizes: Path | None = None
+    chromsizes: Path | GivenContigs | None = None
     chunk_len: int = layout.DEFAULT_CHUNK_LEN
     compression: str = "default"
     strandedness: str = ""
@@ -87,6 +97,20 @@ class ExtractOptions:
                 "--min-mapq must be >= 0 and --exclude-flags within 0..0xFFFF",
                 "use e.g. --exclude-flags 0x704 --min-mapq 0",
             )
+
+    @classmethod
+    def from_settings(cls, settings: layout.StoreSettings, **other: Any) -> ExtractOptions:
+        """Options that count a sample exactly as a store's other samples were counted."""
+        read_filter = ReadFilter(
+            **{f.name: getattr(settings, f.name) for f in dataclasses.fields(ReadFilter)}
+        )
+        return cls(
+            read_filter=read_filter,
+            chromosomes=settings.chromosome_selection,
+            chunk_len=settings.chunk_len,
+            compression=settings.compression,
+            **other,
+        )
 
     def store_settings(self) -> layout.StoreSettings:
         """What is recorded in the store and must agree between parts that are merged."""
@@ -362,18 +386,23 @@ def prepare_input(
     if problem:
         raise InputError(bam, problem, SAMPLE_NAME_FIX)
     alignment = open_alignment(bam, options.reference)
-    chromsizes = read_chromsizes(options.chromsizes) if options.chromsizes else None
-    contigs = select_contigs(alignment, options.chromosomes, chromsizes, options.chromsizes)
-    check_contig_names(bam, contigs, bool(options.strandedness), options.chromsizes)
+    given = options.chromsizes
+    if isinstance(given, GivenContigs):
+        universe, label, source = list(given.contigs), given.label, given.label
+    elif given is not None:
+        universe, label, source = read_chromsizes(given), given, f"the chromsizes file {given}"
+    else:
+        universe, label, source = None, None, "the BAM header"
+    contigs = select_contigs(alignment, options.chromosomes, universe, label)  # type: ignore[arg-type]
+    check_contig_names(bam, contigs, bool(options.strandedness), source)
     return alignment, contigs
 
 
 def check_contig_names(
-    bam: Path, contigs: list[tuple[str, int]], stranded: bool, chromsizes_path: Path | None
+    bam: Path, contigs: list[tuple[str, int]], stranded: bool, source: str
 ) -> None:
     """Refuse contigs whose arrays cannot be written (unsafe or colliding names), all at once,
-    before anything is written."""
-    source = f"the chromsizes file {chromsizes_path}" if chromsizes_path else "the BAM header"
+    before anything is written; `source` says where they were listed."""
     problems = [
         InputError(
             bam,

@@ -713,6 +713,12 @@ class StoreAttributes:
             attrs[BAMSTORE_ATTR] = self.bamstore.to_json()
         return attrs
 
+    def written_over(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The root attributes `raw` (as read) with these written over them: attributes of
+        other tools are kept, metadata columns no longer in `metadata` are dropped."""
+        kept = {k: v for k, v in raw.items() if not k.startswith(METADATA_ATTR_PREFIX)}
+        return {**kept, **self.to_json()}
+
     @classmethod
     def from_json(cls, attrs: Mapping[str, Any]) -> StoreAttributes:
         """Read a store's root attributes; FormatError if QuantNado's readers could not open it.
@@ -763,3 +769,12 @@ class StoreAttributes:
             bamstore=record,
             record_problem=problem,
         )
+
+
+def rewrite_root_attributes(store: Path, attrs: StoreAttributes) -> None:
+    """Replace the root attributes of the store at `store` with `attrs` in one atomic write of
+    its zarr.json (attributes of other tools are kept)."""
+    path = Path(store) / ZARR_JSON
+    doc = read_json(path)
+    doc["attributes"] = attrs.written_over(doc.get("attributes", {}))
+    write_json(path, doc)

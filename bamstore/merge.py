@@ -16,6 +16,7 @@ API's `process_samples`). Both place rows through `_place_rows`.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -425,18 +426,11 @@ def insert_part(store: Path, part: Path, row: int) -> layout.SampleRecord:
             meta[spec.name][row] = column[0]
     sparsity = np.asarray(meta[layout.SPARSITY][...])
     attrs = target.attrs
-    updated = layout.StoreAttributes(
-        contigs=attrs.contigs,
-        sample_names=attrs.sample_names,
-        chunk_len=attrs.chunk_len,
-        compression=attrs.compression,
-        stranded=attrs.stranded,
-        metadata=attrs.metadata,
+    updated = dataclasses.replace(
+        attrs,
         average_sparsity=layout.average_sparsity(sparsity.tolist()),
         bamstore=target.record.with_samples({name: record}),
     )
-    doc = layout.read_json(store / layout.ZARR_JSON)
-    doc["attributes"] = {**target.raw, **updated.to_json()}
-    layout.write_json(store / layout.ZARR_JSON, doc)
+    layout.rewrite_root_attributes(store, updated)
     meta[layout.COMPLETED][row] = True  # last: the row is final
     return record
