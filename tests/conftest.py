@@ -19,7 +19,8 @@ from bamstore.simulate import make_bam
 
 
 def edge_reads() -> list[Read]:
-    """Every case the core issue lists, placed to hit contig ends and chunk boundaries."""
+    """Every CIGAR operation, flag and position case that changes depth, placed to hit contig
+    ends and chunk boundaries."""
     return [
         Read("c1", 0, "10M"),  # first base
         Read("c1", 990, "10M"),  # last base

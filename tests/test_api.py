@@ -520,7 +520,11 @@ def test_metadata_methods(built: Path, tmp_path: Path, bams: dict[str, Path]) ->
     )
     attrs = json.loads((store.store_path / "zarr.json").read_text())["attributes"]
     assert attrs["metadata_condition"] == ["treated", "", "control"]
-    assert attrs["metadata_her2_status"] == ["pos", "", ""]  # QuantNado would drop it (B10)
+    assert attrs["metadata_her2_status"] == [
+        "pos",
+        "",
+        "",
+    ]  # QuantNado drops columns containing "r2"
     assert store.list_metadata_columns() == ["condition", "her2_status"]
     meta = store.metadata
     assert meta.index.name == "sample_id" and meta.index.tolist() == NAMES

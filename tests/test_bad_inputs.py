@@ -1,8 +1,8 @@
-"""Issue 5, bad inputs: each is refused with one line (file, problem, fix), exit 2, no traceback
-and nothing at --out; or, where the issue says so, handled and counted in warnings.
+"""Bad inputs: each is refused with one line (file, problem, fix), exit 2, no traceback and
+nothing at --out; or, where samtools reads the file, handled and counted in warnings.
 
 Every input is generated here. The CLI runs as a subprocess so exit codes and stderr are real.
-docs/reliability.md maps each row of the issue to the tests below.
+docs/reliability.md maps each kind of input to the tests below.
 """
 
 from __future__ import annotations

@@ -63,13 +63,20 @@ def test_build_reports_every_bad_input_at_once(tmp_path: Path, run_cli) -> None:
     sheet.write_text(sheet.read_text().replace("atac_se.bam,", "atac_missing.bam,"))
     out = tmp_path / "x.zarr"
     done = run_cli("build", "--input", sheet, "--out", out)
-    assert done.returncode == 2
-    assert "atac_missing.bam" in done.stderr  # samplesheet problem: reported first, all at once
-    assert "Traceback" not in done.stderr and not out.exists()
+    assert done.returncode == 2  # samplesheet problems: reported first, all at once
+    assert done.stderr.splitlines() == [
+        f"bamstore: error: {sheet}:4: bam file {data / 'atac_missing.bam'} does not exist; fix: "
+        "check the path (relative paths are resolved against the samplesheet's folder)"
+    ]
+    assert not out.exists()
     sheet.write_text(sheet.read_text().replace("atac_missing.bam,", "atac_se.bam,"))
     done = run_cli("build", "--input", sheet, "--out", out)
-    assert done.returncode == 2 and "chip_b.bam" in done.stderr and "not a BAM" in done.stderr
-    assert not out.exists()
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0].startswith(
+        f"bamstore: error: sample chip_b ({data / 'chip_b.bam'}): is "
+    )
+    assert "not a BAM" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert not out.exists() and not (tmp_path / ".x.zarr.parts").exists()
 
 
 def test_keep_parts(tmp_path: Path, run_cli) -> None:

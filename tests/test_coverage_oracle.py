@@ -115,7 +115,9 @@ def test_strand_arrays_match_strand_subsets(
 
 
 def test_strand_rules_follow_quantnado():
-    """QuantNado spec 2b, rule by rule."""
+    """QuantNado's strand rules, rule by rule: U sends forward alignments to `_fwd`; R (dUTP)
+    sends a pair there when read 1 aligns reverse (read 2 forward) and a single-end read when it
+    aligns reverse; F the opposite of R."""
     read1_rev, read2_fwd, read1_fwd = 0x1 | 0x40 | 0x10, 0x1 | 0x80, 0x1 | 0x40
     assert is_sense_strand(0x10, 1) is False and is_sense_strand(0, 1) is True  # U
     assert is_sense_strand(read1_rev, 3) and is_sense_strand(read2_fwd, 3)  # R paired

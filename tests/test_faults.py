@@ -1,4 +1,4 @@
-"""Issue 5, faults: real SIGKILLs during extract and merge, a full disk (RLIMIT_FSIZE), two
+"""Faults: real SIGKILLs during extract and merge, a full disk (RLIMIT_FSIZE), two
 builds on one --out, and `build --resume`. Nothing half-published, nothing lost.
 """
 

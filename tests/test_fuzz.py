@@ -1,4 +1,4 @@
-"""Issue 5, fuzz: random CIGARs, flags, positions and options against `samtools depth`.
+"""Fuzz: random CIGARs, flags, positions and options against `samtools depth`.
 
 Each example is a random BAM (up to 3 short contigs, up to 40 reads: every CIGAR operation,
 every flag bit, MAPQ 0..255, '*' sequences, reads past the contig end), sometimes re-blocked so
