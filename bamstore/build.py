@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bamstore import layout
 from bamstore.bam_input import check_same_contigs, fingerprint
@@ -209,30 +210,18 @@ class Sample:
 
 
 def build_store(
-    inputs: list[Path],
-    out: Path,
-    options: ExtractOptions,
-    *,
-    jobs: int = 1,
-    overwrite: bool = False,
-    resume: bool = False,
-    keep_parts: bool = False,
-    copy: bool = False,
+    inputs: list[Path], out: Path, options: ExtractOptions, **build: Any
 ) -> BuildResult:
-    """`bamstore build`: the samples of the samplesheet(s) `inputs` into one store at `out`."""
-    check_output_path(out, overwrite=overwrite)
+    """`bamstore build`: the samples of the samplesheet(s) `inputs` into one store at `out`;
+    `build` takes the keywords of `build_samples` (jobs, overwrite, resume, ...)."""
     sheet = read_samplesheets(inputs)
     return build_samples(
         [Sample(row.sample, row.bam, row.bai, row.strandedness) for row in sheet.rows],
         out,
         options,
-        jobs=jobs,
-        overwrite=overwrite,
-        resume=resume,
-        keep_parts=keep_parts,
-        copy=copy,
         metadata_tables=[sheet.metadata_table()],
         metadata_source=str(sheet.path),
+        **build,
     )
 
 

@@ -120,6 +120,20 @@ def _parse_flags(_ctx: click.Context, _param: click.Parameter, value: str) -> in
     return flags
 
 
+out_option = click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output store, NAME.zarr (missing folders above it are created).",
+)
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Replace an existing --out (only a store bamstore wrote)."
+)
+copy_option = click.option(
+    "--copy", is_flag=True, help="Copy chunk files instead of hard-linking them."
+)
+
+
 def extract_options(func: F) -> F:
     """Options shared by extract and build (the pipeline params of the same names)."""
     decorators = [
@@ -228,9 +242,7 @@ def main() -> None:
     "--bam", required=True, type=click.Path(path_type=Path), help="Coordinate-sorted BAM (or CRAM)."
 )
 @click.option("--sample", required=True, help="Sample name (ASCII letters, digits, ._+-).")
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Output store, NAME.zarr."
-)
+@out_option
 @click.option(
     "--index",
     type=click.Path(path_type=Path),
@@ -243,7 +255,7 @@ def main() -> None:
     default=None,
     help="Also write _fwd/_rev arrays with QuantNado's strand rules.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@overwrite_option
 @extract_options
 @command_options
 def extract(
@@ -273,9 +285,7 @@ def extract(
 
 @main.command()
 @click.argument("parts", nargs=-1, type=click.Path(path_type=Path))
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Output store, NAME.zarr."
-)
+@out_option
 @click.option(
     "--parts-file",
     type=click.Path(path_type=Path),
@@ -294,8 +304,8 @@ def extract(
     show_default=True,
     help="Column of --metadata that holds the sample names.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
-@click.option("--copy", is_flag=True, help="Copy chunk files instead of hard-linking them.")
+@overwrite_option
+@copy_option
 @click.option(
     "--threads",
     type=click.IntRange(1),
@@ -355,9 +365,7 @@ def merge(
     type=click.Path(path_type=Path),
     help="Samplesheet (CSV/TSV); repeat for several.",
 )
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Output store, NAME.zarr."
-)
+@out_option
 @click.option(
     "--jobs",
     "-j",
@@ -366,14 +374,14 @@ def merge(
     show_default=True,
     help="Samples extracted at the same time (threads of this process).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@overwrite_option
 @click.option(
     "--resume",
     is_flag=True,
     help="Reuse per-sample stores of an earlier failed run whose BAM and settings match.",
 )
 @click.option("--keep-parts", is_flag=True, help="Keep the per-sample stores (.NAME.zarr.parts).")
-@click.option("--copy", is_flag=True, help="Copy chunk files instead of hard-linking them.")
+@copy_option
 @extract_options
 @command_options
 def build(

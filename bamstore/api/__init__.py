@@ -29,7 +29,7 @@ from bamstore.api.reader import (
 from bamstore.api.regions import format_region, parse_region
 from bamstore.bam_input import open_alignment
 from bamstore.publish import check_output_path
-from bamstore.samplesheet import MetadataTable, read_metadata_table
+from bamstore.samplesheet import MetadataTable
 
 __all__ = [
     "BamStore",
@@ -124,7 +124,7 @@ class BamStore(StoreReader):
         exists = self.store_path.exists()
         if exists and (resume or (read_only and not overwrite)):
             self._attach(read_only)
-            self._check_attach(names, chromsizes, chunk_len, stranded)
+            builder.check_attach(self, names, chromsizes, chunk_len, stranded)
         elif exists and overwrite:
             if read_only:
                 raise ValueError("Cannot overwrite store in read-only mode.")
@@ -173,39 +173,6 @@ class BamStore(StoreReader):
             read_only=read_only,
             label=str(self.store_path),
         )
-
-    def _check_attach(
-        self,
-        names: list[str],
-        chromsizes: Mapping[str, int] | PathLike | None,
-        chunk_len: int | None,
-        stranded: Stranded,
-    ) -> None:
-        if names != self.sample_names:
-            raise ValueError(
-                "Provided sample_names do not match stored sample_names "
-                f"({self.sample_names}); refusing to resume to prevent corruption"
-            )
-        if chromsizes is not None:
-            given = builder.load_chromsizes(chromsizes)
-            bad = [c for c, n in self.chromsizes.items() if given.get(c) != n]
-            if bad:
-                raise ValueError(
-                    f"chromsizes disagree with the store on {bad[:5]} (the store has "
-                    f"{ {c: self.chromsizes[c] for c in bad[:5]} }); resume with the genome the "
-                    "store was built with"
-                )
-        if stranded is not None:
-            wanted = builder.normalise_strandedness(stranded, names)
-            if wanted != self.stranded:
-                raise ValueError(
-                    f"stranded={stranded!r} differs from the store's {self.stranded}; the stored "
-                    "strandedness is used on resume (pass stranded=None)"
-                )
-        if chunk_len is not None and int(chunk_len) != self.chunk_len:
-            log.warning(
-                "chunk_len %s ignored: the store has chunk_len %d", chunk_len, self.chunk_len
-            )
 
     @classmethod
     def open(cls, store_path: PathLike, read_only: bool = True) -> BamStore:
@@ -347,7 +314,7 @@ class BamStore(StoreReader):
                     f"Store already exists at {final}; set overwrite=True or resume=True"
                 )
             given = builder.load_chromsizes(chromsizes) if chromsizes is not None else None
-            tables = _metadata_tables(metadata, sample_column)
+            tables = meta_write.tables_from(metadata, sample_column)
             if resume and final.exists():  # attach: the store's contigs and settings hold
                 rule, contigs = "", given
             else:
@@ -396,20 +363,3 @@ class BamStore(StoreReader):
                 metadata_source="metadata",
             )
             return cls.open(final, read_only=False)
-
-
-def _metadata_tables(
-    metadata: pd.DataFrame | PathLike | Sequence[PathLike] | None, sample_column: str
-) -> list[MetadataTable]:
-    """A DataFrame, a CSV/TSV, or several (later ones win where they overlap), read by the
-    one metadata reader (`samplesheet.read_metadata_table`)."""
-    if metadata is None:
-        return []
-    if isinstance(metadata, pd.DataFrame):
-        return [meta_write.frame_table(metadata, sample_column)]
-    if isinstance(metadata, str | Path) or hasattr(metadata, "__fspath__"):
-        return [read_metadata_table(Path(metadata), sample_column)]  # type: ignore[arg-type]
-    tables = [read_metadata_table(Path(p), sample_column) for p in metadata]
-    if not tables:
-        raise ValueError("No metadata files provided")
-    return tables

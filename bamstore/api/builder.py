@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from bamstore import layout
+from bamstore.api.reader import PathLike, StoreReader
 from bamstore.bam_input import open_alignment, read_chromsizes, select_contigs
 from bamstore.build import (
     ExtractJob,
@@ -38,7 +39,6 @@ from bamstore.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
-PathLike = str | os.PathLike[str]
 Stranded = str | Sequence[str] | Mapping[str, str | None] | None
 TEST_CONTIGS = ("chr21", "chr22", "chrY")
 # QuantNado's list (utils.NETWORK_FS) plus the parallel filesystems and FUSE mounts it misses
@@ -156,6 +156,40 @@ def chromosome_rule(filter_chromosomes: bool, test: bool, universe: Iterable[str
             )
         return ",".join(kept)
     return "primary" if filter_chromosomes else "all"
+
+
+def check_attach(
+    store: StoreReader,
+    names: list[str],
+    chromsizes: Mapping[str, int] | PathLike | None,
+    chunk_len: int | None,
+    stranded: Stranded,
+) -> None:
+    """Refuse to attach to a store whose names, contig lengths or strandedness differ from
+    what the caller gives; a different chunk_len is ignored with a warning."""
+    if names != store.sample_names:
+        raise ValueError(
+            "Provided sample_names do not match stored sample_names "
+            f"({store.sample_names}); refusing to resume to prevent corruption"
+        )
+    if chromsizes is not None:
+        given = load_chromsizes(chromsizes)
+        bad = [c for c, n in store.chromsizes.items() if given.get(c) != n]
+        if bad:
+            raise ValueError(
+                f"chromsizes disagree with the store on {bad[:5]} (the store has "
+                f"{ {c: store.chromsizes[c] for c in bad[:5]} }); resume with the genome the "
+                "store was built with"
+            )
+    if stranded is not None:
+        wanted = normalise_strandedness(stranded, names)
+        if wanted != store.stranded:
+            raise ValueError(
+                f"stranded={stranded!r} differs from the store's {store.stranded}; the stored "
+                "strandedness is used on resume (pass stranded=None)"
+            )
+    if chunk_len is not None and int(chunk_len) != store.chunk_len:
+        log.warning("chunk_len %s ignored: the store has chunk_len %d", chunk_len, store.chunk_len)
 
 
 # ---------------------------------------------------------------------------- chunk length

@@ -11,14 +11,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bamstore import layout
-from bamstore.api.reader import StoreReader, is_missing
-from bamstore.samplesheet import MetadataTable, metadata_column_problems
+from bamstore.api.reader import PathLike, StoreReader, is_missing
+from bamstore.samplesheet import MetadataTable, metadata_column_problems, read_metadata_table
 
 
 def to_strings(values: Iterable[Any]) -> list[str]:
@@ -129,3 +130,20 @@ def write_columns(store: StoreReader, path: Any, columns: Mapping[str, Sequence[
         raise ValueError(problems[0].line())
     attrs = dataclasses.replace(store.store_attributes, metadata=dict(columns))
     layout.rewrite_root_attributes(path, attrs)
+
+
+def tables_from(
+    metadata: pd.DataFrame | PathLike | Sequence[PathLike] | None, sample_column: str
+) -> list[MetadataTable]:
+    """A DataFrame, a CSV/TSV, or several (later ones win where they overlap), read by the
+    one metadata reader (`samplesheet.read_metadata_table`)."""
+    if metadata is None:
+        return []
+    if isinstance(metadata, pd.DataFrame):
+        return [frame_table(metadata, sample_column)]
+    if isinstance(metadata, str | Path) or hasattr(metadata, "__fspath__"):
+        return [read_metadata_table(Path(metadata), sample_column)]  # type: ignore[arg-type]
+    tables = [read_metadata_table(Path(p), sample_column) for p in metadata]
+    if not tables:
+        raise ValueError("No metadata files provided")
+    return tables

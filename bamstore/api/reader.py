@@ -8,6 +8,7 @@ chunks a region needs.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from bamstore.errors import InputError
 from bamstore.samplesheet import QUANTNADO_LABEL_COLUMN
 
 NORMALISATIONS = ("cpm", "rpkm")
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
 
 
 class ReadOnlyStoreError(RuntimeError):
