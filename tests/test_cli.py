@@ -229,9 +229,7 @@ def test_validate_fails_with_exit_2(tmp_path: Path, run_cli) -> None:
 def test_check_samplesheet(tmp_path: Path, run_cli) -> None:
     ok = run_cli("check-samplesheet", TEST_DATA / "samplesheet.csv")
     assert ok.returncode == 0
-    assert ok.stdout == (
-        "OK: 4 samples (1 stranded), metadata columns: condition, replicate\n"
-    )
+    assert ok.stdout == ("OK: 4 samples (1 stranded), metadata columns: condition, replicate\n")
     bad = tmp_path / "bad.csv"
     bad.write_text("sample,bam,strandedness\na,nope.bam,X\na,nope2.bam,\n")
     done = run_cli("check-samplesheet", bad)
