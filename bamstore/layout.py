@@ -35,9 +35,9 @@ import numpy as np
 from bamstore import __version__
 
 try:  # libdeflate's CRC32: the same value as zlib's, several times faster
-    from deflate import crc32
+    from deflate import crc32 as _crc32
 except ImportError:  # pragma: no cover
-    crc32 = zlib.crc32
+    _crc32 = zlib.crc32
 
 STORE_SUFFIX = ".zarr"
 METADATA_GROUP = "metadata"
@@ -183,7 +183,7 @@ def chunk_digest(chunks: Iterable[tuple[int, int]]) -> str:
 
 def file_crc32(path: Path) -> int:
     """CRC32 of a chunk file."""
-    return crc32(path.read_bytes())
+    return _crc32(path.read_bytes())
 
 
 def row_chunk_files(store: Path, array: str, row: int) -> dict[int, Path]:

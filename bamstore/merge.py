@@ -6,9 +6,10 @@ Files are hard-linked when the filesystem allows (zarr replaces chunk files atom
 later write to either store never changes the other) and copied otherwise. Parts are never
 modified.
 
-Nothing corrupt is published: every part row's chunk files are checked against the digests
-recorded at extraction as they are placed (one read of each file). A hard link is the same
-inode as the file just checked, so it needs no second look; a copy is read back and compared.
+Nothing corrupt is published: as each part row is placed, the placed chunk files are read once
+and checked against the digests recorded at extraction. A hard link is the same inode as the
+part's file, so that one read checks the part itself; a copy (made in the kernel) is checked as
+the file that is published.
 
 `merge_stores` writes a new store; `insert_part` fills one row of an existing store (the Python
 API's `process_samples`). Both place rows through `_place_rows`.
@@ -20,6 +21,7 @@ import dataclasses
 import errno
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -174,25 +176,22 @@ class _ChunkPlacer:
         self.copied = 0
         self._lock = threading.Lock()
 
-    def place(self, src: Path, data: bytes, dst: Path) -> bool:
-        """Place `src` (whose bytes are `data`) at `dst`; True if it was copied."""
+    def place(self, src: Path, dst: Path) -> None:
         if self.link:
             try:
                 os.link(src, dst)
                 with self._lock:
                     self.linked += 1
-                return False
+                return
             except OSError as exc:
                 if exc.errno not in _LINK_UNSUPPORTED:
                     raise
                 if self.link:
                     log.info("hard links not possible here (%s); copying chunks", exc.strerror)
                 self.link = False
-        with open(dst, "wb") as fh:
-            fh.write(data)
+        shutil.copyfile(src, dst)
         with self._lock:
             self.copied += 1
-        return True
 
 
 @dataclass(frozen=True)
@@ -209,8 +208,8 @@ class _RowJob:
 def _place_rows(
     jobs: Sequence[_RowJob], target: Path, placer: _ChunkPlacer, threads: int
 ) -> list[str]:
-    """Place every job's chunk files, checking each part row against its recorded digest and
-    each copied file against the bytes read; return the problems (none: all placed and sound)."""
+    """Place every job's chunk files and check each placed row against the digest recorded at
+    extraction; return the problems (none: all placed and sound)."""
     tasks = []
     for job in jobs:
         part = job.part
@@ -220,33 +219,34 @@ def _place_rows(
     def place(task: tuple[_RowJob, layout.ArrayRow]) -> str | None:
         job, array_row = task
         files = layout.row_chunk_files(job.part.path, array_row.array, job.part_row)
-        if not files:
-            got = layout.chunk_digest([])
-        else:
+        crcs = []
+        if files:
             folder = layout.row_folder(target, array_row.array, job.row)
             folder.mkdir(parents=True, exist_ok=True)
-            crcs = []
             for col, src in files.items():
-                data = src.read_bytes()
-                crc = layout.crc32(data)
-                crcs.append((col, crc))
                 dst = folder / str(col)
-                if placer.place(src, data, dst) and layout.file_crc32(dst) != crc:
-                    return (
-                        f"sample {job.name!r}, array {array_row.array!r}: chunk c/{job.row}/{col} "
-                        "differs from its source after copying"
-                    )
-            got = layout.chunk_digest(crcs)
-        if got != array_row.digest:
-            return (
-                f"sample {job.name!r}, array {array_row.array!r}: chunk files do not match what "
-                f"extraction wrote (digest {got}, recorded {array_row.digest}; {len(files)} chunk "
-                f"files in {job.part.path})"
-            )
-        return None
+                placer.place(src, dst)
+                crcs.append((col, layout.file_crc32(dst)))
+        return _digest_problem(
+            job.name, array_row, crcs, f"{len(files)} chunk files in {job.part.path}"
+        )
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return [p for p in pool.map(place, tasks) if p]
+
+
+def _digest_problem(
+    name: str, array_row: layout.ArrayRow, crcs: list[tuple[int, int]], files: str
+) -> str | None:
+    """The problem of a row whose chunk files (column, CRC32) do not match the digest recorded
+    at extraction, or None; `files` says which files were read."""
+    got = layout.chunk_digest(crcs)
+    if got == array_row.digest:
+        return None
+    return (
+        f"sample {name!r}, array {array_row.array!r}: chunk files do not match what extraction "
+        f"wrote (digest {got}, recorded {array_row.digest}; {files})"
+    )
 
 
 def _refuse(out: Path, problems: list[str]) -> InputErrors:
@@ -288,14 +288,8 @@ def verify_rows(
     def check(job: tuple[str, int, layout.ArrayRow]) -> str | None:
         name, row, array_row = job
         files = layout.row_chunk_files(store, array_row.array, row)
-        got = layout.chunk_digest((col, layout.file_crc32(f)) for col, f in files.items())
-        if got != array_row.digest:
-            return (
-                f"sample {name!r}, array {array_row.array!r}: chunk files do not match what "
-                f"extraction wrote (digest {got}, recorded {array_row.digest}; {len(files)} "
-                "chunk files)"
-            )
-        return None
+        crcs = [(col, layout.file_crc32(f)) for col, f in files.items()]
+        return _digest_problem(name, array_row, crcs, f"{len(files)} chunk files")
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return [p for p in pool.map(check, jobs) if p]
