@@ -25,6 +25,7 @@ from bamstore.bam_input import (
     AlignmentInput,
     fingerprint,
     open_alignment,
+    parse_selection,
     prefix_md5,
     read_chromsizes,
     select_contigs,
@@ -114,11 +115,12 @@ class ExtractOptions:
 
     def store_settings(self) -> layout.StoreSettings:
         """What is recorded in the store and must agree between parts that are merged."""
+        rule = parse_selection(self.chromosomes)  # canonical: " Primary" and "primary" are one
         return layout.StoreSettings.from_read_filter(
             self.read_filter,
             chunk_len=self.chunk_len,
             compression=layout.compression_profile(self.compression).name,
-            chromosome_selection=self.chromosomes,
+            chromosome_selection=rule if isinstance(rule, str) else ",".join(rule),
         )
 
 
