@@ -511,7 +511,9 @@ class SampleRecord:
         return [k for k in keys if len(getattr(self, k)) != n_contigs]
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
         if not self.strandedness:
             for key in ("fwd_sums", "rev_sums", "fwd_digests", "rev_digests"):
                 del data[key]

@@ -343,7 +343,7 @@ def test_constructor_creates_attaches_and_refuses(tmp_path: Path) -> None:
 def test_process_samples_fills_rows_like_a_build(
     built: Path, bams: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Rows filled in parallel worker processes equal the merged build, chunk for chunk."""
+    """Rows filled two samples at a time (threads) equal the merged build, chunk for chunk."""
     store = BamStore(tmp_path / "p.zarr", KEPT, NAMES, chunk_len=CHUNK, stranded=STRANDED)
     store.process_samples([bams[n] for n in NAMES], max_workers=2)
     assert store.n_completed == 3
