@@ -1,4 +1,4 @@
-"""The whole job on one machine: extract every sample in worker processes, then merge.
+"""The whole job on one machine: extract every sample (several at a time, in threads), then merge.
 
 This is what the Nextflow pipeline does across a cluster (one EXTRACT task per sample, one
 MERGE), in one command for laptops and tests. Per-sample stores are kept in a parts folder
@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
-import shutil
+import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bamstore import layout
-from bamstore.bam_input import check_same_contigs, fingerprint, quiet_htslib
+from bamstore.bam_input import check_same_contigs, fingerprint
 from bamstore.errors import BamstoreError, InputError, InputErrors
 from bamstore.extract import ExtractOptions, SampleResult, extract_sample, prepare_input
 from bamstore.merge import MergeResult, merge_stores
-from bamstore.publish import check_output_path, output_lock
-from bamstore.samplesheet import SampleRow, Samplesheet, check_samplesheet, merge_samplesheets
+from bamstore.publish import check_output_path, output_folder, output_lock, remove_tree
+from bamstore.samplesheet import read_samplesheets
 from bamstore.store import read_store_info
 from bamstore.validate import validate_store
 
@@ -44,27 +44,6 @@ class BuildResult:
 def parts_dir_for(out: Path) -> Path:
     out = out.absolute()
     return out.parent / f".{out.name}.parts"
-
-
-def read_samplesheets(paths: list[Path]) -> Samplesheet:
-    """Every problem of every sheet (and duplicates across sheets) in one error."""
-    sheets: list[Samplesheet] = []
-    problems: list[InputError] = []
-    for path in paths:
-        sheet, found = check_samplesheet(path)
-        sheets.append(sheet)
-        problems += found
-    try:
-        merged = merge_samplesheets(sheets)  # duplicates across sheets, with the rest
-    except InputErrors as exc:
-        problems += exc.problems
-    if problems:
-        raise InputErrors(problems, header=f"{len(problems)} problem(s) in the samplesheet(s)")
-    return merged
-
-
-def _options_for(row: SampleRow, options: ExtractOptions) -> ExtractOptions:
-    return dataclasses.replace(options, strandedness=row.strandedness)
 
 
 @dataclass(frozen=True)
@@ -101,7 +80,8 @@ def check_jobs(
     """Open every BAM's header before any work: all bad inputs are reported together.
 
     Every sample must keep the same contigs and lengths: `contigs` if given, else the first
-    sample's. Returns them.
+    sample's, whose order the store follows (a sample listing them in another order is said
+    so). Returns them.
     """
     problems: list[InputError] = []
     reference = (contigs_label, list(contigs)) if contigs is not None else None
@@ -110,8 +90,15 @@ def check_jobs(
             _, kept = prepare_input(job.bam, job.sample, job.options)
             if reference is None:
                 reference = (job.label, kept)
-            else:
-                check_same_contigs(reference[1], kept, job.label, reference[0])
+                continue
+            check_same_contigs(reference[1], kept, job.label, reference[0])
+            if kept != reference[1]:
+                log.info(
+                    "%s lists its contigs in another order than %s; the store follows %s's order",
+                    job.label,
+                    reference[0],
+                    reference[0].split(" (")[0],
+                )
         except InputError as exc:
             for problem in _for_job(exc, job):
                 if problem.line() not in {p.line() for p in problems}:  # e.g. a bad --chromsizes
@@ -126,32 +113,20 @@ def _reusable(job: ExtractJob, contigs: list[tuple[str, int]]) -> bool:
     """A part from an earlier run is reused only if input, settings and content all match."""
     try:
         info = read_store_info(job.part)
-        record = info.sample_records.get(job.sample)
+        record = info.record.samples.get(job.sample) if info.record else None
         if info.sample_names != [job.sample] or record is None:
             return False
         alignment, _ = prepare_input(job.bam, job.sample, job.options)
+        source = layout.SourceFingerprint(path=str(job.bam), **fingerprint(alignment))
         same = (
-            {k: v for k, v in record.get("source", {}).items() if k != "path"}
-            == fingerprint(alignment)
-            and info.settings == job.options.settings_attr()
-            and info.contigs == contigs
-            and info.chunk_len == job.options.chunk_len
-            and info.compression == layout.compression_profile(job.options.compression).name
-            and record.get("strandedness", "") == job.options.strandedness
+            record.source.same_file(source)
+            and info.settings == job.options.store_settings()
+            and sorted(info.contigs) == sorted(contigs)
+            and record.strandedness == job.options.strandedness
         )
         return same and validate_store(job.part, quick=True).ok
     except BamstoreError:
         return False
-
-
-def _extract_job(job: ExtractJob, log_level: int) -> SampleResult:
-    """Runs in a worker process: configure its logging like the parent's, then extract."""
-    logging.basicConfig(level=log_level, format="%(message)s")
-    if log_level > logging.DEBUG:
-        quiet_htslib()
-    return extract_sample(
-        job.bam, job.sample, job.part, job.options, index=job.index, overwrite=True
-    )
 
 
 def run_extractions(
@@ -162,19 +137,27 @@ def run_extractions(
     retry_hint: str = "then re-run the build with --resume (finished samples are kept)",
     n_total: int | None = None,
 ) -> list[SampleResult]:
-    """Extract every job, `workers` samples at a time in worker processes (in this process for
-    one). `on_done` runs here as each sample finishes, so finished samples are kept even if
-    another fails; every failure is reported together at the end."""
+    """Extract every job, `workers` samples at a time, each in a thread of this process.
+
+    Threads, not processes: the kernel, inflate (libdeflate) and encode (blosc) release the
+    GIL, so samples run in parallel without a process pool, which would re-import the caller's
+    script (a Python user's script without a `__main__` guard would run again) and leave
+    workers behind when the parent is killed. `on_done` runs here as each sample finishes, so
+    finished samples are kept even if another fails; every failure is reported together at
+    the end. On KeyboardInterrupt (Ctrl-C) the running samples stop at their next window, their
+    partial stores are removed, and the interrupt is raised again.
+    """
     n_total = n_total if n_total is not None else len(jobs)
     results: list[SampleResult] = []
     failures: list[InputError] = []
     done = n_total - len(jobs)
+    cancel = threading.Event()
 
-    def finished(job: ExtractJob, get: Callable[[], SampleResult]) -> None:
+    def finished(job: ExtractJob, future: Future[SampleResult]) -> None:
         nonlocal done
         done += 1
         try:
-            res = get()
+            res = future.result()
         except InputError as exc:
             failures.extend(_for_job(exc, job, retry_hint))
             log.error("[%d/%d] %s failed: %s", done, n_total, job.sample, exc.line())
@@ -186,25 +169,28 @@ def run_extractions(
         if on_done is not None:
             on_done(job, res)
 
-    level = logging.getLogger().getEffectiveLevel()
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            finished(
-                job,
-                lambda job=job: extract_sample(  # type: ignore[misc]
-                    job.bam, job.sample, job.part, job.options, index=job.index, overwrite=True
-                ),
-            )
-    else:
-        # spawn, not fork: zarr keeps an event-loop thread that a forked child inherits broken
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-            futures = {pool.submit(_extract_job, job, level): job for job in jobs}
-            pending: set[Future[SampleResult]] = set(futures)
-            while pending:
-                ready, pending = wait(pending, return_when=FIRST_COMPLETED)
+    def extract(job: ExtractJob) -> SampleResult:
+        return extract_sample(
+            job.bam, job.sample, job.part, job.options, index=job.index, overwrite=True,
+            cancel=cancel,
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(workers, len(jobs))), thread_name_prefix="bamstore-sample"
+    ) as pool:
+        futures = {pool.submit(extract, job): job for job in jobs}
+        pending: set[Future[SampleResult]] = set(futures)
+        try:
+            while pending:  # a timeout, so that Ctrl-C reaches this thread at once
+                ready, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in ready:
-                    finished(futures[fut], fut.result)
+                    finished(futures[fut], fut)
+        except BaseException:
+            cancel.set()
+            for fut in pending:
+                fut.cancel()
+            wait(pending)
+            raise
     if failures:
         raise InputErrors(
             failures,
@@ -213,8 +199,34 @@ def run_extractions(
     return results
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One input of a build: a samplesheet row, or a BAM given to the Python API."""
+
+    name: str
+    bam: Path
+    bai: Path | None = None
+    strandedness: str = ""
+
+
 def build_store(
-    inputs: list[Path],
+    inputs: list[Path], out: Path, options: ExtractOptions, **build: Any
+) -> BuildResult:
+    """`bamstore build`: the samples of the samplesheet(s) `inputs` into one store at `out`;
+    `build` takes the keywords of `build_samples` (jobs, overwrite, resume, ...)."""
+    sheet = read_samplesheets(inputs)
+    return build_samples(
+        [Sample(row.sample, row.bam, row.bai, row.strandedness) for row in sheet.rows],
+        out,
+        options,
+        metadata_tables=[sheet.metadata_table()],
+        metadata_source=str(sheet.path),
+        **build,
+    )
+
+
+def build_samples(
+    samples: Sequence[Sample],
     out: Path,
     options: ExtractOptions,
     *,
@@ -223,25 +235,36 @@ def build_store(
     resume: bool = False,
     keep_parts: bool = False,
     copy: bool = False,
+    metadata_tables: Sequence[Mapping[str, Mapping[str, str]]] = (),
+    metadata_source: str = "metadata",
+    parts_dir: Path | None = None,
+    retry_hint: str = "then re-run the build with --resume (finished samples are kept)",
+    interrupted_hint: str | None = "re-run the same command with --resume to continue from them",
 ) -> BuildResult:
+    """Extract every sample into a per-sample store in `parts_dir` (default: beside `out`),
+    then merge them into `out`; the parts are removed once the store is published.
+
+    All inputs are checked before any work. With `resume`, parts of an earlier run whose input
+    and settings match are reused. On Ctrl-C the finished parts are kept and
+    `interrupted_hint` says what to do with them.
+    """
     started = time.monotonic()
     out = Path(out).absolute()
     check_output_path(out, overwrite=overwrite)
-    sheet = read_samplesheets(inputs)
-    parts_dir = parts_dir_for(out)
+    parts_dir = parts_dir or parts_dir_for(out)
     all_jobs = [
         ExtractJob(
-            row.sample,
-            row.bam,
-            parts_dir / f"{row.sample}.zarr",
-            _options_for(row, options),
-            row.bai,
+            sample.name,
+            sample.bam,
+            parts_dir / f"{sample.name}.zarr",
+            dataclasses.replace(options, strandedness=sample.strandedness),
+            sample.bai,
         )
-        for row in sheet.rows
+        for sample in samples
     ]
     contigs = check_jobs(all_jobs)
-    result = BuildResult(out, sheet.sample_names)
-    with output_lock(parts_dir, subject=out):
+    result = BuildResult(out, [sample.name for sample in samples])
+    with output_folder(out), output_folder(parts_dir), output_lock(parts_dir, subject=out):
         parts_dir.mkdir(exist_ok=True)
         todo = []
         for job in all_jobs:
@@ -250,21 +273,44 @@ def build_store(
                 result.reused.append(job.sample)
             else:
                 todo.append(job)
-        result.extracted = run_extractions(todo, jobs, n_total=len(all_jobs))
+        try:
+            result.extracted = run_extractions(
+                todo, jobs, n_total=len(all_jobs), retry_hint=retry_hint
+            )
+        except KeyboardInterrupt:
+            kept = sum(1 for job in all_jobs if job.part.exists())
+            log.warning(
+                "interrupted: %d of %d samples are finished and kept in %s%s",
+                kept,
+                len(all_jobs),
+                parts_dir,
+                f"; {interrupted_hint}" if interrupted_hint else "",
+            )
+            raise
         log.info("merging %d samples into %s", len(all_jobs), out)
         result.merge = merge_stores(
             [job.part for job in all_jobs],
             out,
-            metadata_tables=[sheet.metadata_table()],
-            metadata_source=str(sheet.path),
+            metadata_tables=metadata_tables,
+            metadata_source=metadata_source,
             overwrite=overwrite,
             copy=copy,
             threads=options.threads,
         )
         if not keep_parts:
-            shutil.rmtree(parts_dir, ignore_errors=True)
+            remove_parts(parts_dir, [job.part for job in all_jobs])
     result.seconds = time.monotonic() - started
     return result
+
+
+def remove_parts(parts_dir: Path, parts: Sequence[Path]) -> None:
+    """Remove the per-sample stores of this build, then their folder if nothing else is in it."""
+    for part in parts:
+        remove_tree(part)
+    try:
+        parts_dir.rmdir()
+    except OSError:
+        log.warning("%s holds files bamstore did not write; left in place", parts_dir)
 
 
 def summary_lines(result: BuildResult) -> list[str]:

@@ -121,6 +121,20 @@ def _parse_flags(_ctx: click.Context, _param: click.Parameter, value: str) -> in
     return flags
 
 
+out_option = click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output store, NAME.zarr (missing folders above it are created).",
+)
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Replace an existing --out (only a store bamstore wrote)."
+)
+copy_option = click.option(
+    "--copy", is_flag=True, help="Copy chunk files instead of hard-linking them."
+)
+
+
 def extract_options(func: F) -> F:
     """Options shared by extract and build (the pipeline params of the same names)."""
     decorators = [
@@ -231,10 +245,8 @@ def main() -> None:
 @click.option(
     "--bam", required=True, type=click.Path(path_type=Path), help="Coordinate-sorted BAM (or CRAM)."
 )
-@click.option("--sample", required=True, help="Sample name (letters, digits, ._+-).")
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Output store, NAME.zarr."
-)
+@click.option("--sample", required=True, help="Sample name (ASCII letters, digits, ._+-).")
+@out_option
 @click.option(
     "--index",
     type=click.Path(path_type=Path),
@@ -247,7 +259,7 @@ def main() -> None:
     default=None,
     help="Also write _fwd/_rev arrays with QuantNado's strand rules.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@overwrite_option
 @extract_options
 @command_options
 def extract(
@@ -277,9 +289,7 @@ def extract(
 
 @main.command()
 @click.argument("parts", nargs=-1, type=click.Path(path_type=Path))
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Output store, NAME.zarr."
-)
+@out_option
 @click.option(
     "--parts-file",
     type=click.Path(path_type=Path),
@@ -298,8 +308,8 @@ def extract(
     show_default=True,
     help="Column of --metadata that holds the sample names.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
-@click.option("--copy", is_flag=True, help="Copy chunk files instead of hard-linking them.")
+@overwrite_option
+@copy_option
 @click.option(
     "--threads",
     type=click.IntRange(1),
@@ -320,7 +330,7 @@ def merge(
 ) -> None:
     """Per-sample stores → one consolidated store (sample order as given)."""
     from bamstore.merge import merge_stores, read_parts_file
-    from bamstore.metadata import read_metadata_table
+    from bamstore.samplesheet import read_metadata_table
 
     paths = list(parts) + (read_parts_file(parts_file) if parts_file else [])
     tables = [read_metadata_table(metadata, sample_column)] if metadata else []
@@ -333,6 +343,13 @@ def merge(
         copy=copy,
         threads=threads,
     )
+    for part in result.reordered:
+        log.info(
+            "%s lists its contigs in another order than %s; the store follows %s's order",
+            part,
+            paths[0],
+            paths[0].name,
+        )
     log.info(
         "merged %d samples into %s in %.1f s (%d chunks linked, %d copied)",
         len(result.sample_names),
@@ -352,25 +369,23 @@ def merge(
     type=click.Path(path_type=Path),
     help="Samplesheet (CSV/TSV); repeat for several.",
 )
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Output store, NAME.zarr."
-)
+@out_option
 @click.option(
     "--jobs",
     "-j",
     type=click.IntRange(1),
     default=1,
     show_default=True,
-    help="Samples extracted in parallel (worker processes).",
+    help="Samples extracted at the same time (threads of this process).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@overwrite_option
 @click.option(
     "--resume",
     is_flag=True,
     help="Reuse per-sample stores of an earlier failed run whose BAM and settings match.",
 )
 @click.option("--keep-parts", is_flag=True, help="Keep the per-sample stores (.NAME.zarr.parts).")
-@click.option("--copy", is_flag=True, help="Copy chunk files instead of hard-linking them.")
+@copy_option
 @extract_options
 @command_options
 def build(
@@ -469,7 +484,9 @@ def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
-        click.echo(format_summary(summary, str(store), info.bamstore.get("version")))
+        click.echo(
+            format_summary(summary, str(store), info.record.version if info.record else None)
+        )
 
 
 @main.command("check-samplesheet")
@@ -477,7 +494,7 @@ def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
 @command_options
 def check_samplesheet(samplesheets: tuple[Path, ...]) -> None:
     """Report every problem of the samplesheet(s) at once, with line numbers."""
-    from bamstore.build import read_samplesheets
+    from bamstore.samplesheet import read_samplesheets
 
     sheet = read_samplesheets(list(samplesheets))
     stranded = sum(1 for r in sheet.rows if r.strandedness)

@@ -23,9 +23,6 @@ class InputError(BamstoreError):
         self.fix = fix
         super().__init__(self.line())
 
-    def __reduce__(self):  # picklable across build's worker processes
-        return (InputError, (self.subject, self.problem, self.fix))
-
     def line(self) -> str:
         text = f"{self.subject}: {self.problem}" if self.subject else self.problem
         if self.fix:
@@ -45,9 +42,6 @@ class InputErrors(InputError):
 
     def line(self) -> str:
         return str(self)
-
-    def __reduce__(self):
-        return (InputErrors, (self.problems, self.header))
 
 
 class OutputExistsError(InputError):

@@ -7,6 +7,7 @@ length. The store is built at a temporary sibling path and published by rename.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -19,21 +20,21 @@ from typing import Any
 
 import numpy as np
 
-from bamstore import __version__, layout
+from bamstore import layout
 from bamstore.bam_input import (
     AlignmentInput,
     account_for_left_out,
     fingerprint,
     open_alignment,
+    parse_selection,
     prefix_md5,
     read_chromsizes,
-    sample_name_problem,
     select_contigs,
     usable_index,
 )
 from bamstore.bam_input.fixes import sort_and_index
 from bamstore.blocks import BgzfError
-from bamstore.errors import InputError
+from bamstore.errors import InputError, InputErrors
 from bamstore.kernel import (
     CoverageReader,
     KernelName,
@@ -42,16 +43,26 @@ from bamstore.kernel import (
     open_coverage_reader,
 )
 from bamstore.publish import check_output_path, staged_output
+from bamstore.samplesheet import (
+    SAMPLE_NAME_FIX,
+    STRANDEDNESS_FIX,
+    sample_name_problem,
+    strandedness_problem,
+)
 from bamstore.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
-COVERAGE_DEFINITION = (
-    "per-base depth as samtools depth -a: M/=/X cover, D only with count_deletions, "
-    "N and clips never; records with any exclude_flags or MAPQ < min_mapq skipped; "
-    "0-based positions; overlapping mates count twice"
-)
 LONG_CONTIG = 20_000_000  # contigs at least this long get their own progress line
+
+
+@dataclass(frozen=True)
+class GivenContigs:
+    """Contigs given in memory instead of a `--chromsizes` file (the Python API); `label`
+    names them in messages ("the store", "chromsizes")."""
+
+    contigs: tuple[tuple[str, int], ...]
+    label: str
 
 
 @dataclass(frozen=True)
@@ -60,7 +71,7 @@ class ExtractOptions:
 
     read_filter: ReadFilter = field(default_factory=ReadFilter)
     chromosomes: str = "primary"
-    chromsizes: Path | None = None
+    chromsizes: Path | GivenContigs | None = None
     chunk_len: int = layout.DEFAULT_CHUNK_LEN
     compression: str = "default"
     strandedness: str = ""
@@ -76,13 +87,9 @@ class ExtractOptions:
                 f"--chunk-len {self.chunk_len} must be at least 1",
                 f"use the default {layout.DEFAULT_CHUNK_LEN}",
             )
-        if self.strandedness not in ("", *layout.STRAND_CODES):
-            raise InputError(
-                None,
-                f"strandedness {self.strandedness!r} is not U, F, R or empty",
-                "U: unstranded library split by alignment strand; F/R: read 1 on the "
-                "forward/reverse transcript strand",
-            )
+        problem = strandedness_problem(self.strandedness)
+        if problem:
+            raise InputError(None, problem, STRANDEDNESS_FIX)
         try:
             layout.compression_profile(self.compression)
         except ValueError as exc:
@@ -94,12 +101,29 @@ class ExtractOptions:
                 "use e.g. --exclude-flags 0x704 --min-mapq 0",
             )
 
-    def settings_attr(self) -> dict[str, Any]:
-        """What must agree between parts that are merged into one store."""
-        return {
-            "coverage": {"definition": COVERAGE_DEFINITION, **self.read_filter.to_attr()},
-            "chromosome_selection": self.chromosomes,
-        }
+    @classmethod
+    def from_settings(cls, settings: layout.StoreSettings, **other: Any) -> ExtractOptions:
+        """Options that count a sample exactly as a store's other samples were counted."""
+        read_filter = ReadFilter(
+            **{f.name: getattr(settings, f.name) for f in dataclasses.fields(ReadFilter)}
+        )
+        return cls(
+            read_filter=read_filter,
+            chromosomes=settings.chromosome_selection,
+            chunk_len=settings.chunk_len,
+            compression=settings.compression,
+            **other,
+        )
+
+    def store_settings(self) -> layout.StoreSettings:
+        """What is recorded in the store and must agree between parts that are merged."""
+        rule = parse_selection(self.chromosomes)  # canonical: " Primary" and "primary" are one
+        return layout.StoreSettings.from_read_filter(
+            self.read_filter,
+            chunk_len=self.chunk_len,
+            compression=layout.compression_profile(self.compression).name,
+            chromosome_selection=rule if isinstance(rule, str) else ",".join(rule),
+        )
 
 
 @dataclass
@@ -153,32 +177,23 @@ class SampleResult:
             "long_cigar_reads": sum(c.long_cigar_reads for c in self.contigs),
         }
 
-    def sample_attr(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "strandedness": self.strandedness,
-            "contig_sums": [c.sum_total for c in self.contigs],
-            "digests": [layout.chunk_digest(c.chunk_crcs["total"]) for c in self.contigs],
-            "total_reads": self.total_reads,
-            "warnings": self.warnings(),
-            "source": {"path": str(self.bam), **self.source},
-            "kernel": self.kernel,
-        }
-        if self.strandedness:
-            entry["fwd_sums"] = [c.sum_fwd for c in self.contigs]
-            entry["rev_sums"] = [c.sum_rev for c in self.contigs]
-            entry["fwd_digests"] = [layout.chunk_digest(c.chunk_crcs["fwd"]) for c in self.contigs]
-            entry["rev_digests"] = [layout.chunk_digest(c.chunk_crcs["rev"]) for c in self.contigs]
-        return entry
-
-
-def bamstore_attr(settings: dict[str, Any], samples: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "format": layout.FORMAT_NAME,
-        "format_version": layout.FORMAT_VERSION,
-        "version": __version__,
-        **settings,
-        "samples": samples,
-    }
+    def record(self) -> layout.SampleRecord:
+        """This sample's entry in the store's `bamstore` record."""
+        crcs = [c.chunk_crcs for c in self.contigs]
+        stranded = bool(self.strandedness)
+        return layout.SampleRecord(
+            strandedness=self.strandedness,
+            source=layout.SourceFingerprint(path=str(self.bam), **self.source),
+            total_reads=self.total_reads,
+            contig_sums=tuple(c.sum_total for c in self.contigs),
+            digests=tuple(layout.chunk_digest(c["total"]) for c in crcs),
+            fwd_sums=tuple(c.sum_fwd for c in self.contigs) if stranded else (),
+            rev_sums=tuple(c.sum_rev for c in self.contigs) if stranded else (),
+            fwd_digests=tuple(layout.chunk_digest(c["fwd"]) for c in crcs) if stranded else (),
+            rev_digests=tuple(layout.chunk_digest(c["rev"]) for c in crcs) if stranded else (),
+            warnings=self.warnings(),
+            kernel=self.kernel,
+        )
 
 
 class _WindowBuffers:
@@ -186,6 +201,10 @@ class _WindowBuffers:
         self.total = np.zeros(chunk_len, dtype=layout.COVERAGE_DTYPE)
         self.fwd = np.zeros(chunk_len, dtype=layout.COVERAGE_DTYPE) if stranded else self.total
         self.rev = np.zeros(chunk_len, dtype=layout.COVERAGE_DTYPE) if stranded else self.total
+
+
+class ExtractionCancelled(Exception):
+    """The extraction stopped because its caller asked it to (`cancel` was set)."""
 
 
 def _count_windows(
@@ -196,6 +215,7 @@ def _count_windows(
     options: ExtractOptions,
     sample: str,
     pool: ThreadPoolExecutor,
+    cancel: threading.Event | None,
 ) -> list[ContigResult]:
     """Drive the kernel over every kept contig; encode and write windows on the worker pool."""
     stranded = bool(options.strandedness)
@@ -234,6 +254,10 @@ def _count_windows(
         result = ContigResult(name, length)
         reader.start_contig(tids[name], length)
         while not stop.is_set():
+            if cancel is not None and cancel.is_set():
+                stop.set()
+                failure.append(ExtractionCancelled(sample))
+                break
             bufs = free.get()
             start = _next_window(reader, bufs, alignment.path, name)
             if start < 0:
@@ -317,8 +341,10 @@ def count_sample(
     options: ExtractOptions,
     sample: str,
     index: Path | None = None,
+    cancel: threading.Event | None = None,
 ) -> SampleResult:
-    """Count coverage of one sample into `writer` (row 0) and return its summary."""
+    """Count coverage of one sample into `writer` (row 0) and return its summary; stops with
+    ExtractionCancelled at the next window once `cancel` is set."""
     kernel = options.kernel or default_kernel()
     started = time.monotonic()
     with (
@@ -344,7 +370,9 @@ def count_sample(
             executor=pool,
         )
         try:
-            results = _count_windows(reader, alignment, contigs, writer, options, sample, pool)
+            results = _count_windows(
+                reader, alignment, contigs, writer, options, sample, pool, cancel
+            )
         finally:
             reader.close()
     return SampleResult(
@@ -365,37 +393,60 @@ def prepare_input(
     """All input checks that need no output: name, format, header, contig selection."""
     problem = sample_name_problem(sample)
     if problem:
-        raise InputError(bam, problem, "use letters, digits and ._+- only")
+        raise InputError(bam, problem, SAMPLE_NAME_FIX)
     alignment = open_alignment(bam, options.reference)
-    chromsizes = read_chromsizes(options.chromsizes) if options.chromsizes else None
-    contigs = select_contigs(alignment, options.chromosomes, chromsizes, options.chromsizes)
+    given = options.chromsizes
+    if isinstance(given, GivenContigs):
+        universe, label, source = list(given.contigs), given.label, given.label
+    elif given is not None:
+        universe, label, source = read_chromsizes(given), given, f"the chromsizes file {given}"
+    else:
+        universe, label, source = None, None, "the BAM header"
+    contigs = select_contigs(alignment, options.chromosomes, universe, label)  # type: ignore[arg-type]
+    check_contig_names(bam, contigs, bool(options.strandedness), source)
     return alignment, contigs
 
 
-def write_sample_store(
-    result: SampleResult,
-    writer: StoreWriter,
-    options: ExtractOptions,
-    metadata: dict[str, str] | None = None,
+def check_contig_names(
+    bam: Path, contigs: list[tuple[str, int]], stranded: bool, source: str
 ) -> None:
+    """Refuse contigs whose arrays cannot be written (unsafe or colliding names), all at once,
+    before anything is written; `source` says where they were listed."""
+    problems = [
+        InputError(
+            bam,
+            f"contig {name!r} from {source} cannot be stored: {problem}",
+            "leave it out with --chromosomes (e.g. --chromosomes primary, or a "
+            "comma-separated list of the contigs to keep)",
+        )
+        for name, problem in layout.contig_name_problems([c for c, _ in contigs], stranded)
+    ]
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise InputErrors(problems, header=f"{len(problems)} contig(s) cannot be stored")
+
+
+def write_sample_store(result: SampleResult, writer: StoreWriter, options: ExtractOptions) -> None:
     """Metadata arrays and root attributes of a one-sample store."""
+    sparsity = float(np.float32(result.sparsity))
     writer.write_metadata(
-        completed=np.array([True]),
-        sparsity=np.array([result.sparsity], dtype=np.float32),
-        sample_hashes=np.frombuffer(result.sample_hash, dtype=np.uint8).reshape(1, -1),
-        total_reads=np.array([result.total_reads], dtype=np.int64),
+        layout.MetadataArrays.one_sample(
+            sparsity=sparsity, sample_hash=result.sample_hash, total_reads=result.total_reads
+        )
     )
-    attrs = layout.root_attributes(
-        chromsizes=dict(writer.contigs),
-        sample_names=[result.sample],
-        chunk_len=options.chunk_len,
-        compression=layout.compression_profile(options.compression).name,
-        stranded={result.sample: result.strandedness},
-        average_sparsity=float(np.float32(result.sparsity)),
-        metadata_columns={k: [v] for k, v in (metadata or {}).items()},
-        bamstore=bamstore_attr(options.settings_attr(), {result.sample: result.sample_attr()}),
+    settings = options.store_settings()
+    writer.write_root_attributes(
+        layout.StoreAttributes(
+            contigs=tuple(writer.contigs),
+            sample_names=(result.sample,),
+            chunk_len=settings.chunk_len,
+            compression=settings.compression,
+            stranded={result.sample: result.strandedness},
+            average_sparsity=sparsity,
+            bamstore=layout.BamstoreRecord(settings, {result.sample: result.record()}),
+        )
     )
-    writer.write_root_attributes(attrs)
 
 
 def extract_sample(
@@ -406,9 +457,10 @@ def extract_sample(
     *,
     index: Path | None = None,
     overwrite: bool = False,
-    metadata: dict[str, str] | None = None,
+    cancel: threading.Event | None = None,
 ) -> SampleResult:
-    """BAM → per-sample store at `out`, published atomically. Raises InputError on bad input."""
+    """BAM → per-sample store at `out`, published atomically. Raises InputError on bad input,
+    ExtractionCancelled (nothing published) once `cancel` is set."""
     check_output_path(out, overwrite=overwrite)
     alignment, contigs = prepare_input(bam, sample, options)
     with staged_output(out, overwrite=overwrite) as tmp:
@@ -420,8 +472,8 @@ def extract_sample(
             chunk_len=options.chunk_len,
             profile=layout.compression_profile(options.compression),
         )
-        result = count_sample(alignment, contigs, writer, options, sample, index)
-        write_sample_store(result, writer, options, metadata)
+        result = count_sample(alignment, contigs, writer, options, sample, index, cancel)
+        write_sample_store(result, writer, options)
     _warn(result)
     return result
 

@@ -6,6 +6,7 @@ so nf-test can snapshot it: no paths, times or tool versions), the text form is 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -16,33 +17,33 @@ from bamstore.store import StoreInfo
 
 def summarize(info: StoreInfo) -> dict[str, Any]:
     meta = info.metadata_arrays
-    records = info.sample_records
+    record = info.record
     samples = []
     for row, name in enumerate(info.sample_names):
-        record = records.get(name, {})
-        sparsity = float(meta[layout.SPARSITY][row])
+        sample = record.samples.get(name) if record else None
+        sparsity = float(meta.sparsity[row])
         samples.append(
             {
                 "name": name,
-                "completed": bool(meta[layout.COMPLETED][row]),
-                "total_reads": int(meta[layout.TOTAL_READS][row]),
+                "completed": bool(meta.completed[row]),
+                "total_reads": int(meta.total_reads[row]),
                 "sparsity": None if np.isnan(sparsity) else round(sparsity, 4),
                 "stranded": info.stranded.get(name, ""),
-                "sample_hash": bytes(meta[layout.SAMPLE_HASHES][row]).hex(),
-                "contig_sums": record.get("contig_sums"),
-                "warnings": record.get("warnings", {}),
+                "sample_hash": bytes(meta.sample_hashes[row]).hex(),
+                "contig_sums": list(sample.contig_sums) if sample else None,
+                "warnings": dict(sample.warnings) if sample else {},
             }
         )
-    bam = info.bamstore
+    settings = info.settings
     return {
-        "format": bam.get("format", "quantnado"),
-        "format_version": bam.get("format_version"),
+        "format": layout.FORMAT_NAME if record else "quantnado",
+        "format_version": layout.FORMAT_VERSION if record else None,
         "n_samples": len(info.sample_names),
         "chunk_len": info.chunk_len,
         "compression": info.compression,
         "stranded_arrays": info.has_strand_arrays,
         "contigs": [{"name": n, "length": length} for n, length in info.contigs],
-        "settings": info.settings,
+        "settings": dataclasses.asdict(settings) if settings else None,
         "metadata_columns": info.metadata_columns,
         "samples": samples,
     }
@@ -61,13 +62,13 @@ def format_summary(summary: dict[str, Any], path: str, version: str | None) -> s
         f"chunks       (1, {summary['chunk_len']:,}), compression {summary['compression']}",
         f"strand       {'yes (_fwd/_rev arrays)' if summary['stranded_arrays'] else 'no'}",
     ]
-    coverage = (summary.get("settings") or {}).get("coverage") or {}
-    if coverage:
+    settings = summary.get("settings")
+    if settings:
         lines.append(
-            f"read filter  exclude flags {coverage.get('exclude_flags', 0):#x}, min MAPQ "
-            f"{coverage.get('min_mapq')}, deletions "
-            f"{'counted' if coverage.get('count_deletions') else 'not counted'}; chromosomes "
-            f"{summary['settings'].get('chromosome_selection')}"
+            f"read filter  exclude flags {settings['exclude_flags']:#x}, min MAPQ "
+            f"{settings['min_mapq']}, deletions "
+            f"{'counted' if settings['count_deletions'] else 'not counted'}; "
+            f"chromosomes {settings['chromosome_selection']}"
         )
     cols = summary["metadata_columns"]
     lines.append(f"metadata     {', '.join(cols) if cols else '(none)'}")

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from bamstore import layout
 from bamstore.errors import InputError, OutputExistsError, OutputLockedError
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,13 @@ def _recover(final: Path) -> None:
 
 
 def check_output_path(final: Path, *, overwrite: bool, suffix: str | None = ".zarr") -> None:
-    """Fail early (before any work) on an output that cannot or must not be written."""
+    """Fail early (before any work) on an output that cannot or must not be written.
+
+    Missing folders above `final` are fine (`output_folder` creates them) if the nearest
+    existing one is writable. `overwrite` replaces only a store that bamstore wrote, never a
+    user's folder or file.
+    """
+    final = Path(os.path.abspath(final))
     if suffix and final.suffix != suffix:
         raise InputError(
             final,
@@ -131,14 +138,45 @@ def check_output_path(final: Path, *, overwrite: bool, suffix: str | None = ".za
             f"use e.g. --out {final.with_suffix(suffix).name} (QuantNado opens only *.zarr stores)",
         )
     parent = final.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
     if not parent.is_dir():
-        raise InputError(final, f"output folder {parent} does not exist", "create it first")
+        raise InputError(final, f"{parent} is not a folder", "choose another --out")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(
             final, f"output folder {parent} is not writable", "choose a writable --out"
         )
-    if final.exists() and not overwrite:
-        raise OutputExistsError(final)
+    if final.exists() or final.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(final)
+        if not layout.written_by_bamstore(final):
+            raise InputError(
+                final,
+                "exists and is not a store written by bamstore, so --overwrite does not replace it",
+                "choose another --out, or move it away yourself",
+            )
+
+
+@contextlib.contextmanager
+def output_folder(final: Path) -> Iterator[None]:
+    """Create the missing folders above `final` (as most tools do); if the body fails, remove
+    those it created again, as far as they are still empty."""
+    created: list[Path] = []
+    folder = Path(os.path.abspath(final)).parent
+    while not folder.exists():
+        created.append(folder)
+        folder = folder.parent
+    for folder in reversed(created):
+        folder.mkdir(exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 @contextlib.contextmanager
@@ -146,10 +184,9 @@ def staged_output(final: Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary sibling path to build into; publish it at `final` on success."""
     final = Path(os.path.abspath(final))
     check_output_path(final, overwrite=overwrite, suffix=None)
-    with output_lock(final):
+    with output_folder(final), output_lock(final):
         _recover(final)
-        if final.exists() and not overwrite:
-            raise OutputExistsError(final)
+        check_output_path(final, overwrite=overwrite, suffix=None)
         tmp = _sibling(final, "tmp")
         try:
             yield tmp

@@ -1,27 +1,240 @@
-"""The samplesheet: which BAMs, under which sample names, with which metadata.
+"""Samplesheets and per-sample metadata tables: the one parser, and every rule they must meet.
 
-CSV (`.csv`) or TSV (`.tsv`) with a header. Required columns `sample` and `bam`; optional `bai`
-and `strandedness` (U, F, R or empty); every other column is per-sample metadata. Relative
-paths resolve against the samplesheet's folder. All problems are collected and reported
-together, each with its line number (the header is line 1). assets/schema_input.json encodes the
-same rules for nf-schema; tests/test_schemas.py keeps the two in step.
+A samplesheet is CSV (`.csv`) or TSV (`.tsv`) with a header. Required columns `sample` and
+`bam`; optional `bai` and `strandedness` (U, F, R or empty); every other column is per-sample
+metadata, stored as QuantNado's `metadata_<column>` lists. A metadata table (`merge
+--metadata`, the Python API's `metadata=`) is the same kind of file keyed by a sample column.
+Relative paths resolve against the sheet's folder. Values are kept exactly as written ("1"
+stays "1", QuantNado's float round trip would make it "1.0"); a missing value is "".
+
+Every problem is collected and reported together, each with its line number (the header is
+line 1). `bamstore check-samplesheet`, `build`, `merge` and the Python API all parse and check
+through this module, so a sheet that passes the check is one that `build` accepts.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bamstore.bam_input import sample_name_problem
 from bamstore.errors import InputError, InputErrors
 from bamstore.layout import STRAND_CODES
 
 REQUIRED_COLUMNS = ("sample", "bam")
 OPTIONAL_COLUMNS = ("bai", "strandedness")
-RESERVED_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+INPUT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS  # never stored as metadata
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
+# QuantNado relabels samples with a stored `sample_id` column.
+QUANTNADO_LABEL_COLUMN = "sample_id"
+# Columns that `BamStore.metadata` derives from the store; a user column of the same name would
+# be hidden behind them.
+DERIVED_COLUMNS = ("sample_hash", "completed", "sparsity")
+SAMPLE_NAME_FIX = "use ASCII letters, digits and ._+- only"
+STRANDEDNESS_FIX = (
+    "U: split by alignment strand; F/R: read 1 on the forward/reverse transcript strand; "
+    "empty: not stranded"
+)
+MetadataTable = dict[str, dict[str, str]]  # sample -> column -> value
+
+
+# ---------------------------------------------------------------------------- rules
+
+
+def sample_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a sample name (it becomes a file name), or None if it can."""
+    if not name or not name.strip():
+        return "sample name is empty"
+    if name != name.strip():
+        return f"sample name {name!r} has leading or trailing spaces"
+    if name in (".", ".."):
+        return f"sample name {name!r} cannot be used as a file name"
+    if not re.fullmatch(r"[A-Za-z0-9._+\-]+", name):
+        return (
+            f"sample name {name!r} has characters other than ASCII letters, digits and ._+- "
+            "(it is used as a file name)"
+        )
+    return None
+
+
+def strandedness_problem(code: str) -> str | None:
+    if code in ("", *STRAND_CODES):
+        return None
+    return f"strandedness {code!r} is not U, F, R or empty"
+
+
+def metadata_column_problems(
+    columns: Mapping[str, Sequence[str]], sample_names: Sequence[str], source: str
+) -> list[InputError]:
+    """Columns that would break QuantNado's readers or hide behind a derived column."""
+    problems = []
+    for column, values in columns.items():
+        if not column:
+            problems.append(
+                InputError(source, "a metadata column has no name", "name every column")
+            )
+        elif column in DERIVED_COLUMNS:
+            problems.append(
+                InputError(
+                    source,
+                    f"metadata column {column!r} would be hidden: readers show the store's own "
+                    f"{column!r} under that name",
+                    f"rename the column (e.g. to {column}_1)",
+                )
+            )
+        elif column == QUANTNADO_LABEL_COLUMN and list(values) != list(sample_names):
+            problems.append(
+                InputError(
+                    source,
+                    f"metadata column {column!r} differs from the sample names; "
+                    "QuantNado would use it to relabel the samples",
+                    f"rename the column (e.g. to original_{column})",
+                )
+            )
+    return problems
+
+
+# ---------------------------------------------------------------------------- CSV/TSV tables
+
+
+@dataclass
+class Table:
+    """A CSV/TSV file as read: its header and rows (line number, column -> stripped value)."""
+
+    path: Path
+    header: list[str] = field(default_factory=list)
+    rows: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+
+
+def read_table(
+    path: Path, what: str, required: Sequence[str], *, fix_required: str, any_suffix: bool = False
+) -> tuple[Table, list[InputError]]:
+    """Read `path`; return what could be read and every problem (file, header, field counts).
+
+    `what` names the file in messages ("samplesheet", "metadata file"); a header lacking one of
+    `required` is refused with `fix_required`. The separator follows the suffix (.csv, .tsv);
+    with `any_suffix`, other names are read as TSV if the header has a tab, else as CSV.
+    """
+    table = Table(Path(path))
+    if not path.exists():
+        return table, [InputError(path, f"{what} does not exist", "check the path")]
+    if path.is_dir():
+        return table, [InputError(path, f"is a directory, not a {what}", "give a .csv or .tsv")]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except PermissionError:
+        return table, [
+            InputError(
+                path, f"{what} cannot be read (permission denied)", "make it readable (chmod +r)"
+            )
+        ]
+    except UnicodeDecodeError:
+        return table, [
+            InputError(
+                path,
+                f"{what} is not UTF-8 text",
+                "save it as UTF-8 CSV/TSV (it may be an Excel file)",
+            )
+        ]
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        return table, [
+            InputError(
+                path, f"{what} is empty (no header line)", f"start it with a header: {fix_required}"
+            )
+        ]
+    delimiter, problems = _delimiter(path, what, lines[0], any_suffix)
+    if problems:
+        return table, problems
+    reader = csv.reader(lines, delimiter=delimiter)
+    header = [h.strip() for h in next(reader)]
+    problems = _header_problems(path, what, header, required, fix_required)
+    if problems:
+        return table, problems
+    table.header = header
+    for line_no, fields in enumerate(reader, start=2):
+        if not any(f.strip() for f in fields):
+            continue  # blank line
+        if len(fields) != len(header):
+            problems.append(
+                InputError(
+                    f"{path}:{line_no}",
+                    f"has {len(fields)} fields but the header has {len(header)}",
+                    "check for missing or extra separators (a trailing comma counts as a field)",
+                )
+            )
+            continue
+        table.rows.append((line_no, {h: f.strip() for h, f in zip(header, fields, strict=True)}))
+    return table, problems
+
+
+def _delimiter(
+    path: Path, what: str, header_line: str, any_suffix: bool
+) -> tuple[str, list[InputError]]:
+    suffix = path.suffix.lower()
+    if suffix not in DELIMITERS and any_suffix:
+        return ("\t" if "\t" in header_line else ","), []
+    if suffix not in DELIMITERS:
+        return ",", [
+            InputError(
+                path,
+                f"{what} must end in .csv or .tsv, not {suffix or '(none)'}",
+                "rename it to .csv (comma-separated) or .tsv (tab-separated)",
+            )
+        ]
+    delimiter = DELIMITERS[suffix]
+    other = "\t" if delimiter == "," else ","
+    if delimiter not in header_line and other in header_line:
+        kind = "tabs" if other == "\t" else "commas"
+        return delimiter, [
+            InputError(
+                path,
+                f"is named {suffix} but its header is separated by {kind}",
+                f"rename it to .{'tsv' if other == chr(9) else 'csv'}"
+                " or re-save it with the matching separator",
+            )
+        ]
+    return delimiter, []
+
+
+def _header_problems(
+    path: Path, what: str, header: list[str], required: Sequence[str], fix_required: str
+) -> list[InputError]:
+    problems: list[InputError] = []
+    missing = [c for c in required if c not in header]
+    if missing:
+        problems.append(
+            InputError(
+                path,
+                f"{what} header lacks required column(s) "
+                f"{', '.join(missing)} (found: {', '.join(header)})",
+                fix_required,
+            )
+        )
+    if any(not h for h in header):
+        problems.append(
+            InputError(
+                path,
+                f"{what} header has an empty column name",
+                "name every column, or remove trailing separators",
+            )
+        )
+    dups = sorted({h for h in header if h and header.count(h) > 1})
+    if dups:
+        problems.append(
+            InputError(
+                path,
+                f"{what} header repeats column(s) {', '.join(dups)}",
+                "give each column a unique name",
+            )
+        )
+    return problems
+
+
+# ---------------------------------------------------------------------------- samplesheets
 
 
 @dataclass(frozen=True)
@@ -49,7 +262,7 @@ class Samplesheet:
     def sample_names(self) -> list[str]:
         return [r.sample for r in self.rows]
 
-    def metadata_table(self) -> dict[str, dict[str, str]]:
+    def metadata_table(self) -> MetadataTable:
         return {r.sample: r.metadata for r in self.rows}
 
 
@@ -58,102 +271,26 @@ def _resolve(base: Path, value: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def _check_delimiter(path: Path, header_line: str) -> tuple[str, list[InputError]]:
-    suffix = path.suffix.lower()
-    if suffix not in DELIMITERS:
-        return ",", [
-            InputError(
-                path,
-                f"samplesheet must end in .csv or .tsv, not {suffix or '(none)'}",
-                "rename it to .csv (comma-separated) or .tsv (tab-separated)",
-            )
-        ]
-    delimiter = DELIMITERS[suffix]
-    other = "\t" if delimiter == "," else ","
-    if delimiter not in header_line and other in header_line:
-        kind = "tabs" if other == "\t" else "commas"
-        return delimiter, [
-            InputError(
-                path,
-                f"is named {suffix} but its header is separated by {kind}",
-                f"rename it to .{'tsv' if other == chr(9) else 'csv'}"
-                " or re-save it with the matching separator",
-            )
-        ]
-    return delimiter, []
-
-
-def read_samplesheet(path: Path, *, check_files: bool = True) -> Samplesheet:
-    """Parse and validate; raise InputErrors listing every problem found."""
-    sheet, problems = check_samplesheet(path, check_files=check_files)
-    if problems:
-        raise InputErrors(problems, header=f"{path}: {len(problems)} problem(s) in the samplesheet")
-    return sheet
-
-
 def check_samplesheet(
     path: Path, *, check_files: bool = True
 ) -> tuple[Samplesheet, list[InputError]]:
     """Parse `path`; return what could be read and the list of problems (empty if sound)."""
     path = Path(path)
     sheet = Samplesheet(path)
-    if not path.exists():
-        return sheet, [InputError(path, "samplesheet does not exist", "check the --input path")]
-    if path.is_dir():
-        return sheet, [InputError(path, "is a directory, not a samplesheet", "give a .csv or .tsv")]
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except PermissionError:
-        return sheet, [
-            InputError(
-                path,
-                "samplesheet cannot be read (permission denied)",
-                "make it readable (chmod +r)",
-            )
-        ]
-    except UnicodeDecodeError:
-        return sheet, [
-            InputError(
-                path,
-                "samplesheet is not UTF-8 text",
-                "save it as UTF-8 CSV/TSV (it may be an Excel file)",
-            )
-        ]
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        return sheet, [
-            InputError(
-                path,
-                "samplesheet is empty (no header line)",
-                "start it with a header such as: sample,bam,strandedness",
-            )
-        ]
-    delimiter, problems = _check_delimiter(path, lines[0])
-    if problems:
+    table, problems = read_table(
+        path,
+        "samplesheet",
+        REQUIRED_COLUMNS,
+        fix_required="the header must name at least: sample,bam",
+    )
+    if not table.header:
         return sheet, problems
-    reader = csv.reader(lines, delimiter=delimiter)
-    header = [h.strip() for h in next(reader)]
-    problems += _header_problems(path, header)
-    if problems:
-        return sheet, problems
-    sheet.metadata_columns = [h for h in header if h not in RESERVED_COLUMNS]
+    sheet.metadata_columns = [h for h in table.header if h not in INPUT_COLUMNS]
     base = path.resolve().parent
     seen: dict[str, int] = {}
-    for line_no, fields in enumerate(reader, start=2):
-        if not any(f.strip() for f in fields):
-            continue  # blank line
+    for line_no, row in table.rows:
         where = f"{path}:{line_no}"
-        if len(fields) != len(header):
-            problems.append(
-                InputError(
-                    where,
-                    f"has {len(fields)} fields but the header has {len(header)}",
-                    "check for missing or extra separators (a trailing comma counts as a field)",
-                )
-            )
-            continue
-        row = {h: f.strip() for h, f in zip(header, fields, strict=True)}
-        problems += _row_problems(where, row, seen, line_no, base, check_files)
+        problems += _row_problems(where, row, seen, base, check_files)
         sample = row["sample"]
         seen.setdefault(sample, line_no)
         bai = row.get("bai", "")
@@ -172,54 +309,19 @@ def check_samplesheet(
         problems.append(
             InputError(path, "samplesheet has a header but no samples", "add one line per sample")
         )
+    columns = {c: [r.metadata[c] for r in sheet.rows] for c in sheet.metadata_columns}
+    problems += metadata_column_problems(columns, sheet.sample_names, str(path))
     return sheet, problems
 
 
-def _header_problems(path: Path, header: list[str]) -> list[InputError]:
-    problems: list[InputError] = []
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        problems.append(
-            InputError(
-                path,
-                f"samplesheet header lacks required column(s) "
-                f"{', '.join(missing)} (found: {', '.join(header)})",
-                "the header must name at least: sample,bam",
-            )
-        )
-    if any(not h for h in header):
-        problems.append(
-            InputError(
-                path,
-                "samplesheet header has an empty column name",
-                "name every column, or remove trailing separators",
-            )
-        )
-    dups = sorted({h for h in header if h and header.count(h) > 1})
-    if dups:
-        problems.append(
-            InputError(
-                path,
-                f"samplesheet header repeats column(s) {', '.join(dups)}",
-                "give each column a unique name",
-            )
-        )
-    return problems
-
-
 def _row_problems(
-    where: str,
-    row: dict[str, str],
-    seen: dict[str, int],
-    line_no: int,
-    base: Path,
-    check_files: bool,
+    where: str, row: dict[str, str], seen: dict[str, int], base: Path, check_files: bool
 ) -> list[InputError]:
     problems: list[InputError] = []
     sample = row["sample"]
     problem = sample_name_problem(sample)
     if problem:
-        problems.append(InputError(where, problem, "use letters, digits and ._+- only"))
+        problems.append(InputError(where, problem, SAMPLE_NAME_FIX))
     elif sample in seen:
         problems.append(
             InputError(
@@ -228,16 +330,9 @@ def _row_problems(
                 "give every sample a unique name",
             )
         )
-    strand = row.get("strandedness", "")
-    if strand not in ("", *STRAND_CODES):
-        problems.append(
-            InputError(
-                where,
-                f"strandedness {strand!r} is not U, F, R or empty",
-                "U: split by alignment strand; F/R: read 1 on the forward/"
-                "reverse transcript strand; empty: not stranded",
-            )
-        )
+    problem = strandedness_problem(row.get("strandedness", ""))
+    if problem:
+        problems.append(InputError(where, problem, STRANDEDNESS_FIX))
     if not row["bam"]:
         problems.append(InputError(where, "bam is empty", "give the path of the sample's BAM"))
     elif check_files:
@@ -269,9 +364,15 @@ def _file_problems(where: str, column: str, path: Path) -> list[InputError]:
     return []
 
 
-def merge_samplesheets(sheets: list[Samplesheet]) -> Samplesheet:
-    """Several sheets as one; duplicate samples across sheets are reported together."""
+def read_samplesheets(paths: Sequence[Path]) -> Samplesheet:
+    """Several sheets as one; every problem of every sheet, and samples repeated across
+    sheets, reported together in one error."""
+    sheets: list[Samplesheet] = []
     problems: list[InputError] = []
+    for path in paths:
+        sheet, found = check_samplesheet(path)
+        sheets.append(sheet)
+        problems += found
     merged = Samplesheet(sheets[0].path)
     first: dict[str, SampleRow] = {}
     for sheet in sheets:
@@ -288,9 +389,80 @@ def merge_samplesheets(sheets: list[Samplesheet]) -> Samplesheet:
                 continue
             first[row.sample] = row
             merged.rows.append(row)
-        for col in sheet.metadata_columns:
-            if col not in merged.metadata_columns:
-                merged.metadata_columns.append(col)
+        merged.metadata_columns += [
+            c for c in sheet.metadata_columns if c not in merged.metadata_columns
+        ]
     if problems:
-        raise InputErrors(problems)
+        raise InputErrors(problems, header=f"{len(problems)} problem(s) in the samplesheet(s)")
     return merged
+
+
+# ---------------------------------------------------------------------------- metadata tables
+
+
+def read_metadata_table(path: Path, sample_column: str = "sample") -> MetadataTable:
+    """A metadata CSV/TSV as {sample: {column: value}}; the sample column is the key, and
+    samplesheet input columns (bam, bai, strandedness) are not metadata."""
+    path = Path(path)
+    table, problems = read_table(
+        path,
+        "metadata file",
+        [sample_column],
+        fix_required="name the column that holds the sample names (--sample-column)",
+        any_suffix=True,
+    )
+    out: MetadataTable = {}
+    for line_no, row in table.rows:
+        sample = row.pop(sample_column)
+        if sample in out:
+            problems.append(
+                InputError(
+                    f"{path}:{line_no}",
+                    f"sample {sample!r} appears twice",
+                    "keep one row per sample",
+                )
+            )
+            continue
+        out[sample] = {c: v for c, v in row.items() if c not in INPUT_COLUMNS}
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise InputErrors(problems, header=f"{len(problems)} problem(s) in {path}")
+    return out
+
+
+def metadata_columns(
+    sample_names: Sequence[str], tables: Sequence[Mapping[str, Mapping[str, str]]], source: str
+) -> dict[str, list[str]]:
+    """Combine tables (later ones win) into one list per column, aligned with `sample_names`.
+
+    Column order is first appearance. Samples missing from every table get "". Rows for other
+    samples are ignored (a shared sheet may describe more samples).
+    """
+    columns: list[str] = []
+    known = set(sample_names)
+    for table in tables:
+        for sample, row in table.items():
+            if sample in known:
+                columns += [c for c in row if c not in columns and c not in INPUT_COLUMNS]
+    out: dict[str, list[str]] = {}
+    for column in columns:
+        values = []
+        for name in sample_names:
+            value = ""
+            for table in tables:
+                if name in table and column in table[name]:
+                    value = table[name][column]
+            values.append(value)
+        out[column] = values
+    problems = metadata_column_problems(out, sample_names, source)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise InputErrors(problems, header=f"{len(problems)} problem(s) with metadata in {source}")
+    return out
+
+
+def unknown_samples(table: Mapping[str, object], sample_names: Sequence[str]) -> list[str]:
+    known = set(sample_names)
+    return [s for s in table if s not in known]

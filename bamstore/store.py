@@ -1,5 +1,5 @@
-"""Read what a store says about itself (root attributes, metadata arrays), for merge, validate
-and inspect. The reader API for coverage values is `bamstore.api.BamStore`."""
+"""Read what a store says about itself (root attributes, metadata arrays), for merge, validate,
+build and inspect. The reader API for coverage values is `bamstore.api.BamStore`."""
 
 from __future__ import annotations
 
@@ -19,63 +19,59 @@ from bamstore.errors import InputError
 
 @dataclass
 class StoreInfo:
+    """A store on disk: its root attributes as written (`raw`) and typed (`attrs`)."""
+
     path: Path
-    attrs: dict[str, Any]
+    raw: dict[str, Any]
+    attrs: layout.StoreAttributes
 
     @property
     def sample_names(self) -> list[str]:
-        return list(self.attrs["sample_names"])
+        return list(self.attrs.sample_names)
 
     @property
     def contigs(self) -> list[tuple[str, int]]:
-        return [(name, int(length)) for name, length in self.attrs["chromsizes"].items()]
+        return list(self.attrs.contigs)
 
     @property
     def chunk_len(self) -> int:
-        return int(self.attrs["chunk_len"])
+        return self.attrs.chunk_len
 
     @property
     def compression(self) -> str:
-        return str(self.attrs.get("construction_compression", "default"))
+        return self.attrs.compression
 
     @property
     def stranded(self) -> dict[str, str]:
-        value = self.attrs.get("stranded", {})
-        if isinstance(value, str):  # older QuantNado stores: one code for every sample
-            return dict.fromkeys(self.sample_names, value)
-        return {name: value.get(name, "") or "" for name in self.sample_names}
+        return dict(self.attrs.stranded)
 
     @property
     def has_strand_arrays(self) -> bool:
-        contigs = self.contigs
-        return bool(contigs) and (self.path / layout.strand_array_names(contigs[0][0])[0]).is_dir()
+        return self.attrs.has_strand_arrays
 
     @property
-    def bamstore(self) -> dict[str, Any]:
-        value = self.attrs.get(layout.BAMSTORE_ATTR)
-        return value if isinstance(value, dict) else {}
+    def record(self) -> layout.BamstoreRecord | None:
+        """The `bamstore` record; None for a store bamstore did not make (see `attrs`)."""
+        return self.attrs.bamstore
 
     @property
-    def sample_records(self) -> dict[str, dict[str, Any]]:
-        return self.bamstore.get("samples", {})
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """The settings that must agree between stores that are merged."""
-        return {k: self.bamstore.get(k) for k in ("coverage", "chromosome_selection")}
+    def settings(self) -> layout.StoreSettings | None:
+        return self.attrs.settings
 
     @property
     def metadata_columns(self) -> dict[str, list[str]]:
-        return layout.metadata_columns_from_attrs(self.attrs)
+        return {column: list(values) for column, values in self.attrs.metadata.items()}
 
     def array_document(self, name: str) -> dict[str, Any]:
         return layout.read_json(self.path / name / layout.ZARR_JSON)
 
     @cached_property
-    def metadata_arrays(self) -> dict[str, np.ndarray]:
+    def metadata_arrays(self) -> layout.MetadataArrays:
         group = zarr.open_group(LocalStore(self.path, read_only=True), mode="r")
         meta = group[layout.METADATA_GROUP]
-        return {name: np.asarray(meta[name][...]) for name in layout.METADATA_ARRAYS}
+        return layout.MetadataArrays(
+            **{spec.name: np.asarray(meta[spec.name][...]) for spec in layout.METADATA_SPECS}
+        )
 
 
 def read_store_info(path: Path) -> StoreInfo:
@@ -98,13 +94,13 @@ def read_store_info(path: Path) -> StoreInfo:
         ) from exc
     if doc.get("zarr_format") != 3 or doc.get("node_type") != "group":
         raise InputError(path, "is not a Zarr v3 group", "give a store made by bamstore")
-    attrs = doc.get("attributes", {})
-    missing = [a for a in layout.REQUIRED_ROOT_ATTRS if a not in attrs]
-    if missing:
+    raw = doc.get("attributes", {})
+    try:
+        attrs = layout.StoreAttributes.from_json(raw)
+    except (layout.FormatError, ValueError) as exc:
         raise InputError(
             path,
-            f"lacks root attribute(s) {', '.join(missing)}, so it is not a "
-            "coverage store (or its build did not finish)",
+            f"{exc}, so it is not a coverage store (or its build did not finish)",
             "rebuild it",
-        )
-    return StoreInfo(path, attrs)
+        ) from None
+    return StoreInfo(path, raw, attrs)

@@ -8,11 +8,9 @@ zarr itself, so their codecs are exactly zarr's defaults, as in QuantNado.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
@@ -72,31 +70,20 @@ class StoreWriter:
         with open(self.chunk_file(array, row, col), "wb") as fh:
             fh.write(data)
 
-    def write_metadata(
-        self,
-        *,
-        completed: np.ndarray,
-        sparsity: np.ndarray,
-        sample_hashes: np.ndarray,
-        total_reads: np.ndarray,
-    ) -> None:
-        n = self.n_samples
+    def write_metadata(self, arrays: layout.MetadataArrays) -> None:
+        """The four metadata arrays, through zarr itself (its default codecs, as QuantNado)."""
+        if len(arrays.completed) != self.n_samples:
+            raise ValueError(
+                f"metadata for {len(arrays.completed)} samples, expected {self.n_samples}"
+            )
         group = zarr.open_group(LocalStore(self.path), mode="r+", zarr_format=3)
         meta = group.create_group(layout.METADATA_GROUP)
-        specs: list[tuple[str, np.ndarray, Any, Any]] = [
-            (layout.COMPLETED, completed, np.bool_, False),
-            (layout.SPARSITY, sparsity, np.float32, "NaN"),
-            (layout.SAMPLE_HASHES, sample_hashes, np.uint8, 0),
-            (layout.TOTAL_READS, total_reads, np.int64, 0),
-        ]
-        for name, values, dtype, fill in specs:
-            values = np.asarray(values, dtype=dtype)
-            expected = (n, layout.HASH_WIDTH) if name == layout.SAMPLE_HASHES else (n,)
-            if values.shape != expected:
-                raise ValueError(f"{name}: shape {values.shape}, expected {expected}")
-            arr = meta.create_array(name, shape=expected, dtype=dtype, fill_value=fill)
+        for spec, values in arrays.items():
+            arr = meta.create_array(
+                spec.name, shape=spec.shape(self.n_samples), dtype=spec.dtype, fill_value=spec.fill
+            )
             arr[...] = values
 
-    def write_root_attributes(self, attrs: Mapping[str, Any]) -> None:
+    def write_root_attributes(self, attrs: layout.StoreAttributes) -> None:
         """Written last, in one go: a store without them cannot be opened by QuantNado."""
-        layout.write_json(self.path / layout.ZARR_JSON, layout.group_document(attrs))
+        layout.write_json(self.path / layout.ZARR_JSON, layout.group_document(attrs.to_json()))

@@ -483,7 +483,7 @@ def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def depth_args(store_attrs: dict[str, Any]) -> list[str]:
     """samtools depth options for the read filter recorded in the store."""
-    cov = store_attrs.get("bamstore", {}).get("coverage", {})
+    cov = store_attrs.get("bamstore", {}).get("settings", {})
     args = ["-a", "-G", str(cov.get("exclude_flags", 0x704)), "-Q", str(cov.get("min_mapq", 0))]
     if cov.get("count_deletions"):
         args.append("-J")
@@ -1050,7 +1050,7 @@ def run_benchmark(config: Config, args: argparse.Namespace) -> tuple[Report, boo
             ],
             rep,
             reads=n * main_reads,
-            note="--threads 1 per job: extract in 2 processes, then merge",
+            note="--threads 1 per job: extract 2 samples at a time (threads), then merge",
         )
     )
     build_row = rows[-1]

@@ -1,10 +1,15 @@
-"""Write small BAMs from explicit read specs (pysam), and the samtools-depth oracle.
+"""The one BAM factory of the tests: BAMs from explicit read specs or seeded random reads
+(pysam), BAMs re-blocked as htsjdk writes them, and the samtools-depth oracle.
 
-Shared by the tests: every BAM a test needs is generated here, in the test's tmp dir.
+Every BAM a test needs is generated here, in the test's tmp dir (larger simulated BAMs come from
+`bamstore.simulate.make_bam`).
 """
 
 from __future__ import annotations
 
+import gzip
+import struct
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +18,11 @@ import numpy as np
 import pysam
 
 Contigs = Sequence[tuple[str, int]]
+CONTIGS: list[tuple[str, int]] = [("chr1", 2000), ("chr2", 1500)]
+EDGE_CONTIGS = [("c1", 1000), ("c2", 300), ("c3", 50)]
+RANDOM_CONTIGS = [("chr1", 30_000), ("chr2", 12_000), ("chr3", 700)]
+PAIR_F1R2 = 0x1 | 0x2 | 0x40 | 0x20  # read 1, forward, mate reverse
+PAIR_F2R1 = 0x1 | 0x2 | 0x80 | 0x10  # read 2, reverse
 
 
 @dataclass(frozen=True)
@@ -141,3 +151,60 @@ def count_library(
             if read.reference_start < lengths[read.reference_name]:
                 n += 1
     return n
+
+
+def random_reads(seed: int, n: int, contigs: Contigs = CONTIGS, read_len: int = 60) -> list[Read]:
+    """Plain reads with a few spliced, deleted and filtered ones; deterministic for `seed`."""
+    rng = np.random.default_rng(seed)
+    cigars = [f"{read_len}M", f"10S{read_len - 10}M", "20M2D20M", "15M100N25M", "30M5I25M"]
+    flags = [0, 0, 0, 16, 16, 0x400, 0x100, 99, 147]
+    out = []
+    for i in range(n):
+        name, length = contigs[int(rng.integers(len(contigs)))]
+        out.append(
+            Read(
+                name,
+                int(rng.integers(0, max(1, length - 200))),
+                cigars[int(rng.integers(len(cigars)))],
+                flag=flags[int(rng.integers(len(flags)))],
+                mapq=int(rng.integers(0, 61)),
+                name=f"q{i}",
+            )
+        )
+    return out
+
+
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+
+def _bgzf_block(payload: bytes) -> bytes:
+    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+    data = comp.compress(payload) + comp.flush()
+    bsize = 12 + 6 + len(data) + 8 - 1
+    head = b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x06\x00BC\x02\x00"
+    return (
+        head
+        + struct.pack("<H", bsize)
+        + data
+        + struct.pack("<II", zlib.crc32(payload), len(payload))
+    )
+
+
+def reblock(src: Path, dst: Path, sizes: Sequence[int], *, index: bool = True) -> Path:
+    """Re-compress `src` into BGZF blocks of the given uncompressed sizes (cycled).
+
+    htslib starts a new block rather than split a record (unless it is over 64 KiB); htsjdk
+    (Picard) splits records anywhere. This makes the second kind of file.
+    """
+    data = gzip.decompress(Path(src).read_bytes())
+    out = bytearray()
+    pos = i = 0
+    while pos < len(data):
+        n = max(1, min(sizes[i % len(sizes)], 65280))
+        out += _bgzf_block(data[pos : pos + n])
+        pos += n
+        i += 1
+    Path(dst).write_bytes(bytes(out) + BGZF_EOF)
+    if index:
+        pysam.index(str(dst))
+    return Path(dst)

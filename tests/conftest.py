@@ -1,34 +1,26 @@
-"""Fixtures: generated BAMs (session-scoped, built once) and helpers to extract and read stores."""
+"""Fixtures: generated BAMs (session-scoped, built once), the CLI in a fresh process, and
+stores read back through plain zarr. Helpers that are not fixtures live in support.py and
+bamfactory.py; nothing is imported from this file."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-from bamfactory import Read, write_bam
+from bamfactory import EDGE_CONTIGS, PAIR_F1R2, PAIR_F2R1, RANDOM_CONTIGS, Read, write_bam
+from support import cli_argv, extract_here
 
-from bamstore.extract import ExtractOptions, extract_sample
-from bamstore.kernel import ReadFilter, available_kernels
 from bamstore.simulate import make_bam
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = REPO / "bin" / "bamstore"
-TEST_DATA = REPO / "tests" / "data"
-KERNELS = available_kernels()
-
-EDGE_CONTIGS = [("c1", 1000), ("c2", 300), ("c3", 50)]
-PAIR_F1R2 = 0x1 | 0x2 | 0x40 | 0x20  # read 1, forward, mate reverse
-PAIR_F2R1 = 0x1 | 0x2 | 0x80 | 0x10  # read 2, reverse
 
 
 def edge_reads() -> list[Read]:
-    """Every case the core issue lists, placed to hit contig ends and chunk boundaries."""
+    """Every CIGAR operation, flag and position case that changes depth, placed to hit contig
+    ends and chunk boundaries."""
     return [
         Read("c1", 0, "10M"),  # first base
         Read("c1", 990, "10M"),  # last base
@@ -71,9 +63,6 @@ def edge_bam(data_dir: Path) -> Path:
     return write_bam(data_dir / "edge.bam", edge_reads(), EDGE_CONTIGS)
 
 
-RANDOM_CONTIGS = [("chr1", 30_000), ("chr2", 12_000), ("chr3", 700)]
-
-
 @pytest.fixture(scope="session")
 def random_bam(data_dir: Path) -> Path:
     return make_bam(data_dir / "random_pe.bam", 6000, RANDOM_CONTIGS, seed=3, threads=1)
@@ -86,29 +75,55 @@ def random_se_bam(data_dir: Path) -> Path:
     )
 
 
-def options(**kw: object) -> ExtractOptions:
-    """ExtractOptions with chromosomes=all and read-filter keywords mixed in."""
-    filt = {k: kw.pop(k) for k in ("exclude_flags", "min_mapq", "count_deletions") if k in kw}
-    kw.setdefault("chromosomes", "all")
-    return ExtractOptions(read_filter=ReadFilter(**filt), **kw)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def extract(tmp_path: Path) -> Callable[..., Path]:
-    """extract(bam, sample="s", **options) → path of a new per-sample store."""
+    """extract(bam, sample="s", **options) → path of a new per-sample store (in this process;
+    options as `support.extract_options`)."""
     counter = iter(range(10_000))
 
     def run(bam: Path, sample: str = "s", **kw: object) -> Path:
         out = tmp_path / f"{sample}-{next(counter)}.zarr"
-        extract_sample(bam, sample, out, options(**kw))
+        extract_here(bam, out, sample, **kw)
         return out
 
     return run
 
 
-def read_rows(store: Path, array: str) -> np.ndarray:
-    """A whole coverage array through plain zarr (tests only: small contigs)."""
-    return np.asarray(zarr.open_group(str(store), mode="r")[array][...])
+@pytest.fixture(scope="session")
+def read_rows() -> Callable[[Path, str], np.ndarray]:
+    """read_rows(store, array) → the whole coverage array through plain zarr (small contigs)."""
+
+    def read(store: Path, array: str) -> np.ndarray:
+        return np.asarray(zarr.open_group(str(store), mode="r")[array][...])
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """run_cli(*args, cwd=None, env=None, timeout=600) → bin/bamstore run in a fresh process
+    (real exit codes, real stderr); `env` is added to this process's environment, and
+    `preexec_fn` is passed on (resource limits, dropped capabilities)."""
+
+    def run(
+        *args: object,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 600,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cli_argv(*args),
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run
 
 
 @pytest.fixture(autouse=True)
@@ -116,49 +131,3 @@ def _no_kernel_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests choose kernels explicitly; an outer BAMSTORE_KERNEL must not leak in."""
     if "BAMSTORE_KERNEL" in os.environ:
         monkeypatch.delenv("BAMSTORE_KERNEL")
-
-
-def bamstore_command(*args: object) -> list[str]:
-    """The argv of bin/bamstore, as Nextflow tasks call it."""
-    return [sys.executable, str(BIN), *map(str, args)]
-
-
-def run_bamstore(
-    *args: object,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    preexec_fn: Callable[[], None] | None = None,
-    timeout: float = 600,
-) -> subprocess.CompletedProcess[str]:
-    """bin/bamstore in a fresh process: real exit codes, real stderr."""
-    return subprocess.run(
-        bamstore_command(*args),
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        preexec_fn=preexec_fn,
-        timeout=timeout,
-        check=False,
-    )
-
-
-@pytest.fixture(name="run_cli")
-def run_cli_fixture() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """run_cli(*args, cwd=None, env=None, timeout=600): bin/bamstore in a fresh process."""
-
-    def run_cli(
-        *args: object,
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-        timeout: float = 600,
-    ) -> subprocess.CompletedProcess[str]:
-        return run_bamstore(*args, cwd=cwd, env=env, timeout=timeout)
-
-    return run_cli
-
-
-@pytest.fixture(name="read_rows")
-def read_rows_fixture() -> Callable[[Path, str], np.ndarray]:
-    """read_rows(store, array): a whole coverage array through plain zarr."""
-    return read_rows

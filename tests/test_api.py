@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pandas as pd
 import pysam
 import pytest
 import zarr
+from bamfactory import Read, write_bam
 from zarr.storage import LocalStore, WrapperStore
 
 from bamstore import api, build, layout
@@ -65,20 +68,7 @@ def count_library(bam: Path, kept: dict[str, int], exclude: int = 0x704) -> int:
 
 def write_reads(path: Path, contigs: list[tuple[str, int]], reads: list[tuple[str, int, str]]):
     """A sorted, indexed BAM of single-end forward reads (contig, 0-based start, CIGAR)."""
-    header = {"HD": {"VN": "1.6", "SO": "coordinate"}}
-    header["SQ"] = [{"SN": n, "LN": length} for n, length in contigs]
-    tids = {n: i for i, (n, _) in enumerate(contigs)}
-    with pysam.AlignmentFile(str(path), "wb", header=header) as out:
-        for i, (contig, pos, cigar) in enumerate(sorted(reads, key=lambda r: (tids[r[0]], r[1]))):
-            seg = pysam.AlignedSegment()
-            seg.query_name, seg.flag, seg.mapping_quality = f"r{i}", 0, 60
-            seg.reference_id, seg.reference_start, seg.cigarstring = tids[contig], pos, cigar
-            length = seg.infer_query_length()
-            seg.query_sequence = "A" * length
-            seg.query_qualities = pysam.qualitystring_to_array("I" * length)
-            out.write(seg)
-    pysam.index(str(path))
-    return path
+    return write_bam(path, [Read(contig, pos, cigar) for contig, pos, cigar in reads], contigs)
 
 
 # ---------------------------------------------------------------------------- region strings
@@ -274,7 +264,7 @@ def test_reading_touches_only_the_chunks_a_region_needs(
         store.keys = keys
         return store
 
-    monkeypatch.setattr(api, "_local_store", counting)
+    monkeypatch.setattr(api, "local_store", counting)
     store = BamStore.open(built)
     keys.clear()
     store.extract_region("chr1:9,000-17,000", samples=["c", "a"])
@@ -353,7 +343,7 @@ def test_constructor_creates_attaches_and_refuses(tmp_path: Path) -> None:
 def test_process_samples_fills_rows_like_a_build(
     built: Path, bams: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Rows filled in parallel worker processes equal the merged build, chunk for chunk."""
+    """Rows filled two samples at a time (threads) equal the merged build, chunk for chunk."""
     store = BamStore(tmp_path / "p.zarr", KEPT, NAMES, chunk_len=CHUNK, stranded=STRANDED)
     store.process_samples([bams[n] for n in NAMES], max_workers=2)
     assert store.n_completed == 3
@@ -418,21 +408,21 @@ def test_staging_dir_builds_elsewhere_and_publishes_atomically(
     scratch, out_dir = tmp_path / "scratch", tmp_path / "project"
     out_dir.mkdir()
     final = out_dir / "s.zarr"
-    merged_at: list[Path] = []
+    parts_at: list[Path] = []
     final_existed: list[bool] = []
-    real_merge = api.merge_stores
+    real_merge = build.merge_stores
 
     def spy(parts: list[Path], out: Path, **kwargs: Any) -> Any:
-        merged_at.append(Path(out))
+        parts_at.append(Path(parts[0]))
         final_existed.append(final.exists())
         return real_merge(parts, out, **kwargs)
 
-    monkeypatch.setattr(api, "merge_stores", spy)
+    monkeypatch.setattr(build, "merge_stores", spy)
     args = ([bams[n] for n in NAMES],)
     store = BamStore.from_bam_files(
         *args, store_path=out_dir / "s", staging_dir=scratch, chunk_len=CHUNK, stranded=STRANDED
     )
-    assert merged_at[0].is_relative_to(scratch)
+    assert parts_at[0].is_relative_to(scratch)  # the per-sample writing happens on scratch
     assert final_existed == [False]  # nothing at the final path while building
     assert store.store_path == final and not store.read_only
     assert np.array_equal(np.asarray(store.root["chr2"][...]), BamStore.open(built).root["chr2"])
@@ -445,7 +435,7 @@ def test_staging_dir_builds_elsewhere_and_publishes_atomically(
     BamStore.from_bam_files(
         [bams["a"]], store_path=out_dir / "t.zarr", local_staging=True, chunk_len=CHUNK
     )
-    assert merged_at[1].is_relative_to(tmpdir) and list(tmpdir.iterdir()) == []
+    assert parts_at[1].is_relative_to(tmpdir) and list(tmpdir.iterdir()) == []
 
     # a failed rebuild leaves the published store as it was
     before = {p: p.read_bytes() for p in final.rglob("*") if p.is_file()}
@@ -477,19 +467,46 @@ def test_test_mode_keeps_only_chr21_chr22_chry(tmp_path: Path) -> None:
     assert store.library_sizes.tolist() == [float(count_library(bam, kept))]
 
 
-def test_filter_chromosomes(tmp_path: Path) -> None:
+def test_filter_chromosomes(tmp_path: Path, run_cli) -> None:
+    """The API chooses contigs by bamstore's rules (the same as --chromosomes) and records the
+    rule, not the contig list; QuantNado's own rule ('chr' without '_') kept chrEBV and dropped
+    every Ensembl name, and ignored filter_chromosomes=False."""
     contigs = [("chr1", 8000), ("chrUn_x", 3000), ("1", 4000), ("chrEBV", 2000)]
     bam = make_bam(tmp_path / "mixed.bam", 500, contigs, seed=9)
     kept = BamStore.from_bam_files([bam], store_path=tmp_path / "f.zarr")
-    assert list(kept.chromsizes) == ["chr1", "chrEBV"]  # QuantNado's 'chr' without '_' rule
+    assert list(kept.chromsizes) == ["chr1", "1"]  # primary chromosomes, either naming
+    assert kept.attrs["bamstore"]["settings"]["chromosome_selection"] == "primary"
     every = BamStore.from_bam_files(
         [bam], store_path=tmp_path / "all.zarr", filter_chromosomes=False
     )
     assert every.chromsizes == dict(contigs)
+    assert every.attrs["bamstore"]["settings"]["chromosome_selection"] == "all"
     assert every.library_sizes.tolist() == [float(count_library(bam, dict(contigs)))]
-    ensembl = make_bam(tmp_path / "ens.bam", 200, [("1", 5000), ("MT", 2000)], seed=3)
-    with pytest.raises(ValueError, match="filter_chromosomes=False"):
-        BamStore.from_bam_files([ensembl], store_path=tmp_path / "e.zarr")  # B1: not silent
+    unplaced = make_bam(tmp_path / "un.bam", 200, [("chrUn_a", 5000), ("chrEBV", 2000)], seed=3)
+    with pytest.raises(InputError, match="keeps no contig"):  # never an empty store
+        BamStore.from_bam_files([unplaced], store_path=tmp_path / "e.zarr")
+    assert not (tmp_path / "e.zarr").exists()
+
+
+def test_api_stores_and_cli_parts_record_the_same_rule_and_merge(
+    tmp_path: Path, bams: dict[str, Path], run_cli
+) -> None:
+    """API stores recorded the joined contig list as their chromosome selection and CLI parts
+    the rule, so the two could not be merged."""
+    api_store = BamStore.from_bam_files(
+        [bams["a"]], store_path=tmp_path / "api.zarr", chunk_len=CHUNK
+    ).store_path
+    part = tmp_path / "b.zarr"
+    done = run_cli("extract", "--bam", bams["b"], "--sample", "b", "--out", part,
+                   "--chunk-len", CHUNK)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    merged = tmp_path / "m.zarr"
+    done = run_cli("merge", api_store, part, "--out", merged)
+    assert done.returncode == 0, done.stderr
+    store = BamStore.open(merged)
+    assert store.sample_names == ["a", "b"] and store.chromsizes == KEPT
+    assert store.attrs["bamstore"]["settings"]["chromosome_selection"] == "primary"
+    assert validate_store(merged).ok
 
 
 def test_metadata_methods(built: Path, tmp_path: Path, bams: dict[str, Path]) -> None:
@@ -503,7 +520,11 @@ def test_metadata_methods(built: Path, tmp_path: Path, bams: dict[str, Path]) ->
     )
     attrs = json.loads((store.store_path / "zarr.json").read_text())["attributes"]
     assert attrs["metadata_condition"] == ["treated", "", "control"]
-    assert attrs["metadata_her2_status"] == ["pos", "", ""]  # QuantNado would drop it (B10)
+    assert attrs["metadata_her2_status"] == [
+        "pos",
+        "",
+        "",
+    ]  # QuantNado drops columns containing "r2"
     assert store.list_metadata_columns() == ["condition", "her2_status"]
     meta = store.metadata
     assert meta.index.name == "sample_id" and meta.index.tolist() == NAMES
@@ -531,7 +552,7 @@ def test_metadata_methods(built: Path, tmp_path: Path, bams: dict[str, Path]) ->
     assert back["sample_id"].tolist() == NAMES and back["lane"].tolist()[0] == "7"
     with pytest.raises(ValueError, match="Sample column 'sample_id' not found"):
         store.set_metadata(pd.DataFrame({"x": [1]}))
-    with pytest.raises(ValueError, match="would relabel"):  # B11
+    with pytest.raises(ValueError, match="would use it to relabel the samples"):
         store.set_metadata(pd.DataFrame({"s": ["a"], "sample_id": ["other"]}), sample_column="s")
     with pytest.raises(ValueError, match="Sample hash mismatch"):
         store.set_metadata(pd.DataFrame({"sample_id": ["a"], "sample_hash": ["00ff"]}))
@@ -558,7 +579,9 @@ def test_process_samples_refuses_inputs_that_do_not_fit(
     store = BamStore(tmp_path / "w.zarr", {"chr1": 29_000, "chr2": 12_000}, ["a"], chunk_len=CHUNK)
     with pytest.raises(ValueError, match="bam_files length"):
         store.process_samples([bams["a"], bams["b"]])
-    with pytest.raises(InputErrors, match="'chr1' is 30000 bp here but 29000 bp in the store"):
+    with pytest.raises(
+        InputErrors, match="'chr1' is 30000 bp in the BAM header but 29000 bp in the store"
+    ):
         store.process_samples([bams["a"]])
     assert store.n_completed == 0 and not layout.row_chunk_files(store.store_path, "chr1", 0)
     doc_path = store.store_path / "zarr.json"
@@ -567,3 +590,98 @@ def test_process_samples_refuses_inputs_that_do_not_fit(
     doc_path.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="not made by bamstore"):
         BamStore.open(store.store_path, read_only=False).process_samples([bams["a"]])
+
+
+# ---------------------------------------------------------------------------- plain scripts
+
+
+def _script(path: Path, body: str) -> Path:
+    path.write_text("from bamstore import BamStore\n" + body)
+    return path
+
+
+def test_parallel_build_from_a_script_without_main_guard(
+    tmp_path: Path, bams: dict[str, Path]
+) -> None:
+    """max_workers=2 in a script without `if __name__ == "__main__":` once ran the script
+    body three times and died with BrokenProcessPool (spawned workers re-import __main__)."""
+    paths = [str(bams[n]) for n in NAMES]
+    script = _script(
+        tmp_path / "build.py",
+        'print("body")\n'
+        f"store = BamStore.from_bam_files({paths!r}, store_path={str(tmp_path / 's.zarr')!r}, "
+        f"chunk_len={CHUNK}, max_workers=2)\n"
+        'print("complete", store.n_completed)\n',
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["body", "complete 3"]
+    assert validate_store(tmp_path / "s.zarr").ok
+
+
+def test_killed_resume_run_leaves_no_parts_after_a_rerun(tmp_path: Path) -> None:
+    """from_bam_files(resume=True) killed and rerun once left the dead run's
+    .NAME.zarr.parts-XXXX folder behind."""
+    contigs = [("chr1", 2_000_000), ("chr2", 600_000)]
+    paths = [
+        str(make_bam(tmp_path / f"{n}.bam", 60_000, contigs, seed=30 + i, threads=1))
+        for i, n in enumerate(NAMES)
+    ]
+    script = _script(
+        tmp_path / "resume.py",
+        f"BamStore.from_bam_files({paths!r}, store_path={str(tmp_path / 'r.zarr')!r}, "
+        "chunk_len=2000, resume=True)\n",
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if list(tmp_path.glob(".r.zarr.parts*/*")):
+            break
+        time.sleep(0.002)
+    proc.kill()
+    proc.wait()
+    assert list(tmp_path.glob(".r.zarr.parts*")), "the run ended before it could be killed"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.glob(".r.zarr*")) == []
+    assert BamStore.open(tmp_path / "r.zarr").n_completed == 3
+
+
+# ---------------------------------------------------------------------------- metadata values
+
+
+def test_metadata_values_are_kept_as_written_and_never_hidden(
+    tmp_path: Path, bams: dict[str, Path]
+) -> None:
+    """The API's own table reader guessed types: with a blank cell "1" became "1.0"; a user
+    column `completed` was shadowed by the internal flag in `store.metadata`."""
+    sheet = tmp_path / "meta.csv"
+    sheet.write_text("sample_id,batch,lane\na,1,\nb,2,07\nc,,x\n")
+    store = BamStore.from_bam_files(
+        [bams[n] for n in NAMES], store_path=tmp_path / "m.zarr", metadata=sheet, chunk_len=CHUNK
+    )
+    assert store.attrs["metadata_batch"] == ["1", "2", ""]
+    assert store.attrs["metadata_lane"] == ["", "07", "x"]
+    assert store.metadata["batch"].tolist()[:2] == ["1", "2"]
+
+    hidden = tmp_path / "hidden.csv"
+    hidden.write_text("sample_id,completed\na,yes\nb,no\nc,yes\n")
+    with pytest.raises(InputError) as err:
+        BamStore.from_bam_files([bams["a"]], store_path=tmp_path / "h.zarr", metadata=hidden)
+    assert err.value.line() == (
+        "metadata: metadata column 'completed' would be hidden: readers show the store's own "
+        "'completed' under that name; fix: rename the column (e.g. to completed_1)"
+    )
+    assert not (tmp_path / "h.zarr").exists()
+    frame = pd.DataFrame({"sample_id": NAMES, "completed": ["yes", "no", "yes"]})
+    with pytest.raises(ValueError, match="'completed' would be hidden"):
+        store.set_metadata(frame)
+    # a table that came out of metadata_to_csv goes back in: its derived columns are the
+    # store's own and are left out, the rest is kept as it is
+    out_csv = tmp_path / "round.csv"
+    store.metadata_to_csv(out_csv)
+    store.set_metadata(BamStore.metadata_from_csv(out_csv, dtype=str, keep_default_na=False))
+    assert store.list_metadata_columns() == ["batch", "lane"]
+    assert store.attrs["metadata_lane"] == ["", "07", "x"]

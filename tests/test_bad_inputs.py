@@ -1,8 +1,8 @@
-"""Issue 5, bad inputs: each is refused with one line (file, problem, fix), exit 2, no traceback
-and nothing at --out; or, where the issue says so, handled and counted in warnings.
+"""Bad inputs: each is refused with one line (file, problem, fix), exit 2, no traceback and
+nothing at --out; or, where samtools reads the file, handled and counted in warnings.
 
 Every input is generated here. The CLI runs as a subprocess so exit codes and stderr are real.
-docs/reliability.md maps each row of the issue to the tests below.
+docs/reliability.md maps each kind of input to the tests below.
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ import numpy as np
 import pysam
 import pytest
 from bamfactory import Read, samtools_depth, write_bam
-from conftest import run_bamstore as run_cli
-from relsupport import (
+from support import (
     assert_clean_refusal,
     error_lines,
     leftovers,
     metadata,
     store_attrs,
-    store_coverage,
     without_permission_override,
     write_samplesheet,
 )
@@ -65,11 +63,17 @@ def _assert_nothing_at(out: Path) -> None:
     assert leftovers(out.parent, out.name) == []
 
 
-def _extract(bam: Path, out: Path, *extra: str, env: dict | None = None, **kw):
-    return run_cli(
-        "extract", "--bam", bam, "--sample", "s", "--out", out, "--chromosomes", "all", *extra,
-        env=env, **kw,
-    )  # fmt: skip
+@pytest.fixture
+def extract_cli(run_cli):
+    """extract_cli(bam, out, *options) → `bamstore extract` of sample s, all contigs."""
+
+    def run(bam: Path, out: Path, *extra: str, env: dict | None = None, **kw):
+        return run_cli(
+            "extract", "--bam", bam, "--sample", "s", "--out", out, "--chromosomes", "all",
+            *extra, env=env, **kw,
+        )  # fmt: skip
+
+    return run
 
 
 # ---------------------------------------------------------------------------- not BAM at all
@@ -112,27 +116,31 @@ NOT_BAM = {
 
 
 @pytest.mark.parametrize("kind", NOT_BAM)
-def test_not_bam_is_refused_with_the_fixing_command(tmp_path: Path, good_bam: Path, kind: str):
+def test_not_bam_is_refused_with_the_fixing_command(
+    tmp_path: Path, good_bam: Path, kind: str, extract_cli
+):
     bad = _make_not_bam(kind, tmp_path, good_bam)
     out = tmp_path / "out.zarr"
-    result = _extract(bad, out)
+    result = extract_cli(bad, out)
     problem, command = NOT_BAM[kind]
     line = assert_clean_refusal(result, f"error: {bad}: ", problem, "; fix: ", command)
     assert "samtools index" in line
     _assert_nothing_at(out)
 
 
-def test_format_is_detected_by_content_not_name(tmp_path: Path, good_bam: Path):
+def test_format_is_detected_by_content_not_name(
+    tmp_path: Path, good_bam: Path, read_rows, extract_cli
+):
     renamed = tmp_path / "reads.sam.gz"
     shutil.copy(good_bam, renamed)
     out = tmp_path / "out.zarr"
-    result = _extract(renamed, out)
+    result = extract_cli(renamed, out)
     assert result.returncode == 0, result.stderr
     want = samtools_depth(good_bam, CONTIGS)
-    np.testing.assert_array_equal(store_coverage(out, "chr1"), want["chr1"])
+    np.testing.assert_array_equal(read_rows(out, "chr1")[0], want["chr1"])
 
 
-def test_build_reports_every_bad_bam_at_once(tmp_path: Path, good_bam: Path):
+def test_build_reports_every_bad_bam_at_once(tmp_path: Path, good_bam: Path, run_cli):
     rows = [("good", good_bam)]
     for kind in ("sam", "gzip", "empty", "random", "bgzf_sam"):
         folder = tmp_path / kind
@@ -164,41 +172,43 @@ def cram(tmp_path: Path, good_bam: Path) -> tuple[Path, Path]:
     return out, fasta
 
 
-def test_cram_without_reference_is_refused(tmp_path: Path, cram):
+def test_cram_without_reference_is_refused(tmp_path: Path, cram, extract_cli):
     path, _ = cram
     out = tmp_path / "out.zarr"
-    assert_clean_refusal(_extract(path, out), f"{path}: is CRAM", "--reference")
+    assert_clean_refusal(extract_cli(path, out), f"{path}: is CRAM", "--reference")
     _assert_nothing_at(out)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_cram_with_reference_equals_samtools_depth(tmp_path: Path, cram, good_bam, kernel):
+def test_cram_with_reference_equals_samtools_depth(
+    tmp_path: Path, cram, good_bam, kernel, read_rows, extract_cli
+):
     path, fasta = cram
     out = tmp_path / "out.zarr"
-    result = _extract(path, out, "--reference", fasta, env={"BAMSTORE_KERNEL": kernel})
+    result = extract_cli(path, out, "--reference", fasta, env={"BAMSTORE_KERNEL": kernel})
     assert result.returncode == 0, result.stderr
     want = samtools_depth(good_bam, CONTIGS)
     for name, _ in CONTIGS:
-        np.testing.assert_array_equal(store_coverage(out, name), want[name])
+        np.testing.assert_array_equal(read_rows(out, name)[0], want[name])
     assert not list(tmp_path.glob("*.crai")), "the CRAM index must be built in scratch"
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_cram_with_the_wrong_reference_is_refused(tmp_path: Path, cram, kernel: str):
+def test_cram_with_the_wrong_reference_is_refused(tmp_path: Path, cram, kernel: str, extract_cli):
     path, _ = cram
     wrong = tmp_path / "other.fa"
     wrong.write_text("".join(f">{n}\n{'ACGT' * (length // 4)}\n" for n, length in CONTIGS))
     out = tmp_path / "out.zarr"
-    result = _extract(path, out, "--reference", wrong, env={"BAMSTORE_KERNEL": kernel})
+    result = extract_cli(path, out, "--reference", wrong, env={"BAMSTORE_KERNEL": kernel})
     assert_clean_refusal(result, f"{path}: a record on chr1 cannot be decoded: --reference is "
                          "not the genome", "pass the FASTA it was aligned to")  # fmt: skip
     _assert_nothing_at(out)
 
 
-def test_missing_reference_file_is_refused(tmp_path: Path, cram):
+def test_missing_reference_file_is_refused(tmp_path: Path, cram, extract_cli):
     path, _ = cram
     out = tmp_path / "out.zarr"
-    result = _extract(path, out, "--reference", tmp_path / "nope.fa")
+    result = extract_cli(path, out, "--reference", tmp_path / "nope.fa")
     assert_clean_refusal(result, "nope.fa: reference FASTA does not exist", "--reference")
     _assert_nothing_at(out)
 
@@ -217,7 +227,7 @@ def _blocks(data: bytes) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("cut", ["eof_block", "mid_block", "block_boundary"])
-def test_truncated_bam_is_refused(tmp_path: Path, multiblock_bam: Path, cut: str):
+def test_truncated_bam_is_refused(tmp_path: Path, multiblock_bam: Path, cut: str, extract_cli):
     data = multiblock_bam.read_bytes()
     blocks = _blocks(data)
     mid_offset, mid_size = blocks[len(blocks) // 2]
@@ -231,13 +241,15 @@ def test_truncated_bam_is_refused(tmp_path: Path, multiblock_bam: Path, cut: str
     shutil.copy(str(multiblock_bam) + ".bai", str(bam) + ".bai")  # a fresh index does not help
     os.utime(str(bam) + ".bai", (time.time() + 5,) * 2)
     out = tmp_path / "out.zarr"
-    assert_clean_refusal(_extract(bam, out), f"{bam}: is truncated", "re-create or re-download")
+    assert_clean_refusal(extract_cli(bam, out), f"{bam}: is truncated", "re-create or re-download")
     _assert_nothing_at(out)
 
 
 @pytest.mark.parametrize("with_index", [True, False], ids=["fresh_index", "no_index"])
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_corrupted_block_mid_file_is_refused(tmp_path, multiblock_bam, kernel, with_index):
+def test_corrupted_block_mid_file_is_refused(
+    tmp_path, multiblock_bam, kernel, with_index, extract_cli
+):
     """A flipped byte inside a block in the middle: refused, never zeros for the rest."""
     data = bytearray(multiblock_bam.read_bytes())
     blocks = _blocks(bytes(data))
@@ -249,7 +261,7 @@ def test_corrupted_block_mid_file_is_refused(tmp_path, multiblock_bam, kernel, w
         shutil.copy(str(multiblock_bam) + ".bai", str(bam) + ".bai")
         os.utime(str(bam) + ".bai", (time.time() + 5,) * 2)
     out = tmp_path / "out.zarr"
-    result = _extract(bam, out, env={"BAMSTORE_KERNEL": kernel})
+    result = extract_cli(bam, out, env={"BAMSTORE_KERNEL": kernel})
     assert_clean_refusal(result, f"{bam}: is corrupted", "re-create or re-download")
     assert "[E::" not in result.stderr  # htslib's own lines are silenced (--debug shows them)
     _assert_nothing_at(out)
@@ -260,10 +272,10 @@ def test_corrupted_block_mid_file_is_refused(tmp_path, multiblock_bam, kernel, w
 UNSORTED = [Read("chr1", 100, "50M"), Read("chr1", 10, "50M"), Read("chr2", 5, "50M")]
 
 
-def test_queryname_sorted_header_is_refused(tmp_path: Path):
+def test_queryname_sorted_header_is_refused(tmp_path: Path, extract_cli):
     bam = write_bam(tmp_path / "q.bam", _reads(), CONTIGS, sort_order="queryname", index=False)
     out = tmp_path / "out.zarr"
-    line = assert_clean_refusal(_extract(bam, out), "sorted by read name", "fix: samtools sort")
+    line = assert_clean_refusal(extract_cli(bam, out), "sorted by read name", "fix: samtools sort")
     assert str(bam) in line.split("fix:")[1]  # the command names the file
     _assert_nothing_at(out)
 
@@ -286,18 +298,18 @@ def test_queryname_sorted_header_is_refused(tmp_path: Path):
     ],
     ids=["header_unsorted", "header_lies", "contig_split", "unplaced_first"],
 )
-def test_out_of_order_records_are_refused(tmp_path: Path, sort_order, reads, problem):
+def test_out_of_order_records_are_refused(tmp_path: Path, sort_order, reads, problem, extract_cli):
     """No index: indexing fails, and bamstore finds out why by reading the records."""
     bam = write_bam(tmp_path / "x.bam", reads, CONTIGS, sort=False, sort_order=sort_order,
                     index=False)  # fmt: skip
     out = tmp_path / "out.zarr"
-    result = _extract(bam, out)
+    result = extract_cli(bam, out)
     assert_clean_refusal(result, f"{bam}: is not sorted by coordinate", problem, "samtools sort")
     _assert_nothing_at(out)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_header_lies_and_index_fits_kernel_refuses(tmp_path: Path, kernel: str):
+def test_header_lies_and_index_fits_kernel_refuses(tmp_path: Path, kernel: str, extract_cli):
     """SO:coordinate, records out of order, and an index that opens: the kernel notices."""
     sorted_bam = write_bam(tmp_path / "sorted.bam", UNSORTED, CONTIGS)
     liar = write_bam(tmp_path / "liar.bam", UNSORTED, CONTIGS, sort=False, index=False)
@@ -305,7 +317,7 @@ def test_header_lies_and_index_fits_kernel_refuses(tmp_path: Path, kernel: str):
     index = tmp_path / "liar.index.bai"
     shutil.copy(str(sorted_bam) + ".bai", index)
     out = tmp_path / "out.zarr"
-    result = _extract(liar, out, "--index", index, env={"BAMSTORE_KERNEL": kernel})
+    result = extract_cli(liar, out, "--index", index, env={"BAMSTORE_KERNEL": kernel})
     assert_clean_refusal(
         result, f"{liar}: is not sorted by coordinate: on chr1 a record at 11 follows one at 101",
         "samtools sort",
@@ -313,7 +325,9 @@ def test_header_lies_and_index_fits_kernel_refuses(tmp_path: Path, kernel: str):
     _assert_nothing_at(out)
 
 
-def test_contigs_in_other_than_header_order_are_counted_right(tmp_path: Path):
+def test_contigs_in_other_than_header_order_are_counted_right(
+    tmp_path: Path, read_rows, extract_cli
+):
     """Records grouped by contig but not in header order: samtools indexes it; each contig is
     read through the index, so coverage is still exact."""
     reads = [Read("chr2", 5, "50M"), Read("chr2", 7, "50M"), Read("chr1", 10, "50M")]
@@ -322,15 +336,17 @@ def test_contigs_in_other_than_header_order_are_counted_right(tmp_path: Path):
     want = samtools_depth(tmp_path / "resorted.bam", CONTIGS)  # depth itself needs header order
     for kernel in KERNELS:
         out = tmp_path / f"{kernel}.zarr"
-        assert _extract(bam, out, env={"BAMSTORE_KERNEL": kernel}).returncode == 0
+        assert extract_cli(bam, out, env={"BAMSTORE_KERNEL": kernel}).returncode == 0
         for name, _ in CONTIGS:
-            np.testing.assert_array_equal(store_coverage(out, name), want[name])
+            np.testing.assert_array_equal(read_rows(out, name)[0], want[name])
 
 
 # ---------------------------------------------------------------------------- index
 
 
-def test_missing_index_is_built_in_scratch_never_beside_a_read_only_input(tmp_path: Path):
+def test_missing_index_is_built_in_scratch_never_beside_a_read_only_input(
+    tmp_path: Path, read_rows, extract_cli
+):
     inputs, scratch = tmp_path / "inputs", tmp_path / "scratch"
     inputs.mkdir()
     scratch.mkdir()
@@ -339,7 +355,7 @@ def test_missing_index_is_built_in_scratch_never_beside_a_read_only_input(tmp_pa
     inputs.chmod(0o555)
     try:
         out = tmp_path / "out.zarr"
-        result = _extract(bam, out, env={"TMPDIR": str(scratch)},
+        result = extract_cli(bam, out, env={"TMPDIR": str(scratch)},
                           preexec_fn=without_permission_override())  # fmt: skip
     finally:
         inputs.chmod(0o755)
@@ -349,16 +365,18 @@ def test_missing_index_is_built_in_scratch_never_beside_a_read_only_input(tmp_pa
     assert os.listdir(scratch) == []  # the scratch index is removed afterwards
     want = samtools_depth(bam, CONTIGS)
     for name, _ in CONTIGS:
-        np.testing.assert_array_equal(store_coverage(out, name), want[name])
+        np.testing.assert_array_equal(read_rows(out, name)[0], want[name])
 
 
-def test_unwritable_scratch_for_a_missing_index_is_refused(tmp_path: Path):
+def test_unwritable_scratch_for_a_missing_index_is_refused(tmp_path: Path, extract_cli):
     bam = write_bam(tmp_path / "reads.bam", _reads(), CONTIGS, index=False)
     scratch = tmp_path / "scratch"
     scratch.mkdir(mode=0o555)
     out = tmp_path / "out.zarr"
     try:
-        result = _extract(bam, out, "--tmp-dir", scratch, preexec_fn=without_permission_override())
+        result = extract_cli(
+            bam, out, "--tmp-dir", scratch, preexec_fn=without_permission_override()
+        )
     finally:
         scratch.chmod(0o755)
     assert_clean_refusal(result, f"{scratch}: cannot hold the index", "--tmp-dir",
@@ -366,7 +384,7 @@ def test_unwritable_scratch_for_a_missing_index_is_refused(tmp_path: Path):
     _assert_nothing_at(out)
 
 
-def test_stale_index_is_a_warning_and_rebuilt(tmp_path: Path):
+def test_stale_index_is_a_warning_and_rebuilt(tmp_path: Path, read_rows, extract_cli):
     """The old index belongs to other reads: used, it would give wrong coverage."""
     other = write_bam(tmp_path / "other.bam", [Read("chr2", 900, "80M")] * 3, CONTIGS)
     bam = write_bam(tmp_path / "reads.bam", _reads(), CONTIGS, index=False)
@@ -376,14 +394,14 @@ def test_stale_index_is_a_warning_and_rebuilt(tmp_path: Path):
     os.utime(stale, (old, old))
     stale_bytes = stale.read_bytes()
     out = tmp_path / "out.zarr"
-    result = _extract(bam, out, "--tmp-dir", tmp_path)
+    result = extract_cli(bam, out, "--tmp-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "index" in line]
     assert warnings[0].startswith("warning: ") and "older than the BAM" in warnings[0]
     assert "building a fresh one" in warnings[0], result.stderr
     want = samtools_depth(bam, CONTIGS)
     for name, _ in CONTIGS:
-        np.testing.assert_array_equal(store_coverage(out, name), want[name])
+        np.testing.assert_array_equal(read_rows(out, name)[0], want[name])
     assert stale.read_bytes() == stale_bytes and stale.stat().st_mtime == pytest.approx(old)
     assert not list(tmp_path.glob("bamstore-index-*"))
 
@@ -391,7 +409,7 @@ def test_stale_index_is_a_warning_and_rebuilt(tmp_path: Path):
 # ---------------------------------------------------------------------------- contig lengths
 
 
-def test_contig_lengths_differ_between_samples(tmp_path: Path):
+def test_contig_lengths_differ_between_samples(tmp_path: Path, run_cli):
     a = write_bam(tmp_path / "a.bam", _reads(), CONTIGS)
     b = write_bam(tmp_path / "b.bam", _reads(), [("chr1", 1999), ("chr2", 1500)])
     sheet = write_samplesheet(tmp_path / "s.csv", [("sa", a), ("sb", b)])
@@ -406,13 +424,13 @@ def test_contig_lengths_differ_between_samples(tmp_path: Path):
 
 
 @pytest.mark.parametrize("command", ["extract", "build"])
-def test_contig_lengths_differ_from_chromsizes(tmp_path: Path, command: str):
+def test_contig_lengths_differ_from_chromsizes(tmp_path: Path, command: str, run_cli, extract_cli):
     bam = write_bam(tmp_path / "a.bam", _reads(), CONTIGS)
     sizes = tmp_path / "genome.sizes"
     sizes.write_text("chr1\t2000\nchr2\t1499\n")
     out = tmp_path / "out.zarr"
     if command == "extract":
-        result = _extract(bam, out, "--chromsizes", sizes)
+        result = extract_cli(bam, out, "--chromsizes", sizes)
         subject = f"{bam}"
     else:
         sheet = write_samplesheet(tmp_path / "s.csv", [("sa", bam)])
@@ -447,14 +465,16 @@ def _unusual_reads() -> tuple[list[Read], dict[str, int]]:
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_unusual_records_are_counted_and_warned(tmp_path: Path, kernel: str):
+def test_unusual_records_are_counted_and_warned(
+    tmp_path: Path, kernel: str, run_cli, read_rows, extract_cli
+):
     contigs = [("chr1", 2000), ("chr2", 120_000)]
     reads, expected = _unusual_reads()
     bam = write_bam(tmp_path / "odd.bam", reads, contigs)
     raw = gzip.decompress(bam.read_bytes())
     assert raw.count(b"CGBI") == 2, "pysam/htslib should store the long CIGARs in CG tags"
     out = tmp_path / "out.zarr"
-    result = _extract(bam, out, "--chunk-len", "1000", env={"BAMSTORE_KERNEL": kernel})
+    result = extract_cli(bam, out, "--chunk-len", "1000", env={"BAMSTORE_KERNEL": kernel})
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 4, result.stderr
@@ -465,7 +485,7 @@ def test_unusual_records_are_counted_and_warned(tmp_path: Path, kernel: str):
     assert record["warnings"] == expected
     want = samtools_depth(bam, contigs)
     for name, _ in contigs:
-        np.testing.assert_array_equal(store_coverage(out, name), want[name], err_msg=name)
+        np.testing.assert_array_equal(read_rows(out, name)[0], want[name], err_msg=name)
     assert int(metadata(out, "total_reads")[0]) == 6  # the read starting past the end is not
     assert run_cli("validate", out).returncode == 0
 
@@ -473,13 +493,15 @@ def test_unusual_records_are_counted_and_warned(tmp_path: Path, kernel: str):
 # ---------------------------------------------------------------------------- zero reads
 
 
-def test_bam_with_zero_reads_gives_a_valid_store_of_zeros(tmp_path: Path):
+def test_bam_with_zero_reads_gives_a_valid_store_of_zeros(
+    tmp_path: Path, run_cli, read_rows, extract_cli
+):
     bam = write_bam(tmp_path / "empty.bam", [], CONTIGS, index=False)
     out = tmp_path / "out.zarr"
-    result = _extract(bam, out)
+    result = extract_cli(bam, out)
     assert result.returncode == 0, result.stderr
     for name, length in CONTIGS:
-        assert store_coverage(out, name).tolist() == [0] * length
+        assert read_rows(out, name)[0].tolist() == [0] * length
     assert int(metadata(out, "total_reads")[0]) == 0
     assert float(metadata(out, "sparsity")[0]) == 100.0
     assert not [p for p in out.rglob("c/*/*") if "metadata" not in p.parts]  # no chunk stored
@@ -488,7 +510,7 @@ def test_bam_with_zero_reads_gives_a_valid_store_of_zeros(tmp_path: Path):
 
 
 @pytest.fixture
-def zero_read_store(tmp_path: Path) -> Path:
+def zero_read_store(tmp_path: Path, run_cli) -> Path:
     """Sample `some` has reads on chr1 only (chr2 kept, empty); sample `none` has no reads."""
     some = write_bam(tmp_path / "some.bam", [Read("chr1", 10, "50M")] * 4, CONTIGS)
     none = write_bam(tmp_path / "none.bam", [], CONTIGS)
@@ -499,12 +521,12 @@ def zero_read_store(tmp_path: Path) -> Path:
     return out
 
 
-def test_zero_reads_on_a_kept_contig_and_in_a_sample(zero_read_store: Path):
+def test_zero_reads_on_a_kept_contig_and_in_a_sample(zero_read_store: Path, run_cli, read_rows):
     out = zero_read_store
     assert metadata(out, "total_reads").tolist() == [4, 0]
-    assert store_coverage(out, "chr2", 0).sum() == 0 and store_coverage(out, "chr2", 1).sum() == 0
-    assert store_coverage(out, "chr1", 1).sum() == 0
-    assert store_coverage(out, "chr1", 0)[10:60].tolist() == [4] * 50
+    assert read_rows(out, "chr2")[0].sum() == 0 and read_rows(out, "chr2")[1].sum() == 0
+    assert read_rows(out, "chr1")[1].sum() == 0
+    assert read_rows(out, "chr1")[0][10:60].tolist() == [4] * 50
     assert run_cli("validate", out).returncode == 0
 
 
@@ -538,18 +560,20 @@ def many_contigs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
     return write_bam(folder / "many.bam", reads, contigs), contigs
 
 
-def test_100k_contigs_selection_stays_fast(tmp_path: Path, many_contigs):
+def test_100k_contigs_selection_stays_fast(
+    tmp_path: Path, many_contigs, run_cli, read_rows, extract_cli
+):
     bam, contigs = many_contigs
     last = contigs[-1][0]
     started = time.monotonic()
     primary = tmp_path / "primary.zarr"
-    assert _extract(bam, primary, "--chromosomes", "primary").returncode == 0
+    assert extract_cli(bam, primary, "--chromosomes", "primary").returncode == 0
     assert store_attrs(primary)["chromsizes"] == {"chr1": 5000, "chr2": 4000}
-    assert store_coverage(primary, "chr1")[10:60].tolist() == [1] * 50
+    assert read_rows(primary, "chr1")[0][10:60].tolist() == [1] * 50
     listed = tmp_path / "listed.zarr"
-    assert _extract(bam, listed, "--chromosomes", f"{last},chr2").returncode == 0
+    assert extract_cli(bam, listed, "--chromosomes", f"{last},chr2").returncode == 0
     assert list(store_attrs(listed)["chromsizes"]) == [last, "chr2"]
-    assert store_coverage(listed, last)[:40].tolist() == [1] * 40
+    assert read_rows(listed, last)[0][:40].tolist() == [1] * 40
     # build: two samples' 100k-contig headers checked against each other
     sheet = write_samplesheet(tmp_path / "s.csv", [("a", bam), ("b", bam)])
     built = tmp_path / "built.zarr"
@@ -578,7 +602,9 @@ def test_100k_contigs_selection_functions_are_linear():
 # ---------------------------------------------------------------------------- samplesheets
 
 
-def test_samplesheet_problems_unreadable_paths_and_duplicates_reported_at_once(tmp_path: Path):
+def test_samplesheet_problems_unreadable_paths_and_duplicates_reported_at_once(
+    tmp_path: Path, run_cli
+):
     good = write_bam(tmp_path / "good.bam", _reads(), CONTIGS)
     locked = write_bam(tmp_path / "locked.bam", _reads(), CONTIGS)
     locked.chmod(0)
@@ -618,10 +644,10 @@ def test_samplesheet_problems_unreadable_paths_and_duplicates_reported_at_once(t
     _assert_nothing_at(out)
 
 
-def test_error_lines_have_file_problem_and_fix(tmp_path: Path, good_bam: Path):
+def test_error_lines_have_file_problem_and_fix(tmp_path: Path, good_bam: Path, extract_cli):
     """The one-line contract itself: 'bamstore: error: FILE: PROBLEM; fix: FIX'."""
     bad = _make_not_bam("random", tmp_path, good_bam)
-    result = _extract(bad, tmp_path / "o.zarr")
+    result = extract_cli(bad, tmp_path / "o.zarr")
     (line,) = error_lines(result.stderr)
     head, fix = line.split("; fix: ")
     assert head.startswith(f"bamstore: error: {bad}: ") and fix

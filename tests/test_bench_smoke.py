@@ -1,7 +1,8 @@
 """Smoke test of the benchmark harness (benchmarks/run.py) on a tiny generated BAM.
 
 It runs the harness's correctness check, size helpers and table formatting in seconds. No
-timing assertions: the speed targets of issue 3 are measured by `make bench`, never here.
+timing assertions: the speed targets (benchmarks/README.md) are measured by `make bench`,
+never here.
 """
 
 from __future__ import annotations

@@ -9,22 +9,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, TEST_DATA
-from conftest import run_bamstore as run
+from support import BIN, REPO, TEST_DATA
 
 COMMANDS = ["extract", "merge", "build", "validate", "inspect", "check-samplesheet"]
 
 
-def test_version_and_help() -> None:
+def test_version_and_help(run_cli) -> None:
     from bamstore import __version__
 
-    out = run("--version")
+    out = run_cli("--version")
     assert out.returncode == 0 and __version__ in out.stdout
-    top = run("--help")
+    top = run_cli("--help")
     assert top.returncode == 0
     for command in COMMANDS:
         assert command in top.stdout
-        sub = run(command, "--help")
+        sub = run_cli(command, "--help")
         assert sub.returncode == 0 and "--debug" in sub.stdout and "--quiet" in sub.stdout
 
 
@@ -39,9 +38,9 @@ def test_bin_runs_the_checkout_package(tmp_path: Path) -> None:
     assert out.stdout.strip() == str(REPO / "bamstore" / "__init__.py")
 
 
-def test_extract_inspect_validate(tmp_path: Path) -> None:
+def test_extract_inspect_validate(tmp_path: Path, run_cli) -> None:
     out = tmp_path / "chip_a.zarr"
-    done = run(
+    done = run_cli(
         "extract",
         "--bam",
         TEST_DATA / "chip_a.bam",
@@ -57,99 +56,132 @@ def test_extract_inspect_validate(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "chip_a:" in done.stderr  # progress/summary on stderr, nothing on stdout
     assert done.stdout == ""
-    summary = json.loads(run("inspect", out, "--json").stdout)
+    summary = json.loads(run_cli("inspect", out, "--json").stdout)
     assert summary["n_samples"] == 1 and [c["name"] for c in summary["contigs"]] == [
         "chr1",
         "chr2",
         "chrM",
     ]
     assert summary["samples"][0]["total_reads"] > 0
-    assert run("validate", out).returncode == 0
-    text = run("inspect", out).stdout
+    assert run_cli("validate", out).returncode == 0
+    text = run_cli("inspect", out).stdout
     assert "library size" in text and "chip_a" in text
 
 
-def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
+def test_existing_output_needs_overwrite(tmp_path: Path, run_cli) -> None:
     out = tmp_path / "s.zarr"
     args = ["extract", "--bam", TEST_DATA / "chip_b.bam", "--sample", "s", "--out", out]
-    assert run(*args).returncode == 0
-    again = run(*args)
+    assert run_cli(*args).returncode == 0
+    again = run_cli(*args)
     assert again.returncode == 2
-    assert again.stderr.count("\n") == 1 and "already exists" in again.stderr
-    assert "--overwrite" in again.stderr
-    assert run(*args, "--overwrite").returncode == 0
+    assert again.stderr == (
+        f"bamstore: error: {out}: already exists; fix: pass --overwrite to replace it, or "
+        "choose another --out\n"
+    )
+    assert run_cli(*args, "--overwrite").returncode == 0
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "line"),
     [
-        (["--bam", "missing.bam"], "does not exist"),
-        (["--bam", TEST_DATA / "samplesheet.csv"], "not a BAM"),
-        (["--bam", TEST_DATA / "chip_a.bam", "--chromosomes", "chrNope"], "chrNope"),
-        (["--bam", TEST_DATA / "chip_a.bam", "--sample", "a/b"], "file name"),
+        (
+            ["--bam", "missing.bam"],
+            "missing.bam: does not exist; fix: check the path",
+        ),
+        (
+            ["--bam", TEST_DATA / "samplesheet.csv"],
+            f"{TEST_DATA / 'samplesheet.csv'}: is not a BAM or CRAM file (unrecognised content); "
+            "fix: ",
+        ),
+        (
+            ["--bam", TEST_DATA / "chip_a.bam", "--chromosomes", "chrNope"],
+            f"{TEST_DATA / 'chip_a.bam'}: contig(s) chrNope from --chromosomes are not in the "
+            "BAM header; fix: ",
+        ),
+        (
+            ["--bam", TEST_DATA / "chip_a.bam", "--sample", "a/b"],
+            f"{TEST_DATA / 'chip_a.bam'}: sample name 'a/b' has characters other than ASCII "
+            "letters, digits and ._+- (it is used as a file name); fix: use ASCII letters, "
+            "digits and ._+- only",
+        ),
     ],
 )
-def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list, message: str) -> None:
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list, line: str, run_cli) -> None:
     out = tmp_path / "x.zarr"
     cmd = ["extract", "--sample", "s", "--out", out, *args]
     if "--sample" in args[2:]:
         cmd = ["extract", "--out", out, *args]
-    done = run(*cmd)
+    done = run_cli(*cmd)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bamstore: error: ")
-    assert message in lines[0] and "fix:" in lines[0]
-    assert "Traceback" not in done.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"bamstore: error: {line}"), lines
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == []
 
 
-def test_debug_shows_traceback(tmp_path: Path) -> None:
-    done = run(
+def test_debug_shows_traceback(tmp_path: Path, run_cli) -> None:
+    done = run_cli(
         "extract", "--bam", "missing.bam", "--sample", "s", "--out", tmp_path / "x.zarr", "--debug"
     )
-    assert done.returncode != 0 and "Traceback" in done.stderr
-
-
-def test_usage_errors_exit_2(tmp_path: Path) -> None:
-    assert run("extract").returncode == 2
+    assert done.returncode == 1 and done.stderr.startswith("Traceback")
     assert (
-        run(
-            "extract",
-            "--bam",
-            "x",
-            "--sample",
-            "s",
-            "--out",
-            tmp_path / "o.zarr",
-            "--exclude-flags",
-            "lots",
-        ).returncode
-        == 2
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("bamstore.errors.InputError: missing.bam: does not exist; fix: ")
     )
-    assert run("nonsense").returncode == 2
 
 
-def test_out_must_end_in_zarr(tmp_path: Path) -> None:
-    done = run(
-        "extract", "--bam", TEST_DATA / "chip_a.bam", "--sample", "s", "--out", tmp_path / "x.store"
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["extract"], "Error: Missing option '--bam'."),
+        (
+            [
+                "extract",
+                "--bam",
+                "x",
+                "--sample",
+                "s",
+                "--out",
+                "o.zarr",
+                "--exclude-flags",
+                "lots",
+            ],
+            "Error: Invalid value for '--exclude-flags': 'lots' is not a number (use e.g. 0x704 "
+            "or 1796)",
+        ),
+        (["nonsense"], "Error: No such command 'nonsense'."),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path: Path, run_cli, args: list[str], error: str) -> None:
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_must_end_in_zarr(tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "x.store"
+    done = run_cli("extract", "--bam", TEST_DATA / "chip_a.bam", "--sample", "s", "--out", out)
+    assert done.returncode == 2 and done.stderr == (
+        f"bamstore: error: {out}: output name must end in .zarr; fix: use e.g. --out x.zarr "
+        "(QuantNado opens only *.zarr stores)\n"
     )
-    assert done.returncode == 2 and ".zarr" in done.stderr
 
 
-def test_merge_parts_file_and_metadata(tmp_path: Path) -> None:
+def test_merge_parts_file_and_metadata(tmp_path: Path, run_cli) -> None:
     parts = []
     for name in ("chip_a", "chip_b"):
         out = tmp_path / f"{name}.zarr"
         assert (
-            run(
+            run_cli(
                 "extract", "--bam", TEST_DATA / f"{name}.bam", "--sample", name, "--out", out
             ).returncode
             == 0
         )
         parts.append(out.name)
     (tmp_path / "parts.txt").write_text("\n".join(reversed(parts)) + "\n")
-    done = run(
+    done = run_cli(
         "merge",
         "--parts-file",
         tmp_path / "parts.txt",
@@ -160,15 +192,15 @@ def test_merge_parts_file_and_metadata(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    summary = json.loads(run("inspect", tmp_path / "m.zarr", "--json").stdout)
+    summary = json.loads(run_cli("inspect", tmp_path / "m.zarr", "--json").stdout)
     assert [s["name"] for s in summary["samples"]] == ["chip_b", "chip_a"]
     assert summary["metadata_columns"]["condition"] == ["control", "treated"]
 
 
-def test_validate_fails_with_exit_2(tmp_path: Path) -> None:
+def test_validate_fails_with_exit_2(tmp_path: Path, run_cli) -> None:
     out = tmp_path / "s.zarr"
     assert (
-        run(
+        run_cli(
             "extract",
             "--bam",
             TEST_DATA / "chip_a.bam",
@@ -182,16 +214,36 @@ def test_validate_fails_with_exit_2(tmp_path: Path) -> None:
         == 0
     )
     next((out / "chr1" / "c" / "0").iterdir()).unlink()
-    done = run("validate", out)
-    assert done.returncode == 2 and "'chr1'" in done.stderr and "not sound" in done.stderr
+    done = run_cli("validate", out)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 4, lines
+    assert lines[0].startswith(f"{out}: sample 's', array 'chr1': chunk files do not match")
+    assert lines[1].startswith(f"{out}: sample 's', array 'chr1': coverage sums to ")
+    assert lines[2].startswith(f"{out}: sample 's': metadata/sparsity is ")
+    assert lines[3] == (
+        f"bamstore: error: {out}: is not sound: 3 problem(s) found; fix: rebuild the store "
+        "(or the samples named above)"
+    )
 
 
-def test_check_samplesheet(tmp_path: Path) -> None:
-    ok = run("check-samplesheet", TEST_DATA / "samplesheet.csv")
-    assert ok.returncode == 0 and "4 samples" in ok.stdout
+def test_check_samplesheet(tmp_path: Path, run_cli) -> None:
+    ok = run_cli("check-samplesheet", TEST_DATA / "samplesheet.csv")
+    assert ok.returncode == 0
+    assert ok.stdout == ("OK: 4 samples (1 stranded), metadata columns: condition, replicate\n")
     bad = tmp_path / "bad.csv"
     bad.write_text("sample,bam,strandedness\na,nope.bam,X\na,nope2.bam,\n")
-    done = run("check-samplesheet", bad)
+    done = run_cli("check-samplesheet", bad)
     assert done.returncode == 2
-    for expected in ("bad.csv:2", "bad.csv:3", "nope.bam", "'X'", "already on line 2"):
-        assert expected in done.stderr
+    missing = "does not exist; fix: check the path (relative paths are resolved against the "
+    assert done.stderr.splitlines() == [
+        "bamstore: error: 4 problem(s) in the samplesheet(s)",
+        f"bamstore: error: {bad}:2: strandedness 'X' is not U, F, R or empty; fix: U: split by "
+        "alignment strand; F/R: read 1 on the forward/reverse transcript strand; empty: not "
+        "stranded",
+        f"bamstore: error: {bad}:2: bam file {tmp_path / 'nope.bam'} {missing}samplesheet's "
+        "folder)",
+        f"bamstore: error: {bad}:3: sample 'a' is already on line 2; fix: give every sample a "
+        "unique name",
+        f"bamstore: error: {bad}:3: bam file {tmp_path / 'nope2.bam'} {missing}samplesheet's "
+        "folder)",
+    ]

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bamfactory import count_library, samtools_depth, subset_bam
-from conftest import EDGE_CONTIGS, KERNELS, RANDOM_CONTIGS, read_rows
+from bamfactory import EDGE_CONTIGS, RANDOM_CONTIGS, count_library, samtools_depth, subset_bam
 
-from bamstore.kernel import is_sense_strand
+from bamstore.kernel import available_kernels, is_sense_strand
 from bamstore.store import read_store_info
+
+KERNELS = available_kernels()
 
 FILTERS = {
     "default": {},
@@ -26,43 +27,47 @@ FILTERS = {
 }
 
 
-def _check_store(store: Path, bam: Path, contigs, filters: dict) -> None:
+def _check_store(read_rows, store: Path, bam: Path, contigs, filters: dict) -> None:
     expected = samtools_depth(bam, contigs, **filters)
     info = read_store_info(store)
-    record = info.sample_records[info.sample_names[0]]
+    record = info.record.samples[info.sample_names[0]]
     for i, (name, length) in enumerate(contigs):
         got = read_rows(store, name)
         assert got.shape == (1, length)
         np.testing.assert_array_equal(got[0], expected[name], err_msg=f"contig {name}")
-        assert record["contig_sums"][i] == int(expected[name].sum())
+        assert record.contig_sums[i] == int(expected[name].sum())
     lib = count_library(
         bam,
         contigs,
         min_mapq=filters.get("min_mapq", 0),
         exclude_flags=filters.get("exclude_flags", 0x704),
     )
-    assert int(info.metadata_arrays["total_reads"][0]) == lib
+    assert int(info.metadata_arrays.total_reads[0]) == lib
     zero_pct = np.mean([100.0 * (expected[n] == 0).sum() / length for n, length in contigs])
-    assert float(info.metadata_arrays["sparsity"][0]) == pytest.approx(zero_pct, rel=1e-5)
+    assert float(info.metadata_arrays.sparsity[0]) == pytest.approx(zero_pct, rel=1e-5)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("chunk_len", [1, 7, 64, 1_048_576])
 @pytest.mark.parametrize("filter_name", FILTERS)
-def test_edge_cases_match_samtools_depth(edge_bam, extract, kernel, chunk_len, filter_name):
+def test_edge_cases_match_samtools_depth(
+    edge_bam, extract, kernel, chunk_len, filter_name, read_rows
+):
     filters = FILTERS[filter_name]
     store = extract(edge_bam, kernel=kernel, chunk_len=chunk_len, **filters)
-    _check_store(store, edge_bam, EDGE_CONTIGS, filters)
+    _check_store(read_rows, store, edge_bam, EDGE_CONTIGS, filters)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("filter_name", FILTERS)
 @pytest.mark.parametrize("fixture", ["random_bam", "random_se_bam"])
-def test_simulated_bams_match_samtools_depth(request, extract, kernel, filter_name, fixture):
+def test_simulated_bams_match_samtools_depth(
+    request, extract, kernel, filter_name, fixture, read_rows
+):
     bam = request.getfixturevalue(fixture)
     filters = FILTERS[filter_name]
     store = extract(bam, kernel=kernel, chunk_len=4096, **filters)
-    _check_store(store, bam, RANDOM_CONTIGS, filters)
+    _check_store(read_rows, store, bam, RANDOM_CONTIGS, filters)
 
 
 def test_kernels_write_identical_chunks(random_bam, extract):
@@ -82,7 +87,7 @@ def test_kernels_write_identical_chunks(random_bam, extract):
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("strandedness", ["U", "F", "R"])
 def test_strand_arrays_match_strand_subsets(
-    edge_bam, random_bam, extract, tmp_path, kernel, strandedness
+    edge_bam, random_bam, extract, tmp_path, kernel, strandedness, read_rows
 ):
     """fwd/rev each equal samtools depth of the sense/antisense reads; fwd + rev == total."""
     mode = {"U": 1, "F": 2, "R": 3}[strandedness]
@@ -110,7 +115,9 @@ def test_strand_arrays_match_strand_subsets(
 
 
 def test_strand_rules_follow_quantnado():
-    """QuantNado spec 2b, rule by rule."""
+    """QuantNado's strand rules, rule by rule: U sends forward alignments to `_fwd`; R (dUTP)
+    sends a pair there when read 1 aligns reverse (read 2 forward) and a single-end read when it
+    aligns reverse; F the opposite of R."""
     read1_rev, read2_fwd, read1_fwd = 0x1 | 0x40 | 0x10, 0x1 | 0x80, 0x1 | 0x40
     assert is_sense_strand(0x10, 1) is False and is_sense_strand(0, 1) is True  # U
     assert is_sense_strand(read1_rev, 3) and is_sense_strand(read2_fwd, 3)  # R paired

@@ -1,4 +1,4 @@
-"""Issue 5, faults: real SIGKILLs during extract and merge, a full disk (RLIMIT_FSIZE), two
+"""Faults: real SIGKILLs during extract and merge, a full disk (RLIMIT_FSIZE), two
 builds on one --out, and `build --resume`. Nothing half-published, nothing lost.
 """
 
@@ -13,17 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from bamfactory import write_bam
-from conftest import bamstore_command as cli_command
-from conftest import run_bamstore as run_cli
-from relsupport import (
-    CONTIGS,
+from bamfactory import CONTIGS, random_reads, write_bam
+from support import (
     assert_clean_refusal,
     chunk_files,
+    cli_argv,
     extract_here,
     leftovers,
     limit_file_size,
-    random_reads,
     store_attrs,
     write_samplesheet,
 )
@@ -53,8 +50,7 @@ def _sound(store: Path) -> bool:
     info = read_store_info(store)
     if not validate_store(store, quick=True).ok:
         return False
-    return not verify_rows(store, info.sample_names, info.sample_records, info.contigs,
-                           info.stranded, info.has_strand_arrays)  # fmt: skip
+    return not verify_rows(store, info.attrs)
 
 
 def _run_killed(args: list, out: Path, delay: float) -> bool:
@@ -62,7 +58,7 @@ def _run_killed(args: list, out: Path, delay: float) -> bool:
 
     Returns whether the process was still running when the signal was sent.
     """
-    proc = subprocess.Popen(cli_command(*args), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cli_argv(*args), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -80,7 +76,7 @@ def _run_killed(args: list, out: Path, delay: float) -> bool:
 
 def _timed(args: list, out: Path) -> float:
     """Seconds from the temporary output's appearance to the end of a complete run."""
-    proc = subprocess.Popen(cli_command(*args), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cli_argv(*args), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     seen = None
     while proc.poll() is None:
@@ -101,7 +97,9 @@ def _kill_points(duration: float, seed: int, kills: int = KILLS) -> list[float]:
 # ---------------------------------------------------------------------------- SIGKILL
 
 
-def test_extract_killed_at_random_points_leaves_nothing_and_rerun_succeeds(sim_bam, tmp_path):
+def test_extract_killed_at_random_points_leaves_nothing_and_rerun_succeeds(
+    sim_bam, tmp_path, run_cli
+):
     args = ["extract", "--bam", sim_bam, "--sample", "s", "--chunk-len", CHUNK]
     reference = tmp_path / "reference.zarr"
     duration = _timed([*args, "--out", reference], reference)
@@ -136,7 +134,7 @@ def sim_parts(sim_bam: Path, tmp_path_factory: pytest.TempPathFactory) -> list[P
 
 
 @pytest.mark.parametrize("previous", [True, False], ids=["overwrite", "fresh"])
-def test_merge_killed_at_random_points_keeps_previous_store(sim_parts, tmp_path, previous):
+def test_merge_killed_at_random_points_keeps_previous_store(sim_parts, tmp_path, previous, run_cli):
     args = ["merge", *sim_parts, "--copy", "--overwrite"]
     reference = tmp_path / "reference.zarr"
     duration = _timed([*args, "--out", reference], reference)
@@ -165,7 +163,7 @@ def test_merge_killed_at_random_points_keeps_previous_store(sim_parts, tmp_path,
     assert check.returncode == 0, check.stderr
 
 
-def test_store_set_aside_by_a_crash_between_renames_is_restored(tmp_path: Path):
+def test_store_set_aside_by_a_crash_between_renames_is_restored(tmp_path: Path, run_cli):
     """Where renameat2 cannot swap, the old store is renamed aside first; a crash right then
     leaves it at .NAME.old-*: the next run on that output puts it back."""
     bam = write_bam(tmp_path / "a.bam", random_reads(3, 50), CONTIGS)
@@ -237,7 +235,7 @@ def space_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("existing", [False, True], ids=["fresh", "overwrite"])
 @pytest.mark.parametrize("command", ["extract", "merge", "build"])
 def test_out_of_space_is_clear_and_leaves_no_partial_store(space_inputs, tmp_path, command,
-                                                           existing):  # fmt: skip
+                                                           existing, run_cli):  # fmt: skip
     out = tmp_path / "out.zarr"
     settings = ["--compression", "none", "--chunk-len", "1000000", "--chromosomes", "all"]
     if command == "extract":
@@ -277,11 +275,11 @@ def test_out_of_space_is_clear_and_leaves_no_partial_store(space_inputs, tmp_pat
 # ---------------------------------------------------------------------------- concurrency
 
 
-def test_two_builds_on_one_output_one_refuses(sim_bam: Path, tmp_path: Path):
+def test_two_builds_on_one_output_one_refuses(sim_bam: Path, tmp_path: Path, run_cli):
     names = ["a", "b", "c"]
     sheet = write_samplesheet(tmp_path / "s.csv", [(n, sim_bam) for n in names])
     out = tmp_path / "both.zarr"
-    args = cli_command("build", "--input", sheet, "--out", out, "--chunk-len", 1000)
+    args = cli_argv("build", "--input", sheet, "--out", out, "--chunk-len", 1000)
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     parts = tmp_path / ".both.zarr.parts"  # made once the first build holds the lock
     deadline = time.monotonic() + 60
@@ -310,7 +308,7 @@ def _corrupt_middle(bam: Path) -> None:
     os.utime(str(bam) + ".bai", (time.time() + 5,) * 2)
 
 
-def test_resume_reuses_matching_parts_and_redoes_the_rest(tmp_path: Path):
+def test_resume_reuses_matching_parts_and_redoes_the_rest(tmp_path: Path, run_cli):
     contigs = [("chr1", 150_000), ("chr2", 60_000)]
     bams = {}
     for i, name in enumerate(("same", "changed", "broken")):
@@ -348,3 +346,78 @@ def test_resume_reuses_matching_parts_and_redoes_the_rest(tmp_path: Path):
     again = run_cli(*args, "--resume", "--keep-parts", "--min-mapq", "5")
     assert again.returncode == 0, again.stderr
     assert "reusing" not in again.stderr and "(3 extracted, 0 reused)" in again.stderr
+
+
+# ---------------------------------------------------------------------------- interrupts
+
+
+def _start_build(sim_bam: Path, tmp_path: Path, n: int) -> tuple[subprocess.Popen, Path, Path]:
+    """`build --jobs 2` of `n` samples in its own session (its own process group), and the
+    output and parts folder; returns once the first sample is finished."""
+    sheet = write_samplesheet(tmp_path / "s.csv", [(f"s{i}", sim_bam) for i in range(n)])
+    out = tmp_path / "run.zarr"
+    proc = subprocess.Popen(
+        cli_argv("build", "--input", sheet, "--out", out, "--jobs", 2, "--chunk-len", CHUNK,
+                 "--chromosomes", "all"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    parts = tmp_path / ".run.zarr.parts"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if parts.is_dir() and any(not p.name.startswith(".") for p in parts.iterdir()):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the build ended before it could be interrupted"
+    return proc, out, parts
+
+
+def test_ctrl_c_stops_build_at_once_keeps_finished_samples_and_says_resume(
+    sim_bam: Path, tmp_path: Path, run_cli
+):
+    """Ctrl-C (SIGINT to the process group) once went on extracting every remaining sample
+    before exiting 130."""
+    n = 8
+    proc, out, parts = _start_build(sim_bam, tmp_path, n)
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, stderr
+    assert took < 2.5, f"took {took:.1f} s to stop"
+    kept = sorted(p.name for p in parts.iterdir())
+    assert 1 <= len(kept) < n and all(not name.startswith(".") for name in kept), kept
+    hint = [line for line in stderr.splitlines() if line.startswith("warning: interrupted")]
+    assert hint == [
+        f"warning: interrupted: {len(kept)} of {n} samples are finished and kept in {parts}; "
+        "re-run the same command with --resume to continue from them"
+    ], stderr
+    assert stderr.splitlines()[-1] == "bamstore: interrupted"
+    assert not out.exists() and leftovers(tmp_path, out.name) == [parts.name]
+    for name in kept:
+        assert validate_store(parts / name, quick=True).ok
+    sheet = tmp_path / "s.csv"
+    resumed = run_cli("build", "--input", sheet, "--out", out, "--jobs", 2, "--chunk-len", CHUNK,
+                      "--chromosomes", "all", "--resume")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"({n - len(kept)} extracted, {len(kept)} reused)" in resumed.stderr
+    assert _sound(out)
+
+
+def test_sigterm_to_build_leaves_no_process_behind(sim_bam: Path, tmp_path: Path):
+    """SIGTERM to build's main process once left its worker processes and the resource
+    tracker running."""
+    proc, _, _ = _start_build(sim_bam, tmp_path, 6)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGTERM
+    deadline = time.monotonic() + 5
+    survivors = ""
+    while time.monotonic() < deadline:
+        survivors = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(proc.pid)],
+                                   capture_output=True, text=True).stdout.strip()  # fmt: skip
+        if not survivors:
+            break
+        time.sleep(0.05)
+    if survivors:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not survivors, f"processes of the build are still running:\n{survivors}"

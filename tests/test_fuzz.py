@@ -1,4 +1,4 @@
-"""Issue 5, fuzz: random CIGARs, flags, positions and options against `samtools depth`.
+"""Fuzz: random CIGARs, flags, positions and options against `samtools depth`.
 
 Each example is a random BAM (up to 3 short contigs, up to 40 reads: every CIGAR operation,
 every flag bit, MAPQ 0..255, '*' sequences, reads past the contig end), sometimes re-blocked so
@@ -15,15 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bamfactory import Read, samtools_depth, write_bam
+from bamfactory import Read, random_reads, reblock, samtools_depth, write_bam
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from relsupport import (
+from support import (
     extract_here,
-    random_reads,
-    reblock,
     store_attrs,
-    store_coverage,
 )
 
 from bamstore.kernel import STRAND_MODES, available_kernels, is_sense_strand
@@ -79,7 +76,7 @@ def cases(draw: st.DrawFn) -> dict:
     }
 
 
-def _check(case: dict, kernel: str, folder: Path) -> None:
+def _check(read_rows, case: dict, kernel: str, folder: Path) -> None:
     contigs, reads = case["contigs"], case["reads"]
     bam = write_bam(folder / "case.bam", reads, contigs)
     if case["block_sizes"]:
@@ -92,11 +89,11 @@ def _check(case: dict, kernel: str, folder: Path) -> None:
     want = samtools_depth(bam, contigs, **filters)
     record = store_attrs(out)["bamstore"]["samples"]["s"]
     for i, (name, _) in enumerate(contigs):
-        total = store_coverage(out, name)
+        total = read_rows(out, name)[0]
         np.testing.assert_array_equal(total, want[name], err_msg=f"{kernel} {name}")
         assert record["contig_sums"][i] == int(want[name].sum())
         if strand:
-            fwd, rev = store_coverage(out, f"{name}_fwd"), store_coverage(out, f"{name}_rev")
+            fwd, rev = read_rows(out, f"{name}_fwd")[0], read_rows(out, f"{name}_rev")[0]
             np.testing.assert_array_equal(fwd.astype(np.int64) + rev, total)
             assert record["fwd_sums"][i] + record["rev_sums"][i] == record["contig_sums"][i]
     if strand:  # fwd is the coverage of the sense reads alone
@@ -106,7 +103,7 @@ def _check(case: dict, kernel: str, folder: Path) -> None:
             write_bam(folder / "sense.bam", sense, contigs), contigs, **filters
         )
         for name, _ in contigs:
-            np.testing.assert_array_equal(store_coverage(out, f"{name}_fwd"), want_fwd[name])
+            np.testing.assert_array_equal(read_rows(out, f"{name}_fwd")[0], want_fwd[name])
     lengths = dict(contigs)
     primary = sum(
         1
@@ -126,8 +123,10 @@ def _check(case: dict, kernel: str, folder: Path) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(case=cases())
-def test_random_bams_equal_samtools_depth(kernel: str, case: dict, tmp_path_factory) -> None:
-    _check(case, kernel, tmp_path_factory.mktemp("fuzz"))
+def test_random_bams_equal_samtools_depth(
+    kernel: str, case: dict, tmp_path_factory, read_rows
+) -> None:
+    _check(read_rows, case, kernel, tmp_path_factory.mktemp("fuzz"))
 
 
 SPLIT_CONTIGS = [(f"chr{i}", 3000) for i in range(1, 7)]
@@ -135,7 +134,9 @@ SPLIT_CONTIGS = [(f"chr{i}", 3000) for i in range(1, 7)]
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("sizes", [[97], [64, 1000, 13, 5000], [65280]], ids=["97", "mixed", "64k"])
-def test_records_split_across_blocks_as_picard_writes_them(kernel, sizes, tmp_path) -> None:
+def test_records_split_across_blocks_as_picard_writes_them(
+    kernel, sizes, tmp_path, read_rows
+) -> None:
     """htsjdk splits records anywhere, also the first record of a contig; the compiled kernel
     once refused such files as corrupted when a contig's span ended inside the next record."""
     bam = write_bam(tmp_path / "a.bam", random_reads(8, 1500, SPLIT_CONTIGS), SPLIT_CONTIGS)
@@ -144,4 +145,4 @@ def test_records_split_across_blocks_as_picard_writes_them(kernel, sizes, tmp_pa
     extract_here(split, out, kernel=kernel, chunk_len=300)
     want = samtools_depth(bam, SPLIT_CONTIGS)
     for name, _ in SPLIT_CONTIGS:
-        np.testing.assert_array_equal(store_coverage(out, name), want[name], err_msg=name)
+        np.testing.assert_array_equal(read_rows(out, name)[0], want[name], err_msg=name)

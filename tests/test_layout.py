@@ -1,5 +1,6 @@
-"""A built store, opened with plain zarr, meets every item of QuantNado's writer checklist
-(../shared/notes/quantnado_spec.md §1), and our encoder writes the bytes zarr would."""
+"""A built store, opened with plain zarr, meets every item of QuantNado's writer checklist (the
+layout described in bamstore/layout.py: attributes, arrays, chunking, codecs and metadata
+arrays that QuantNado's readers need), and our encoder writes the bytes zarr would."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import TEST_DATA
+from support import TEST_DATA
 from zarr.codecs import BloscCodec
 
 from bamstore import layout
@@ -76,7 +77,7 @@ def test_writer_checklist(demo_store: Path) -> None:
     expected = sorted([*layout.coverage_array_names(chromsizes, True), "metadata"])
     assert members == expected
     # our own settings live in one attribute
-    assert attrs["bamstore"]["coverage"]["exclude_flags"] == 0x704
+    assert attrs["bamstore"]["settings"]["exclude_flags"] == 0x704
 
 
 def test_sample_hashes_are_md5_of_first_16_kib(demo_store: Path) -> None:
@@ -127,3 +128,36 @@ def test_edge_chunk_is_padded_to_full_size(tmp_path: Path, edge_bam: Path, extra
     last = store / "c1" / "c" / "0" / str((1000 - 1) // 64)
     assert last.stat().st_size == 64 * 4
     assert zarr.open_group(str(store), mode="r")["c1"][0, 990:1000].tolist() == [1] * 5 + [2] * 5
+
+
+def test_the_record_reads_back_as_written_and_names_what_it_cannot_read(tmp_path: Path) -> None:
+    """The typed root attributes round-trip through JSON; a setting an older record lacks reads
+    as its default; an unknown setting or another format version is refused by name."""
+    out = tmp_path / "r.zarr"
+    build_store([TEST_DATA / "samplesheet.csv"], out, ExtractOptions(chunk_len=8192))
+    raw = json.loads((out / "zarr.json").read_text())["attributes"]
+    attrs = layout.StoreAttributes.from_json(raw)
+    assert attrs.to_json() == raw
+    assert (
+        attrs.bamstore is not None
+        and attrs.settings == ExtractOptions(chunk_len=8192).store_settings()
+    )
+    older = json.loads(json.dumps(raw))
+    del older["bamstore"]["settings"]["count_deletions"]
+    assert layout.StoreAttributes.from_json(older).settings == attrs.settings
+    newer = json.loads(json.dumps(raw))
+    newer["bamstore"]["settings"]["mode"] = "fragments"
+    assert layout.StoreAttributes.from_json(newer).record_problem == (
+        "its 'bamstore' record has unknown setting(s) mode"
+    )
+    other = json.loads(json.dumps(raw))
+    other["bamstore"]["format_version"] = 1
+    assert layout.StoreAttributes.from_json(other).record_problem == (
+        f"its 'bamstore' record is format version 1, this bamstore reads version "
+        f"{layout.FORMAT_VERSION}"
+    )
+    record = attrs.bamstore.samples["rna_r"]
+    names = attrs.contig_names
+    moved = record.in_order(names, names[1:] + names[:1])
+    assert moved.contig_sums == record.contig_sums[1:] + record.contig_sums[:1]
+    assert moved.in_order(names[1:] + names[:1], names) == record

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RANDOM_CONTIGS, read_rows
+from bamfactory import RANDOM_CONTIGS
+from support import TEST_DATA
 
 from bamstore import layout
 from bamstore.errors import InputError, OutputExistsError
@@ -33,7 +34,7 @@ def parts(random_bam: Path, random_se_bam: Path, extract) -> list[Path]:
     ]
 
 
-def test_merged_rows_equal_parts(parts: list[Path], tmp_path: Path) -> None:
+def test_merged_rows_equal_parts(parts: list[Path], tmp_path: Path, read_rows) -> None:
     before = [_snapshot(p) for p in parts]
     out = tmp_path / "merged.zarr"
     result = merge_stores(parts, out)
@@ -49,8 +50,8 @@ def test_merged_rows_equal_parts(parts: list[Path], tmp_path: Path) -> None:
         np.testing.assert_array_equal(fwd[2], read_rows(parts[2], contig + "_fwd")[0])
         np.testing.assert_array_equal(fwd[2] + rev[2], merged[2])
     assert info.stranded == {"pe": "", "se": "", "pe_r": "R"}
-    totals = [int(read_store_info(p).metadata_arrays["total_reads"][0]) for p in parts]
-    assert info.metadata_arrays["total_reads"].tolist() == totals
+    totals = [int(read_store_info(p).metadata_arrays.total_reads[0]) for p in parts]
+    assert info.metadata_arrays.total_reads.tolist() == totals
     assert validate_store(out).ok
     assert [_snapshot(p) for p in parts] == before, "merge modified a part"
 
@@ -66,7 +67,7 @@ def test_chunks_are_hard_links_or_copies(parts: list[Path], tmp_path: Path) -> N
     assert copy.stat().st_nlink == 1 and copy.read_bytes() == chunk.read_bytes()
 
 
-def test_sample_order_as_given(parts: list[Path], tmp_path: Path) -> None:
+def test_sample_order_as_given(parts: list[Path], tmp_path: Path, read_rows) -> None:
     out = merge_stores(list(reversed(parts)), tmp_path / "rev.zarr").out
     assert read_store_info(out).sample_names == ["pe_r", "se", "pe"]
     np.testing.assert_array_equal(read_rows(out, "chr1")[2], read_rows(parts[0], "chr1")[0])
@@ -111,21 +112,47 @@ def test_refuses_duplicates_and_mismatched_settings(random_bam, edge_bam, extrac
         "compression": extract(random_bam, "d", chunk_len=5000, compression="fast"),
         "contigs": extract(edge_bam, "e", chunk_len=5000),
     }
+    first = f"the first part ({a})"
     expected = {
-        "duplicate": "is also in",
-        "chunk_len": "chunk_len 4000",
-        "min_mapq": "min_mapq",
-        "compression": "compression 'fast'",
-        "contigs": "contig",
+        "duplicate": f"sample 'a' is also in {a}; fix: merge each sample once; rename duplicates",
+        "chunk_len": f"has chunk_len 4000, but {first} has 5000; fix: extract every sample "
+        "with the same --chunk-len",
+        "min_mapq": f"has min_mapq 5, but {first} has 0; fix: extract every sample with the "
+        "same --min-mapq",
+        "compression": f"has compression 'fast', but {first} has 'default'; fix: extract every "
+        "sample with the same --compression",
+        "contigs": f"has no contig 'chr1', which {first} has; fix: build all samples against "
+        "the same genome",
     }
     for case, part in problems.items():
         with pytest.raises(InputError) as err:
             merge_stores([a, part], tmp_path / f"{case}.zarr")
-        assert expected[case] in str(err.value) and str(part) in str(err.value), case
+        assert err.value.problems[0].line() == f"{part}: {expected[case]}", case
+        assert len(err.value.problems) == 1, err.value.problems
         assert not (tmp_path / f"{case}.zarr").exists()
 
 
-def test_merged_store_can_be_merged_again(parts: list[Path], tmp_path: Path) -> None:
+def test_merge_names_the_one_setting_that_differs(tmp_path, run_cli):
+    """Parts counted with different read filters: one line naming the setting and both values,
+    never the two settings records."""
+    parts = []
+    for name, mapq in (("a", "0"), ("b", "20")):
+        out = tmp_path / f"{name}.zarr"
+        done = run_cli("extract", "--bam", TEST_DATA / "chip_a.bam", "--sample", name,
+                       "--out", out, "--min-mapq", mapq)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        parts.append(out)
+    out = tmp_path / "m.zarr"
+    done = run_cli("merge", *parts, "--out", out)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"bamstore: error: {parts[1]}: has min_mapq 20, but the first part ({parts[0]}) has 0; "
+        "fix: extract every sample with the same --min-mapq"
+    ]
+    assert not out.exists()
+
+
+def test_merged_store_can_be_merged_again(parts: list[Path], tmp_path: Path, read_rows) -> None:
     first = merge_stores(parts[:2], tmp_path / "ab.zarr").out
     both = merge_stores([first, parts[2]], tmp_path / "abc.zarr").out
     assert read_store_info(both).sample_names == ["pe", "se", "pe_r"]

@@ -176,7 +176,7 @@ def test_extract_params_reach_the_cli_through_ext_args(tmp_path: Path):
     result = run_extract(tmp_path / "work", "chip_b", params=params)
     ok(result)
     summary = inspect(result.outputs["zarr"][0])
-    coverage = summary["settings"]["coverage"]
+    coverage = summary["settings"]
     assert coverage["min_mapq"] == 30
     assert coverage["exclude_flags"] == 0x4
     assert coverage["count_deletions"] is True

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import REPO, TEST_DATA
+from support import REPO, TEST_DATA
 
 from bamstore.build import build_store
 from bamstore.extract import ExtractOptions

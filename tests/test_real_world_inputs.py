@@ -25,8 +25,7 @@ import numpy as np
 import pysam
 import pytest
 import zarr
-from bamfactory import Read, samtools_depth, write_bam
-from relsupport import random_reads
+from bamfactory import Read, random_reads, samtools_depth, write_bam
 
 from bamstore.kernel import available_kernels
 

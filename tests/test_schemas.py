@@ -33,10 +33,10 @@ from nf_harness import EXPR, REPO, Obj, config_params, evaluate, ext_setting
 from samplesheet_cases import CASES, Case
 
 from bamstore import __version__
-from bamstore.build import read_samplesheets
 from bamstore.cli import extract as extract_command
 from bamstore.cli import merge as merge_command
 from bamstore.errors import InputError
+from bamstore.samplesheet import read_samplesheets
 
 SCHEMA = json.loads((REPO / "nextflow_schema.json").read_text())
 INPUT_SCHEMA = json.loads((REPO / "assets" / "schema_input.json").read_text())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pysam
 import pytest
-from conftest import TEST_DATA
+from support import TEST_DATA
 
 from bamstore.simulate import make_bam
 

@@ -12,8 +12,6 @@ Each problem becomes an `InputError` naming the file, the problem and the comman
 
 from __future__ import annotations
 
-import re
-
 from bamstore.bam_input.contigs import (
     PRIMARY_CONTIG,
     account_for_left_out,
@@ -53,24 +51,7 @@ __all__ = [
     "prefix_md5",
     "quiet_htslib",
     "read_chromsizes",
-    "sample_name_problem",
     "select_contigs",
     "sniff_file",
     "usable_index",
 ]
-
-
-def sample_name_problem(name: str) -> str | None:
-    """Why `name` cannot be a sample name (it becomes a file name), or None if it can."""
-    if not name or not name.strip():
-        return "sample name is empty"
-    if name != name.strip():
-        return f"sample name {name!r} has leading or trailing spaces"
-    if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        return f"sample name {name!r} cannot be used as a file name"
-    if not re.fullmatch(r"[A-Za-z0-9._+\-]+", name):
-        return (
-            f"sample name {name!r} has characters other than letters, digits and ._+- "
-            "(it is used as a file name)"
-        )
-    return None
