@@ -22,7 +22,7 @@ LocalStore, the writer writes a sibling `.partial` file and renames it over the 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -185,6 +185,15 @@ class ShardWriter:
             self.abort()
         elif not self._closed:
             self.close()
+
+
+def pack_chunk_files(chunk_files: Mapping[int, Path], path: Path, n_inner: int) -> bool:
+    """Make the shard of a row from its unsharded chunk files, by column; nothing is decoded
+    (an unsharded chunk file is the inner chunk's bytes). False: no chunks, so no file."""
+    with ShardWriter(path, n_inner) as writer:
+        for col in sorted(chunk_files):
+            writer.append(col, Path(chunk_files[col]).read_bytes())
+        return writer.close()
 
 
 # ---------------------------------------------------------------------------- reading

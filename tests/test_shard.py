@@ -213,6 +213,18 @@ def test_inner_chunks_are_zarrs_chunk_files(written: Written) -> None:
     )
 
 
+def test_packing_unsharded_chunk_files_gives_zarrs_shard(written: Written, tmp_path: Path) -> None:
+    n_inner = shard.inner_chunks_per_shard(written.length, written.chunk_len)
+    for r in range(3):
+        files = layout.row_chunk_files(written.zarr_unsharded, ARRAY, r)
+        packed = tmp_path / f"row{r}"
+        assert shard.pack_chunk_files(files, packed, n_inner) == (r != 1)
+        theirs = shard.shard_path(written.zarr_sharded, ARRAY, r)
+        assert packed.exists() == theirs.exists()
+        if r != 1:
+            assert packed.read_bytes() == theirs.read_bytes()
+
+
 # ---------------------------------------------------------------------------- damage
 
 
