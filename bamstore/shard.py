@@ -247,18 +247,21 @@ def read_shard_index(path: Path, n_inner: int) -> ShardIndex:
     before the index exactly (as every zarr-written shard does). Damage inside a chunk's bytes is
     left to the digest (`shard_chunk_crcs`).
     """
-    path = Path(path)
-    size_needed = index_nbytes(n_inner)
     with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size < size_needed:
-            raise DamagedShardError(
-                path,
-                f"{size} bytes, shorter than the index of {n_inner} inner chunks "
-                f"({size_needed} bytes): truncated",
-            )
-        fh.seek(size - size_needed)
-        raw = fh.read(size_needed)
+        return _read_index(fh, Path(path), n_inner)
+
+
+def _read_index(fh: BinaryIO, path: Path, n_inner: int) -> ShardIndex:
+    size_needed = index_nbytes(n_inner)
+    size = os.fstat(fh.fileno()).st_size
+    if size < size_needed:
+        raise DamagedShardError(
+            path,
+            f"{size} bytes, shorter than the index of {n_inner} inner chunks "
+            f"({size_needed} bytes): truncated",
+        )
+    fh.seek(size - size_needed)
+    raw = fh.read(size_needed)
     index, checksum = raw[:-CHECKSUM_BYTES], raw[-CHECKSUM_BYTES:]
     if google_crc32c.value(index) != int.from_bytes(checksum, "little"):
         raise DamagedShardError(
@@ -274,8 +277,8 @@ def read_shard_index(path: Path, n_inner: int) -> ShardIndex:
     data_end = size - size_needed
     order = np.argsort(present[:, 0], kind="stable")
     starts, nbytes = present[order, 0], present[order, 1]
-    # Checked in this order, every start is the sum of the sizes before it (each <= data_end),
-    # so the uint64 sums below cannot wrap around.
+    # uint64 sums may wrap for garbage entries, but only where an equality below then fails:
+    # if all hold, the starts grow from 0 by sizes <= data_end, and no sum wrapped.
     tiles = (
         len(present) > 0
         and int(starts[0]) == 0
@@ -293,22 +296,28 @@ def read_shard_index(path: Path, n_inner: int) -> ShardIndex:
     return ShardIndex(path, entries.copy(), size)
 
 
+def _chunks(fh: BinaryIO, index: ShardIndex) -> Iterator[tuple[int, bytes]]:
+    for col, start, stop in index.chunk_ranges():
+        fh.seek(start)
+        data = fh.read(stop - start)
+        if len(data) != stop - start:
+            raise DamagedShardError(index.path, "the file shrank while it was read")
+        yield col, data
+
+
 def iter_inner_chunks(index: ShardIndex) -> Iterator[tuple[int, bytes]]:
     """(column, encoded bytes) of every stored inner chunk, one chunk in memory at a time."""
     with open(index.path, "rb") as fh:
-        for col, start, stop in index.chunk_ranges():
-            fh.seek(start)
-            data = fh.read(stop - start)
-            if len(data) != stop - start:
-                raise DamagedShardError(index.path, "the file shrank while it was read")
-            yield col, data
+        yield from _chunks(fh, index)
 
 
 def shard_chunk_crcs(path: Path, n_inner: int) -> list[tuple[int, int]]:
     """(column, CRC32 of the encoded bytes) of every stored inner chunk: what extraction
-    records per chunk, whatever the layout. Raises DamagedShardError for a bad index."""
-    index = read_shard_index(path, n_inner)
-    return [(col, crc32(data)) for col, data in iter_inner_chunks(index)]
+    records per chunk, whatever the layout. Index and chunks are read through one open file,
+    so a shard replaced meanwhile is read whole, old or new. Raises DamagedShardError."""
+    with open(path, "rb") as fh:
+        index = _read_index(fh, Path(path), n_inner)
+        return [(col, crc32(data)) for col, data in _chunks(fh, index)]
 
 
 def shard_digest(path: Path, n_inner: int) -> str:
