@@ -33,9 +33,11 @@ from bamstore.bam_input import (
 from bamstore.blocks import BgzfError
 from bamstore.errors import InputError
 from bamstore.kernel import (
+    CountingMode,
     CoverageReader,
     KernelName,
     ReadFilter,
+    UnsortedInputError,
     default_kernel,
     open_coverage_reader,
 )
@@ -49,6 +51,20 @@ COVERAGE_DEFINITION = (
     "N and clips never; records with any exclude_flags or MAPQ < min_mapq skipped; "
     "0-based positions; overlapping mates count twice"
 )
+# What each counting mode stores (CountingMode in kernel.py has the rules in full).
+COVERAGE_DEFINITIONS = {
+    "reads": COVERAGE_DEFINITION,
+    "fragments": (
+        "fragment coverage: primary records passing the read filter; a proper pair (0x2) adds "
+        "1 over [pos, pos+TLEN) from its mate with TLEN > 0, other paired records nothing; a "
+        "single-end read adds its alignment's span [start, end), or with extend N the N bases "
+        "from its 5' end; clipped to the contig; 0-based positions"
+    ),
+    "cutsites": (
+        "cut sites: each primary record passing the read filter adds 1 at start+P (forward) "
+        "or end-1+M (reverse), shift [P, M]; sites off the contig dropped; 0-based positions"
+    ),
+}
 LONG_CONTIG = 20_000_000  # contigs at least this long get their own progress line
 
 
@@ -57,6 +73,7 @@ class ExtractOptions:
     """Settings of one extraction; all but threads/kernel/tmp_dir are recorded in the store."""
 
     read_filter: ReadFilter = field(default_factory=ReadFilter)
+    counting: CountingMode = field(default_factory=CountingMode)
     chromosomes: str = "primary"
     chromsizes: Path | None = None
     chunk_len: int = layout.DEFAULT_CHUNK_LEN
@@ -91,11 +108,22 @@ class ExtractOptions:
                 "--min-mapq must be >= 0 and --exclude-flags within 0..0xFFFF",
                 "use e.g. --exclude-flags 0x704 --min-mapq 0",
             )
+        if self.read_filter.count_deletions and self.counting.mode != "reads":
+            raise InputError(
+                None,
+                f"--count-deletions applies to --mode reads only ({self.counting.mode} cover "
+                "whole alignment spans)",
+                "drop --count-deletions",
+            )
 
     def settings_attr(self) -> dict[str, Any]:
         """What must agree between parts that are merged into one store."""
         return {
-            "coverage": {"definition": COVERAGE_DEFINITION, **self.read_filter.to_attr()},
+            "coverage": {
+                "definition": COVERAGE_DEFINITIONS[self.counting.mode],
+                **self.read_filter.to_attr(),
+                **self.counting.to_attr(),
+            },
             "chromosome_selection": self.chromosomes,
         }
 
@@ -113,6 +141,8 @@ class ContigResult:
     mapq255_reads: int = 0
     seqless_reads: int = 0
     long_cigar_reads: int = 0
+    improper_pair_records: int = 0
+    off_contig_cut_sites: int = 0
     # (column, CRC32 of the encoded chunk) per array kind: "total", "fwd", "rev"
     chunk_crcs: dict[str, list[tuple[int, int]]] = field(
         default_factory=lambda: {"total": [], "fwd": [], "rev": []}
@@ -130,10 +160,12 @@ class SampleResult:
     sample_hash: bytes
     source: dict[str, Any]
     kernel: str
+    counting: CountingMode = field(default_factory=CountingMode)
     seconds: float = 0.0
 
     @property
     def total_reads(self) -> int:
+        """Primary records that pass the read filter and start on a kept contig (every mode)."""
         return sum(c.primary_reads for c in self.contigs)
 
     @property
@@ -144,12 +176,12 @@ class SampleResult:
         )
 
     def warnings(self) -> dict[str, int]:
-        return {
-            "clipped_reads": sum(c.clipped_reads for c in self.contigs),
-            "mapq255_reads": sum(c.mapq255_reads for c in self.contigs),
-            "seqless_reads": sum(c.seqless_reads for c in self.contigs),
-            "long_cigar_reads": sum(c.long_cigar_reads for c in self.contigs),
-        }
+        keys = ["clipped_reads", "mapq255_reads", "seqless_reads", "long_cigar_reads"]
+        if self.counting.mode == "fragments":
+            keys.append("improper_pair_records")
+        if self.counting.mode == "cutsites":
+            keys.append("off_contig_cut_sites")
+        return {key: sum(getattr(c, key) for c in self.contigs) for key in keys}
 
     def sample_attr(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -253,6 +285,8 @@ def _count_windows(
             "mapq255_reads",
             "seqless_reads",
             "long_cigar_reads",
+            "improper_pair_records",
+            "off_contig_cut_sites",
         ):
             setattr(result, key, int(getattr(reader, key)))
         results.append(result)
@@ -275,16 +309,13 @@ def _count_windows(
 def _next_window(reader: CoverageReader, bufs: _WindowBuffers, path: Path, contig: str) -> int:
     try:
         return reader.next_window(bufs.total, bufs.fwd, bufs.rev)
-    except ValueError as exc:
-        if str(exc).startswith("unsorted:"):
-            _, prev, pos = str(exc).split(":")
-            raise InputError(
-                path,
-                f"is not sorted by coordinate: on {contig} a record at "
-                f"{int(pos) + 1} follows one at {int(prev) + 1}",
-                "samtools sort -o sorted.bam INPUT && samtools index sorted.bam",
-            ) from None
-        raise
+    except UnsortedInputError as exc:
+        raise InputError(
+            path,
+            f"is not sorted by coordinate: on {contig} a record at "
+            f"{exc.pos + 1} follows one at {exc.prev_pos + 1}",
+            "samtools sort -o sorted.bam INPUT && samtools index sorted.bam",
+        ) from None
     except BgzfError as exc:
         raise InputError(
             path,
@@ -330,6 +361,7 @@ def count_sample(
             str(idx),
             chunk_len=options.chunk_len,
             read_filter=options.read_filter,
+            counting=options.counting,
             strandedness=options.strandedness,
             threads=options.threads,
             reference=str(options.reference) if options.reference else None,
@@ -348,6 +380,7 @@ def count_sample(
         sample_hash=prefix_md5(alignment.path),
         source=fingerprint(alignment),
         kernel=kernel,
+        counting=options.counting,
         seconds=time.monotonic() - started,
     )
 
@@ -423,10 +456,24 @@ def _warn(result: SampleResult) -> None:
     w = result.warnings()
     if w["clipped_reads"]:
         log.warning(
-            "%s: %d reads ran past the end of their contig and were clipped there (is the "
+            "%s: %d %s ran past the end of their contig and were clipped there (is the "
             "BAM header's contig length right?)",
             result.sample,
             w["clipped_reads"],
+            "fragments" if result.counting.mode == "fragments" else "reads",
+        )
+    if w.get("improper_pair_records"):
+        log.warning(
+            "%s: %d paired records are not in a proper pair (flag 0x2 unset, or TLEN 0) and "
+            "added no fragment",
+            result.sample,
+            w["improper_pair_records"],
+        )
+    if w.get("off_contig_cut_sites"):
+        log.warning(
+            "%s: %d cut sites fell off their contig after the shift and were dropped",
+            result.sample,
+            w["off_contig_cut_sites"],
         )
     if w["mapq255_reads"]:
         log.warning(

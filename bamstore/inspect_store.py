@@ -69,6 +69,13 @@ def format_summary(summary: dict[str, Any], path: str, version: str | None) -> s
             f"{'counted' if coverage.get('count_deletions') else 'not counted'}; chromosomes "
             f"{summary['settings'].get('chromosome_selection')}"
         )
+    if coverage.get("mode"):
+        detail = {"fragments": "extend", "cutsites": "shift"}.get(coverage["mode"])
+        value = coverage.get(detail) if detail else None
+        lines.append(
+            f"counting     {coverage['mode']}"
+            + (f" ({detail} {value})" if detail and value is not None else "")
+        )
     cols = summary["metadata_columns"]
     lines.append(f"metadata     {', '.join(cols) if cols else '(none)'}")
     lines.append("")

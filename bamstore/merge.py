@@ -144,7 +144,8 @@ def check_parts(infos: Sequence[StoreInfo]) -> None:
                     InputError(
                         info.path,
                         f"was extracted with {key} {value}, but {label} with {first.settings[key]}",
-                        "extract every sample with the same read filter and --chromosomes",
+                        "extract every sample with the same read filter, --mode (with its "
+                        "--extend/--shift) and --chromosomes",
                     )
                 )
     if problems:

@@ -141,3 +141,24 @@ def run_bamstore(
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """run_cli(*args, cwd=None, env=None, timeout=600): bin/bamstore in a fresh process."""
+
+    def run(
+        *args: object,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess[str]:
+        return run_bamstore(*args, cwd=cwd, env=env, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(name="read_rows")
+def read_rows_fixture() -> Callable[[Path, str], np.ndarray]:
+    """read_rows(store, array): a whole coverage array through plain zarr."""
+    return read_rows
