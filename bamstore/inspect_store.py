@@ -72,6 +72,8 @@ def format_summary(summary: dict[str, Any], path: str, version: str | None) -> s
     if coverage.get("mode"):
         detail = {"fragments": "extend", "cutsites": "shift"}.get(coverage["mode"])
         value = coverage.get(detail) if detail else None
+        if isinstance(value, list):
+            value = ",".join(str(x) for x in value)
         lines.append(
             f"counting     {coverage['mode']}"
             + (f" ({detail} {value})" if detail and value is not None else "")

@@ -833,16 +833,23 @@ def format_report(report: Report) -> str:
     )
     lines += [
         "",
-        "## Targets (issue 3)",
+        "## Targets (issues 3 and 12)",
         "",
         "| # | target | measured | result |",
         "|---|---|---|---|",
     ]
     for t in report.targets:
         lines.append(f"| {t.number} | {t.text} | {t.measured} | **{t.verdict}** |")
-    lines += ["", "## Size on disk", "", "| store | bytes per sample | note |", "|---|---:|---|"]
-    for what, size, note in report.sizes:
-        lines.append(f"| {what} | {size} | {note} |")
+    if report.sizes:  # none with --only extract
+        lines += [
+            "",
+            "## Size on disk",
+            "",
+            "| store | bytes per sample | note |",
+            "|---|---:|---|",
+        ]
+        for what, size, note in report.sizes:
+            lines.append(f"| {what} | {size} | {note} |")
     lines += ["", "## Correctness (outside the timing)", ""]
     lines += [f"- {what}: {summary}" for what, summary in report.checks]
     if report.notes:

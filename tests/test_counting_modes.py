@@ -18,11 +18,10 @@ import zarr
 from bamfactory import Read, bedtools_genomecov, mode_oracle, write_bam
 
 from bamstore.kernel import CountingMode, available_kernels
-from bamstore.simulate import make_bam
 
 KERNELS = available_kernels()
 CONTIGS = [("m1", 1000), ("m2", 300), ("m3", 50)]
-RANDOM_CONTIGS = [("chr1", 30_000), ("chr2", 12_000), ("chr3", 700)]
+RANDOM_CONTIGS = [("chr1", 30_000), ("chr2", 12_000), ("chr3", 700)]  # conftest's random BAMs
 
 # flags of the two mates of a proper pair: left mate forward, right mate reverse
 F1R2_LEFT, F1R2_RIGHT = 0x1 | 0x2 | 0x40 | 0x20, 0x1 | 0x2 | 0x80 | 0x10
@@ -93,18 +92,6 @@ def mode_edge_reads() -> list[Read]:
 @pytest.fixture(scope="module")
 def mode_bam(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_bam(tmp_path_factory.mktemp("modes") / "modes.bam", mode_edge_reads(), CONTIGS)
-
-
-@pytest.fixture(scope="module")
-def random_pe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("random_pe")
-    return make_bam(folder / "pe.bam", 6000, RANDOM_CONTIGS, seed=3, threads=1)
-
-
-@pytest.fixture(scope="module")
-def random_se(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("random_se")
-    return make_bam(folder / "se.bam", 3000, RANDOM_CONTIGS, seed=4, paired=False, threads=1)
 
 
 def _oracle(bam: Path, contigs, counting: CountingMode, **kw):
@@ -193,10 +180,10 @@ FILTERS = {
 @pytest.mark.parametrize("mode", ["fragments", "fragments-extend200", "cutsites", "cutsites-0,0"])
 @pytest.mark.parametrize("filter_name", FILTERS)
 def test_modes_with_read_filters_match_oracle(
-    random_pe, random_se, mode_bam, extract, read_rows, kernel, mode, filter_name
+    random_bam, random_se_bam, mode_bam, extract, read_rows, kernel, mode, filter_name
 ):
     counting, filters = MODES[mode], FILTERS[filter_name]
-    for bam, contigs in ((random_pe, RANDOM_CONTIGS), (random_se, RANDOM_CONTIGS)):
+    for bam, contigs in ((random_bam, RANDOM_CONTIGS), (random_se_bam, RANDOM_CONTIGS)):
         store = extract(bam, kernel=kernel, chunk_len=4096, counting=counting, **filters)
         _check(store, _oracle(bam, contigs, counting, **filters), contigs, read_rows, counting)
     store = extract(mode_bam, kernel=kernel, chunk_len=64, counting=counting, **filters)
@@ -207,11 +194,11 @@ def test_modes_with_read_filters_match_oracle(
 @pytest.mark.parametrize("mode", ["fragments", "fragments-extend30", "cutsites", "cutsites-7,3"])
 @pytest.mark.parametrize("strand", ["U", "F", "R"])
 def test_stranded_modes_split_by_the_sample_rule(
-    mode_bam, random_pe, extract, read_rows, kernel, mode, strand
+    mode_bam, random_bam, extract, read_rows, kernel, mode, strand
 ):
     """fwd/rev hold the fragments (cut sites) of each transcript strand; fwd + rev == total."""
     counting = MODES[mode]
-    for bam, contigs, chunk_len in ((mode_bam, CONTIGS, 7), (random_pe, RANDOM_CONTIGS, 4096)):
+    for bam, contigs, chunk_len in ((mode_bam, CONTIGS, 7), (random_bam, RANDOM_CONTIGS, 4096)):
         store = extract(
             bam, kernel=kernel, chunk_len=chunk_len, counting=counting, strandedness=strand
         )
@@ -224,15 +211,15 @@ def test_stranded_modes_split_by_the_sample_rule(
             np.testing.assert_array_equal(rev, want.rev[name], err_msg=f"{name} rev")
             np.testing.assert_array_equal(fwd.astype(np.int64) + rev, total)
             assert record["fwd_sums"][i] + record["rev_sums"][i] == record["contig_sums"][i]
-        if bam == random_pe and mode.startswith("fragments") and strand in "FR":
+        if bam == random_bam and mode.startswith("fragments") and strand in "FR":
             # the rule gives both mates of a pair one strand: both arrays hold fragments
             assert all(want.fwd[n].any() and want.rev[n].any() for n, _ in contigs[:2])
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_kernels_write_identical_chunks_in_every_mode(random_pe, mode_bam, extract, mode):
+def test_kernels_write_identical_chunks_in_every_mode(random_bam, mode_bam, extract, mode):
     counting = MODES[mode]
-    for bam, chunk_len in ((random_pe, 5000), (mode_bam, 7)):
+    for bam, chunk_len in ((random_bam, 5000), (mode_bam, 7)):
         stores = {
             k: extract(bam, kernel=k, chunk_len=chunk_len, counting=counting, strandedness="R")
             for k in KERNELS
@@ -321,13 +308,18 @@ def test_fragments_equal_bedtools_pc(tmp_path, extract, read_rows, kernel):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_single_end_extension_equals_bedtools_fs(tmp_path, random_se, extract, read_rows, kernel):
+def test_single_end_extension_equals_bedtools_fs(
+    tmp_path, random_se_bam, extract, read_rows, kernel
+):
     """--extend N on single-end reads is bedtools genomecov -fs N (clipped at both ends)."""
-    kept = _filtered(random_se, tmp_path / "kept.bam", "-F", "0xF04")
+    kept = _filtered(random_se_bam, tmp_path / "kept.bam", "-F", "0xF04")
     for n in (37, 250):
         want = bedtools_genomecov(kept, RANDOM_CONTIGS, "-fs", str(n))
         store = extract(
-            random_se, kernel=kernel, chunk_len=999, counting=CountingMode("fragments", extend=n)
+            random_se_bam,
+            kernel=kernel,
+            chunk_len=999,
+            counting=CountingMode("fragments", extend=n),
         )
         for name, _ in RANDOM_CONTIGS:
             np.testing.assert_array_equal(read_rows(store, name)[0], want[name], err_msg=name)
@@ -335,11 +327,11 @@ def test_single_end_extension_equals_bedtools_fs(tmp_path, random_se, extract, r
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_cut_sites_without_shift_equal_bedtools_5(
-    tmp_path, random_pe, random_se, extract, read_rows, kernel
+    tmp_path, random_bam, random_se_bam, extract, read_rows, kernel
 ):
     """--shift 0,0 is bedtools genomecov -5 (all records that pass the filter, both mates);
     the U strand arrays are its -strand + and -strand - tracks."""
-    for bam in (random_pe, random_se):
+    for bam in (random_bam, random_se_bam):
         kept = _filtered(bam, tmp_path / f"{bam.stem}-kept.bam", "-F", "0xF04")
         want = bedtools_genomecov(kept, RANDOM_CONTIGS, "-5")
         plus = bedtools_genomecov(kept, RANDOM_CONTIGS, "-5", "-strand", "+")
