@@ -204,6 +204,9 @@ def parse_extract(args: str) -> dict:
         ("exclude_flags", "0x4", 4),
         ("exclude_flags", 1024, 1024),
         ("count_deletions", True, True),
+        ("mode", "fragments", "fragments"),
+        ("extend", 200, 200),
+        ("shift", "-9,-12", (-9, -12)),
         ("chunk_len", 4096, 4096),
         ("compression", "none", "none"),
     ],
@@ -218,7 +221,8 @@ def test_each_extraction_param_reaches_the_cli(name, value, expected):
 def test_ext_args_defaults_and_strandedness():
     plain = parse_extract(extract_args({"id": "s", "strandedness": ""}))
     defaults = parse_extract("")
-    for name in ("chromosomes", "min_mapq", "count_deletions", "chunk_len", "compression"):
+    for name in ("chromosomes", "min_mapq", "count_deletions", "mode", "extend", "shift",
+                 "chunk_len", "compression"):  # fmt: skip
         assert plain[name] == defaults[name], name
     assert plain["exclude_flags"] == 0x704
     assert plain["stranded"] is None
