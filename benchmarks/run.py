@@ -647,7 +647,7 @@ def check_mode_store(store: Path, bam: Path, contig: str) -> CheckResult:
     group = zarr.open_group(str(store), mode="r")
     attrs = dict(group.attrs)
     length = int(attrs["chromsizes"][contig])
-    want = expected_mode_coverage(bam, contig, length, attrs["bamstore"]["coverage"])
+    want = expected_mode_coverage(bam, contig, length, attrs["bamstore"]["settings"])
     got = np.asarray(group[contig][0, :])
     result = CheckResult(str(store), positions=length, nonzero=int(np.count_nonzero(want)))
     wrong = np.flatnonzero(got != want)
