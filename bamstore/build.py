@@ -46,12 +46,12 @@ def parts_dir_for(out: Path) -> Path:
     return out.parent / f".{out.name}.parts"
 
 
-def read_samplesheets(paths: list[Path]) -> Samplesheet:
+def read_samplesheets(paths: list[Path], *, check_files: bool = True) -> Samplesheet:
     """Every problem of every sheet (and duplicates across sheets) in one error."""
     sheets: list[Samplesheet] = []
     problems: list[InputError] = []
     for path in paths:
-        sheet, found = check_samplesheet(path)
+        sheet, found = check_samplesheet(path, check_files=check_files)
         sheets.append(sheet)
         problems += found
     try:

@@ -1,16 +1,21 @@
 """The samplesheet: which BAMs, under which sample names, with which metadata.
 
-CSV (`.csv`) or TSV (`.tsv`) with a header. Required columns `sample` and `bam`; optional `bai`
-and `strandedness` (U, F, R or empty); every other column is per-sample metadata. Relative
-paths resolve against the samplesheet's folder. All problems are collected and reported
-together, each with its line number (the header is line 1). assets/schema_input.json encodes the
-same rules for nf-schema; tests/test_schemas.py keeps the two in step.
+CSV (`.csv`) or TSV (`.tsv`) with a header. Required columns `sample` and `bam` (a `.bam` or
+`.cram` file); optional `bai` (its index: `.bai` or `.csi` for BAM, `.crai` for CRAM) and
+`strandedness` (U, F, R or empty); every other column is per-sample metadata. Relative paths
+resolve against the samplesheet's folder. All problems are collected and reported together, each
+with its line number (the header is line 1).
+
+These are the only samplesheet rules: `bamstore build` and the Nextflow pipeline (its
+BAMSTORE_CHECKSAMPLESHEET task runs `bamstore check-samplesheet --out`) both apply them, and the
+pipeline reads the normalised sheet that `write_normalised` writes.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +27,9 @@ REQUIRED_COLUMNS = ("sample", "bam")
 OPTIONAL_COLUMNS = ("bai", "strandedness")
 RESERVED_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
+# Alignment file extension -> the index extensions that can go with it (htslib's own names).
+INDEX_EXTENSIONS = {".bam": (".bai", ".csi"), ".cram": (".crai",)}
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -240,11 +248,49 @@ def _row_problems(
         )
     if not row["bam"]:
         problems.append(InputError(where, "bam is empty", "give the path of the sample's BAM"))
-    elif check_files:
+        return problems
+    path_problems = _extension_problems(where, row["bam"], row.get("bai", ""))
+    problems += path_problems
+    if check_files and not path_problems:
         problems += _file_problems(where, "bam", _resolve(base, row["bam"]))
-    if row.get("bai") and check_files:
-        problems += _file_problems(where, "bai", _resolve(base, row["bai"]))
+        if row.get("bai"):
+            problems += _file_problems(where, "bai", _resolve(base, row["bai"]))
     return problems
+
+
+def _extension_problems(where: str, bam: str, index: str) -> list[InputError]:
+    """The alignment file is .bam or .cram, its index one htslib pairs with it; no URLs."""
+    problems = [
+        InputError(
+            where,
+            f"{column} {value!r} is a URL; bamstore reads local (or mounted) files only",
+            "copy the file to a local or shared filesystem and give its path",
+        )
+        for column, value in (("bam", bam), ("bai", index))
+        if _URL.match(value)
+    ]
+    if problems:
+        return problems
+    suffix = Path(bam).suffix.lower()
+    if suffix not in INDEX_EXTENSIONS:
+        return [
+            InputError(
+                where,
+                f"bam {bam!r} does not end in .bam or .cram",
+                "give a coordinate-sorted BAM (.bam) or CRAM (.cram) file",
+            )
+        ]
+    allowed = INDEX_EXTENSIONS[suffix]
+    if index and Path(index).suffix.lower() not in allowed:
+        return [
+            InputError(
+                where,
+                f"bai {index!r} is not a {suffix} index (expected {' or '.join(allowed)})",
+                "give the index made by samtools index for this file, or leave bai empty "
+                "to have one built",
+            )
+        ]
+    return []
 
 
 def _file_problems(where: str, column: str, path: Path) -> list[InputError]:
@@ -294,3 +340,32 @@ def merge_samplesheets(sheets: list[Samplesheet]) -> Samplesheet:
     if problems:
         raise InputErrors(problems)
     return merged
+
+
+NORMALISED_COLUMNS = ("sample", "bam", "bai", "strandedness")
+
+
+def write_normalised(sheet: Samplesheet, out: Path) -> None:
+    """The checked samplesheet as CSV: absolute paths, the samples in their order, then metadata.
+
+    Columns: sample, bam, bai (empty when the index is to be built), strandedness, then the
+    metadata columns in their order of first appearance. It is itself a valid samplesheet, so
+    `bamstore build --input` and `bamstore merge --metadata` read it as they read the original.
+    """
+    columns = [*NORMALISED_COLUMNS, *sheet.metadata_columns]
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(columns)
+        for row in sheet.rows:
+            writer.writerow(
+                [
+                    row.sample,
+                    os.path.abspath(row.bam),
+                    os.path.abspath(row.bai) if row.bai else "",
+                    row.strandedness,
+                    *(row.metadata.get(column, "") for column in sheet.metadata_columns),
+                ]
+            )
+    tmp.replace(out)
