@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +25,19 @@ import numpy as np
 import pysam
 import pytest
 import zarr
+from nfrun import (
+    NEXTFLOW,
+    REPO,
+    Run,
+    assert_same_store,
+    bamstore,
+    build,
+    nextflow,
+    nextflow_env,
+    succeeded,
+    task_dirs,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-NEXTFLOW = REPO / ".tools" / "bin" / "nextflow"
 TEST_DATA = REPO / "tests" / "data"
 HERE = Path(__file__).resolve().parent
 SCHEMA = json.loads((REPO / "nextflow_schema.json").read_text())
@@ -43,112 +52,6 @@ if not NEXTFLOW.exists():
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-@dataclass
-class Run:
-    returncode: int
-    output: str  # stdout and stderr, as the user sees them
-    launch_dir: Path
-    outdir: Path
-    suffix: str
-
-    def trace(self) -> list[dict[str, str]]:
-        path = self.outdir / "pipeline_info" / f"execution_trace_{self.suffix}.txt"
-        with path.open() as fh:
-            return list(csv.DictReader(fh, delimiter="\t"))
-
-    def statuses(self, process: str) -> dict[str, str]:
-        """tag -> status of the last attempt of each task of `process`."""
-        return {
-            row["tag"]: row["status"]
-            for row in self.trace()
-            if row["process"].endswith(f":{process}")
-        }
-
-
-def nextflow_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(NXF_ANSI_LOG="false", NXF_OFFLINE="true")
-    env.pop("NXF_DISABLE_PARAMS_TYPE_DETECTION", None)
-    env.update(extra or {})
-    return env
-
-
-def nextflow(
-    project: Path,
-    launch_dir: Path,
-    *args: object,
-    suffix: str = "run",
-    env: dict[str, str] | None = None,
-) -> Run:
-    """`nextflow run project ... --outdir results --trace_report_suffix suffix` in launch_dir."""
-    launch_dir.mkdir(parents=True, exist_ok=True)
-    outdir = launch_dir / "results"
-    command = [str(NEXTFLOW), "run", str(project), *map(str, args)]
-    command += ["--outdir", str(outdir), "--trace_report_suffix", suffix]
-    done = subprocess.run(
-        command,
-        cwd=launch_dir,
-        env=nextflow_env(env),
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    return Run(done.returncode, done.stdout + done.stderr, launch_dir, outdir, suffix)
-
-
-def succeeded(run: Run) -> Run:
-    assert run.returncode == 0, run.output
-    return run
-
-
-def bamstore(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "bin" / "bamstore"), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=600,
-        check=False,
-    )
-
-
-def build(sheet: Path, out: Path, *options: object) -> Path:
-    done = bamstore("build", "--input", sheet, "--out", out, "--chunk-len", 16384, *options)
-    assert done.returncode == 0, done.stderr
-    return out
-
-
-def arrays(group: zarr.Group, prefix: str = "") -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for name, member in group.members():
-        if isinstance(member, zarr.Group):
-            out.update(arrays(member, f"{prefix}{name}/"))
-        else:
-            out[prefix + name] = member[...]
-    return out
-
-
-def provenance_free(attrs: dict) -> dict:
-    """Root attributes without the BAM paths: the pipeline records each task's staged copy."""
-    attrs = json.loads(json.dumps(attrs))
-    for record in attrs["bamstore"]["samples"].values():
-        record["source"].pop("path")
-    return attrs
-
-
-def assert_same_store(pipeline: Path, reference: Path) -> None:
-    """Every array and every attribute (sample order, hashes, library sizes, metadata)."""
-    ours = zarr.open_group(str(pipeline), mode="r")
-    theirs = zarr.open_group(str(reference), mode="r")
-    assert provenance_free(dict(ours.attrs)) == provenance_free(dict(theirs.attrs))
-    ours_arrays, their_arrays = arrays(ours), arrays(theirs)
-    assert sorted(ours_arrays) == sorted(their_arrays)
-    for name, values in ours_arrays.items():
-        np.testing.assert_array_equal(values, their_arrays[name], err_msg=name)
 
 
 def copy_project(target: Path) -> Path:
@@ -372,8 +275,8 @@ def test_first_run_with_cram_and_number_like_names(resume: ResumeProject, tmp_pa
     # htslib cannot reach a reference server from any task
     cram_task = next(row for row in resume.runs[0].trace() if row["tag"] == "cram_a")
     wrapper = (Path(cram_task["workdir"]) / ".command.run").read_text()
-    assert 'export REF_PATH="bamstore-no-reference-server/' in wrapper
-    assert 'export REF_CACHE="bamstore-no-reference-server/' in wrapper
+    assert 'export REF_PATH="/dev/null/bamstore-no-reference-server/%s"' in wrapper
+    assert 'export REF_CACHE="/dev/null/bamstore-no-reference-server/%s"' in wrapper
     assert "--reference ref.fa" in (Path(cram_task["workdir"]) / ".command.sh").read_text()
 
 
@@ -402,15 +305,37 @@ def test_resume_reruns_only_the_changed_sample(resume: ResumeProject, tmp_path: 
     assert_same_store(run.outdir / "bamstore.zarr", reference)
 
 
-def test_resume_reruns_everything_after_a_change_to_the_package(resume: ResumeProject) -> None:
-    """Not bin/bamstore: a module of the package, which Nextflow's own hash does not see."""
+@pytest.fixture(scope="module")
+def code_changed(resume: ResumeProject) -> Run:
+    """-resume after a change to a module of the package (not bin/bamstore), with chip_a's
+    extraction killed once with exit 137 (tests/pipeline/inject_oom.config): one run for the
+    two questions, since every extraction re-runs anyway."""
     module = resume.project / "bamstore" / "extract.py"
     module.write_text(module.read_text() + "\n# a change to the package\n")
-    run = resume.run("code", "-resume")
-    assert set(run.statuses("BAMSTORE_EXTRACT").values()) == {"COMPLETED"}
-    assert run.statuses("BAMSTORE_CHECKSAMPLESHEET") == {"samplesheet.csv": "COMPLETED"}
-    before, after = (code_digest(r, "chip_a") for r in (resume.runs[0], run))
+    return resume.run("code", "-resume", "-c", HERE / "inject_oom.config")
+
+
+def test_resume_reruns_everything_after_a_change_to_the_package(
+    resume: ResumeProject, code_changed: Run
+) -> None:
+    """Nextflow's own hash does not see the package: the digest input does."""
+    assert set(code_changed.statuses("BAMSTORE_EXTRACT").values()) == {"COMPLETED"}
+    assert code_changed.statuses("BAMSTORE_CHECKSAMPLESHEET") == {"samplesheet.csv": "COMPLETED"}
+    before, after = (code_digest(r, "rna_r") for r in (resume.runs[0], code_changed))
     assert before != after
+
+
+def test_a_task_killed_for_memory_is_retried_with_more(code_changed: Run, tmp_path: Path) -> None:
+    """Exit 137 on the first attempt: retried once with twice the memory; the run succeeds."""
+    attempts = [row for row in code_changed.trace() if row["tag"] == "chip_a"]
+    assert [(r["attempt"], r["status"], r["exit"]) for r in attempts] == [
+        ("1", "FAILED", "137"),
+        ("2", "COMPLETED", "0"),
+    ]
+    assert [r["memory"] for r in attempts] == ["1 GB", "2 GB"]
+    assert "injected: killed" in (Path(attempts[0]["workdir"]) / ".command.log").read_text()
+    store = zarr.open_group(str(code_changed.outdir / "bamstore.zarr"), mode="r")
+    assert store.attrs["sample_names"] == RESUME_SAMPLES
 
 
 def code_digest(run: Run, sample: str) -> str:
@@ -418,10 +343,6 @@ def code_digest(run: Run, sample: str) -> str:
     row = next(row for row in run.trace() if row["tag"] == sample)
     versions = (Path(row["workdir"]) / "versions.yml").read_text()
     return next(line.split()[-1] for line in versions.splitlines() if "bamstore_code" in line)
-
-
-def task_dirs(launch: Path) -> list[Path]:
-    return list((launch / "work").glob("*/*")) if (launch / "work").exists() else []
 
 
 # ------------------------------------------------------------------- other single runs
@@ -468,22 +389,6 @@ def test_a_corrupt_bam_fails_the_run_with_one_line_and_publishes_nothing(tmp_pat
     assert not (run.outdir / "bamstore.zarr").exists()
     assert not (run.outdir / "reports").exists()
     assert "Pipeline completed with errors" in run.output
-
-
-def test_a_task_killed_for_memory_is_retried_with_more(tmp_path: Path) -> None:
-    """Exit 137 (injected once by tests/pipeline/inject_oom.config): retried with twice the
-    memory; the run succeeds."""
-    run = succeeded(nextflow(REPO, tmp_path, "-profile", "test", "-c", HERE / "inject_oom.config"))
-    attempts = [row for row in run.trace() if row["tag"] == "chip_b"]
-    assert [(r["attempt"], r["status"], r["exit"]) for r in attempts] == [
-        ("1", "FAILED", "137"),
-        ("2", "COMPLETED", "0"),
-    ]
-    assert [r["memory"] for r in attempts] == ["1 GB", "2 GB"]
-    assert (
-        zarr.open_group(str(run.outdir / "bamstore.zarr"), mode="r").attrs["sample_names"]
-        == TEST_SAMPLES
-    )
 
 
 def test_bad_params_are_refused_before_any_task(tmp_path: Path) -> None:

@@ -14,10 +14,11 @@ java=${java:-java}
 export NXF_OFFLINE=${NXF_OFFLINE:-true}
 
 opts=(-Dfile.encoding=UTF-8 -Djava.awt.headless=true)
-# short-lived commands (lint, -version, log, ...) start faster with the client compiler only
-long_running=false
-for arg in "$@"; do [[ "$arg" == run || "$arg" == node ]] && long_running=true && break; done
-$long_running || opts+=(-XX:+TieredCompilation -XX:TieredStopAtLevel=1)
+# The client compiler only, for every command (Nextflow's own launcher does this for all but
+# `run`): a run is mostly compiling Groovy scripts and then waiting for tasks, and C1 starts it
+# 2-3x faster (measured here: `nextflow run . --version` 25 s -> 10 s, 18 -> 7 CPU seconds).
+# NXF_OPTS comes later on the command line: NXF_OPTS=-XX:TieredStopAtLevel=4 restores C2.
+opts+=(-XX:+TieredCompilation -XX:TieredStopAtLevel=1)
 for pkg in java.lang java.io java.nio java.net java.util java.util.concurrent.locks \
         java.util.concurrent.atomic java.nio.file.spi sun.nio.ch sun.nio.fs \
         sun.net.www.protocol.http sun.net.www.protocol.https sun.net.www.protocol.ftp \
