@@ -200,3 +200,17 @@ def test_project_files(name: str) -> None:
         assert text.startswith("MIT License")
     if name == "CHANGELOG.md":
         assert f"## {__version__}" in text
+
+
+def test_every_subpackage_goes_into_the_wheel() -> None:
+    """The image and the conda environment install a wheel: each package must be in it."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set(find_packages(str(REPO), **config["packages"]["find"]))
+    on_disk = {
+        ".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "bamstore").rglob("__init__.py")
+    }
+    assert on_disk <= found, sorted(on_disk - found)

@@ -281,6 +281,6 @@ def completionSummary(outdir, storeName) {
         log.info("-[${workflow.manifest.name}]- Pipeline completed successfully: ${outdir}/${storeName}.zarr")
     }
     else {
-        log.error("-[${workflow.manifest.name}]- Pipeline completed with errors; the store was not published. Fix the cause (the failed task's error above) and re-run with -resume.")
+        log.error("-[${workflow.manifest.name}]- Pipeline completed with errors. Fix the cause (the failed task's error above) and re-run with -resume.")
     }
 }
