@@ -35,6 +35,8 @@ def image_exists() -> bool:
     return done.returncode == 0
 
 
+pytestmark = pytest.mark.pipeline  # `make test-pipeline`, not `make test`
+
 if not NEXTFLOW.exists() or not image_exists():
     missing = f"{NEXTFLOW} (make nextflow)" if not NEXTFLOW.exists() else f"{IMAGE} (make image)"
     if os.environ.get("BAMSTORE_REQUIRE_IMAGE"):
