@@ -534,12 +534,29 @@ def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
 
 @main.command("check-samplesheet")
 @click.argument("samplesheets", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the checked sheet as CSV: absolute paths, columns sample,bam,bai,"
+    "strandedness then the metadata columns, samples in their order (what the pipeline reads).",
+)
+@click.option(
+    "--no-check-files",
+    "check_files",
+    flag_value=False,
+    default=True,
+    help="Skip the checks that the bam and bai files exist and can be read (the pipeline "
+    "checks them where the files are visible; every other rule still applies).",
+)
 @command_options
-def check_samplesheet(samplesheets: tuple[Path, ...]) -> None:
+def check_samplesheet(samplesheets: tuple[Path, ...], out: Path | None, check_files: bool) -> None:
     """Report every problem of the samplesheet(s) at once, with line numbers."""
-    from bamstore.samplesheet import read_samplesheets
+    from bamstore.samplesheet import read_samplesheets, write_normalised
 
-    sheet = read_samplesheets(list(samplesheets))
+    sheet = read_samplesheets(list(samplesheets), check_files=check_files)
+    if out is not None:
+        write_normalised(sheet, out)
     stranded = sum(1 for r in sheet.rows if r.strandedness)
     click.echo(
         f"OK: {len(sheet.rows)} samples ({stranded} stranded), metadata columns: "
