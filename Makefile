@@ -57,7 +57,7 @@ slurm-up:  ## start the local one-node SLURM cluster (needs root; state in .slur
 slurm-down:  ## stop the daemons slurm-up started (by their pid files)
 	scripts/slurm-down.sh
 
-test-slurm: install  ## the slurm profile on the local cluster (tests/pipeline/test_slurm.py; needs root)
+test-slurm: install nextflow  ## the slurm profile on the local cluster (tests/pipeline/test_slurm.py; needs root)
 	$(BIN)/python -m pytest -q -m slurm tests/pipeline/test_slurm.py
 
 quantnado: install  ## QuantNado 0.4.3 in .venv-quantnado (Python >= 3.12): the compatibility tests use it
