@@ -180,7 +180,7 @@ class CoverageReader(Protocol):
 
 
 def is_sense_strand(flag: int, mode: int) -> bool:
-    """QuantNado's strand rules (spec 2b): True means the read goes to the `_fwd` array."""
+    """QuantNado's strand rules (README, strand table): True sends the read to the `_fwd` array."""
     reverse = bool(flag & FLAG_REVERSE)
     if mode == STRAND_MODES["U"]:
         return not reverse
