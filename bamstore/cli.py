@@ -178,7 +178,7 @@ def extract_options(func: F) -> F:
         ),
         click.option(
             "--exclude-flags",
-            default="0x704",
+            default=f"{layout.DEFAULT_EXCLUDE_FLAGS:#x}",
             show_default=True,
             callback=_parse_flags,
             help="Skip reads with any of these SAM flags. The value replaces the default 0x704 "

@@ -27,6 +27,7 @@ import numpy as np
 import pysam
 
 from bamstore.errors import InputError
+from bamstore.layout import DEFAULT_EXCLUDE_FLAGS
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ FLAG_REVERSE = 0x10
 FLAG_READ1 = 0x40
 FLAG_READ2 = 0x80
 FLAG_NOT_PRIMARY = 0x900
-DEFAULT_EXCLUDE_FLAGS = 0x704  # unmapped, secondary, QC-fail, duplicate: samtools depth's default
 
 # CIGAR operations that consume the reference (M, D, N, =, X) and those that cover it.
 _REF_OPS = frozenset((0, 2, 3, 7, 8))
