@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 from nfrun import NEXTFLOW, REPO, assert_same_store, bamstore, build, nextflow_env
 from slurm_cluster import (
+    QueuedJob,
     SlurmCluster,
     SlurmJob,
     TaskAttempt,
@@ -226,14 +227,33 @@ def finish(process: subprocess.Popen[str]) -> str:
     return output
 
 
-def pending_extraction(cluster: SlurmCluster) -> tuple[str, str]:
-    """(sample, job id) of a pending extraction job, other than the faults' samples."""
-    for job in cluster.queued_jobs():
-        named = re.search(r"EXTRACT_\((?P<tag>[^()]+)\)$", job.name)
-        sample = named.group("tag") if named else None
-        if job.state == "PENDING" and sample in SAMPLES and sample not in (HELD, OOM_ONCE):
-            return sample, job.job_id
-    raise AssertionError(f"no extraction job pending while {HELD} runs: {cluster.queued_jobs()}")
+def extraction_sample(job: QueuedJob) -> str | None:
+    """The sample of an extraction job, from the name Nextflow gives it (without arrays)."""
+    named = re.search(r"EXTRACT_\((?P<tag>[^()]+)\)$", job.name)
+    return named.group("tag") if named else None
+
+
+def cancel_a_pending_extraction(
+    cluster: SlurmCluster, process: subprocess.Popen[str], timeout_s: float
+) -> str:
+    """Cancel a pending extraction (not a fault's sample) while another one runs, and return
+    its sample. Each extraction takes the node's 2 CPUs: the others wait their turn."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        jobs = [job for job in cluster.queued_jobs() if extraction_sample(job) in SAMPLES]
+        running = [job for job in jobs if job.state == "RUNNING"]
+        pending = [
+            job
+            for job in jobs
+            if job.state == "PENDING" and extraction_sample(job) not in (HELD, OOM_ONCE)
+        ]
+        if running and pending:
+            cluster.scancel(pending[-1].job_id)  # the last in line: far from starting
+            sample = extraction_sample(pending[-1])
+            assert sample
+            return sample
+        time.sleep(0.2)
+    raise AssertionError(f"no extraction was pending while another ran:\n{finish(process)}")
 
 
 def run_with_faults(
@@ -244,12 +264,10 @@ def run_with_faults(
     process = start(command, launch_dir, cluster)
     cancelled_pending = None
     try:
+        if array_size < 2:
+            cancelled_pending = cancel_a_pending_extraction(cluster, process, timeout_s=300)
         held_job = wait_for_held_job(launch_dir, process, timeout_s=300, known=set())
         assert held_job, f"the run ended before {HELD} started:\n{finish(process)}"
-        if array_size < 2:
-            # the held job fills the node (2 CPUs of 2): the jobs submitted after it wait
-            cancelled_pending, pending_job = pending_extraction(cluster)
-            cluster.scancel(pending_job)
         cluster.scancel(held_job)
         output = finish(process)
     finally:
