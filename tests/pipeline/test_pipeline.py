@@ -428,6 +428,32 @@ def test_bad_params_are_refused_before_any_task(tmp_path: Path) -> None:
     assert not task_dirs(tmp_path)
 
 
+def test_slurm_params_are_refused_before_any_task(tmp_path: Path) -> None:
+    """Two mistakes of the slurm profile, caught before anything is submitted: sbatch options
+    given without '=' (Nextflow reads them as a flag and a parameter of their own), and an
+    array size from a -c config, read after the profile built its job arrays."""
+    config = tmp_path / "array_size.config"
+    config.write_text("params.slurm_array_size = 7\n")
+    run = nextflow(
+        REPO,
+        tmp_path,
+        "-profile",
+        "test,slurm",
+        "-c",
+        config,
+        "--slurm_options",
+        "--qos=long",
+    )
+    assert run.returncode != 0
+    for line in (
+        "--slurm_options: needs a value: write --slurm_options='--qos=long --constraint=skylake'",
+        "--qos: unknown parameter",
+        "--slurm_array_size: 7 was set after the slurm profile built its job arrays from 100",
+    ):
+        assert line in run.output, (line, run.output)
+    assert not task_dirs(tmp_path)
+
+
 def test_help_lists_every_param_with_its_description(tmp_path: Path) -> None:
     run = succeeded(nextflow(REPO, tmp_path, "--help"))
     for group in SCHEMA["$defs"].values():
