@@ -532,6 +532,13 @@ def prepare_input(
 ) -> tuple[AlignmentInput, list[tuple[str, int]]]:
     """All input checks that need no output: name, format, header, contig selection."""
     _check_sample_name(bam, sample)
+    if is_stdin(bam):  # `extract_sample` reads it; elsewhere (build, the API) a file is needed
+        raise InputError(
+            bam,
+            "standard input can only be read by bamstore extract --bam - (one sample at a time)",
+            "give the BAM file's path, or extract each stream with bamstore extract --bam - "
+            "and merge the per-sample stores",
+        )
     alignment = open_alignment(bam, options.reference)
     return alignment, _kept_contigs(bam, alignment, options)
 
