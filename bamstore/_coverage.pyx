@@ -291,6 +291,7 @@ cdef class CompiledCoverageReader:
         htslib, or, with `path` None, records come from fed blocks of a stream whose header
         (`n_targets` contigs) was read by the caller."""
         cdef bytes bpath
+        cdef const char *cpath
         cdef bytes bidx
         cdef bytes bref
         if chunk_len <= 0:
@@ -300,7 +301,10 @@ cdef class CompiledCoverageReader:
         self.stream = stream
         if path is not None:
             bpath = path.encode()
-            self.fp = hts_open(bpath, b"r")
+            cpath = bpath
+            # Without the GIL: a stream's pipe is filled by a Python thread (bam_input/stream.py)
+            with nogil:
+                self.fp = hts_open(cpath, b"r")
             if self.fp == NULL:
                 raise OSError(f"htslib could not open {path}")
             if reference is not None:
@@ -309,7 +313,8 @@ cdef class CompiledCoverageReader:
                     raise OSError(f"htslib could not use reference {reference}")
             if threads > 1:
                 hts_set_threads(self.fp, threads)
-            self.hdr = sam_hdr_read(self.fp)
+            with nogil:
+                self.hdr = sam_hdr_read(self.fp)
             if self.hdr == NULL:
                 raise OSError(f"htslib could not read the header of {path}")
             self.n_targets = self.hdr.n_targets
