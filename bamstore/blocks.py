@@ -176,8 +176,8 @@ def stream_blocks(
     `chunks` is the stream from a block boundary; the first block is handed out from its
     decompressed offset `start`. Blocks are inflated on `executor` in batches of about
     BATCH_BYTES, at most a few batches ahead, so memory stays bounded whatever the stream's
-    length. A stream that ends inside a block, or without the BGZF end-of-file block, is
-    truncated (a file's end is checked when it is opened; a stream's only here).
+    length. A stream that ends inside a block is truncated (one that ends between blocks, without
+    the end-of-file block, is found by bam_input.stream.InputStream).
     """
     submit: Callable[..., Future[list[bytes]]] = executor.submit
     inflight = 2 * max(1, workers) + 1
@@ -185,10 +185,9 @@ def stream_blocks(
     buf = bytearray()
     base = 0  # stream offset of buf[0], counted from where `chunks` starts
     first = True
-    last_was_eof = False
 
     def split(final: bool) -> tuple[bytes, list[tuple[int, int, int]]] | None:
-        nonlocal base, last_was_eof
+        nonlocal base
         spans: list[tuple[int, int, int]] = []
         off = 0
         while off + 18 <= len(buf) and (final or off < BATCH_BYTES):
@@ -197,7 +196,6 @@ def stream_blocks(
                 break
             xlen = struct.unpack_from("<H", buf, off + 10)[0]
             spans.append((off, off + 12 + xlen, total))
-            last_was_eof = struct.unpack_from("<I", buf, off + total - 4)[0] == 0
             off += total
         if not spans:
             return None
@@ -226,5 +224,3 @@ def stream_blocks(
         yield from hand_out(pending.popleft())
     if buf:
         raise BgzfError(base, "the stream ends inside a block (truncated)")
-    if not last_was_eof:
-        raise BgzfError(base, "the stream ends without the BGZF end-of-file block (truncated)")

@@ -406,6 +406,12 @@ def _reading(path: Path, contig: str) -> Iterator[None]:
                 "CRAM was made with (see its @SQ M5 tags), or the file is corrupted",
                 "pass the FASTA it was aligned to; check the file with samtools quickcheck -v",
             ) from exc
+        if is_stdin(path):  # htslib cannot tell a cut stream from a damaged one
+            raise InputError(
+                path,
+                f"is corrupted or truncated: a record on {contig} cannot be decoded",
+                "re-create the stream; a partial BAM gives wrong coverage",
+            ) from exc
         raise InputError(
             path,
             f"is corrupted: a record on {contig} cannot be decoded",
@@ -501,6 +507,12 @@ def count_stream(
             )
         finally:
             reader.close()
+    if not streamed.stream.ends_with_eof_block:  # a file is checked for it when opened
+        raise InputError(
+            alignment.path,
+            "is truncated (the BGZF end-of-file marker is missing)",
+            "re-create the stream; a partial BAM gives wrong coverage",
+        )
     if cancel is None or not cancel.is_set():
         report_left_out(
             alignment,

@@ -53,6 +53,7 @@ class InputStream:
         self._kept = bytearray()
         self._eof = False
         self._started = False
+        self._tail = b""  # the last bytes read, for `ends_with_eof_block`
         self.bytes_read = 0
 
     def _read(self) -> bytes:
@@ -61,7 +62,13 @@ class InputStream:
         if not data:
             self._eof = True
         self.bytes_read += len(data)
+        self._tail = (self._tail + data)[-len(BGZF_EOF) :]
         return data
+
+    @property
+    def ends_with_eof_block(self) -> bool:
+        """Read to its end, the stream ended with BGZF's end-of-file block: it is whole."""
+        return self._eof and self._tail == BGZF_EOF
 
     def peek(self, size: int) -> bytes:
         """The first `size` bytes (fewer if the stream is shorter), kept for `chunks`."""
