@@ -72,11 +72,19 @@ class InputStream:
 
     def peek(self, size: int) -> bytes:
         """The first `size` bytes (fewer if the stream is shorter), kept for `chunks`."""
+        self._fill(size)
+        return bytes(self._kept[:size])
+
+    def _fill(self, size: int) -> None:
         if self._started:
             raise ValueError("peek() after chunks()")
         while len(self._kept) < size and not self._eof:
             self._kept += self._read()
-        return bytes(self._kept[:size])
+
+    def peek_at(self, offset: int, size: int) -> bytes:
+        """`size` bytes from `offset` of the stream's start (fewer at its end), kept."""
+        self._fill(offset + size)
+        return bytes(self._kept[offset : offset + size])
 
     def chunks(self, start: int = 0) -> Iterator[bytes]:
         """The stream from byte `start` (within the kept bytes) to its end; once only."""
@@ -136,55 +144,60 @@ class StreamedInput:
     sample_hash: bytes
 
 
-def _parse_header_length(data: bytes) -> int | None:
-    """Length of the binary BAM header at the start of `data`, or None if `data` is shorter."""
-    if len(data) < 12:
-        return None
-    l_text = struct.unpack_from("<i", data, 4)[0]
-    pos = 8 + l_text
-    if len(data) < pos + 4:
-        return None
-    n_ref = struct.unpack_from("<i", data, pos)[0]
-    pos += 4
-    for _ in range(n_ref):
-        if len(data) < pos + 4:
-            return None
-        l_name = struct.unpack_from("<i", data, pos)[0]
-        pos += 4 + l_name + 4
-        if len(data) < pos:
-            return None
-    return pos
+class _HeaderScan:
+    """Finds where the binary BAM header ends in data that arrives block by block; each byte
+    is looked at once (a header can list hundreds of thousands of contigs)."""
+
+    def __init__(self) -> None:
+        self.pos = 0  # the next field to read
+        self.refs_left: int | None = None  # None: l_text and n_ref not read yet
+
+    def end(self, data: bytearray) -> int | None:
+        """The header's length once `data` holds all of it, else None."""
+        if self.refs_left is None:
+            if len(data) < 8 or len(data) < 12 + struct.unpack_from("<i", data, 4)[0]:
+                return None
+            self.pos = 8 + struct.unpack_from("<i", data, 4)[0]
+            self.refs_left = struct.unpack_from("<i", data, self.pos)[0]
+            self.pos += 4
+        while self.refs_left > 0:
+            if len(data) < self.pos + 4:
+                return None
+            size = 4 + struct.unpack_from("<i", data, self.pos)[0] + 4
+            if len(data) < self.pos + size:
+                return None
+            self.pos += size
+            self.refs_left -= 1
+        return self.pos
 
 
 def _find_header_end(stream: InputStream) -> tuple[StreamStart, int]:
     """Where the header ends, and the byte offset just past the BGZF block it ends in."""
     subject = stream.path
+    truncated = InputError(
+        subject,
+        "is truncated: the stream ends inside the BAM header",
+        "re-create the stream; a partial BAM gives wrong coverage",
+    )
     data = bytearray()
+    scan = _HeaderScan()
     offset = 0
     while True:
-        head = stream.peek(offset + 18)
-        if len(head) < offset + 18:
-            raise InputError(
-                subject,
-                "is truncated: the stream ends inside the BAM header",
-                "re-create the stream; a partial BAM gives wrong coverage",
-            )
+        head = stream.peek_at(offset, 18)
+        if len(head) < 18:
+            raise truncated
         try:
-            total = block_size(head, offset, 0)
+            total = block_size(head, 0, offset)
         except BgzfError as exc:
             raise InputError(
                 subject, f"is corrupted: {exc} (in the header)", "re-create the stream"
             ) from None
-        raw = stream.peek(offset + total)
-        if len(raw) < offset + total:
-            raise InputError(
-                subject,
-                "is truncated: the stream ends inside the BAM header",
-                "re-create the stream; a partial BAM gives wrong coverage",
-            )
-        xlen = struct.unpack_from("<H", raw, offset + 10)[0]
+        raw = stream.peek_at(offset, total)
+        if len(raw) < total:
+            raise truncated
+        xlen = struct.unpack_from("<H", raw, 10)[0]
         try:
-            block = zlib.decompressobj(-15).decompress(raw[offset + 12 + xlen : offset + total - 8])
+            block = zlib.decompressobj(-15).decompress(raw[12 + xlen : total - 8])
         except zlib.error:
             raise InputError(
                 subject,
@@ -194,7 +207,7 @@ def _find_header_end(stream: InputStream) -> tuple[StreamStart, int]:
         before = len(data)
         data += block
         offset += total
-        length = _parse_header_length(bytes(data))
+        length = scan.end(data)
         if length is not None:
             return StreamStart(offset - total, length - before), offset
 
