@@ -5,7 +5,8 @@ the same streaming algorithm written in Python over pysam: the fallback when the
 built, and the reference the compiled kernel is tested against, window for window.
 
 Both read a coordinate-sorted, indexed BAM/CRAM one contig at a time and hand out coverage one
-chunk window at a time, so memory depends on chunk_len, never on contig length. What a counted
+chunk window at a time, so memory depends on chunk_len, never on contig length. Both also read
+a BAM stream front to back without an index (`--bam -`, `StreamCoverageReader`). What a counted
 record adds (its aligned bases, its fragment or its cut site) is `CountingMode`; which records
 count is `ReadFilter`.
 """
