@@ -101,7 +101,7 @@ def test_store_equals_bamstore_build(test_run: Run, tmp_path: Path) -> None:
     attrs = zarr.open_group(str(store), mode="r").attrs
     assert attrs["sample_names"] == TEST_SAMPLES  # samplesheet row order, not sorted
     assert attrs["metadata_condition"] == ["treated", "control", "treated", "control"]
-    assert attrs["bamstore"]["coverage"]["count_deletions"] is False
+    assert attrs["bamstore"]["settings"]["count_deletions"] is False
 
 
 def test_store_is_valid(test_run: Run) -> None:
