@@ -14,10 +14,15 @@ window is final.
 
 Two record sources feed the same window logic:
   * "blocks" (BAM): Python hands in decompressed BGZF blocks (libdeflate, in worker threads;
-    see blocks.py) and `_next_fed_record` parses BAM records from them, including records that
+    see blocks.py) and `_read_fed_record` parses BAM records from them, including records that
     straddle blocks and CIGARs longer than 65535 operations (stored in the CG tag). This is the
     fast path: htslib in pysam inflates with zlib, about 2.7x slower than libdeflate.
   * "htslib" (CRAM, and BAM on request): records come from htslib's index iterator.
+Either source can also be a stream (`stream=True`: `--bam -`, a FIFO), read once, front to back,
+without an index: contigs come in the order of their records. The record that ends one contig
+(the first of the next) is held, not lost, until the driver starts its contig
+(`start_contig`) or skips it (`skip_stream_contig`, for contigs that are not stored); blocks
+and the held record survive from one contig to the next.
 Three counting modes share the window logic and differ only in what one record adds
 (`_add_record`): its aligned blocks (reads), its fragment (fragments) or one cut site (cutsites).
 Their semantics are defined by `CountingMode` in kernel.py.
@@ -73,6 +78,7 @@ cdef extern from "htslib/sam.h" nogil:
     hts_idx_t *sam_index_load2(htsFile *fp, const char *fn, const char *fnidx)
     hts_itr_t *sam_itr_queryi(const hts_idx_t *idx, int tid, int64_t beg, int64_t end)
     int sam_itr_next(htsFile *fp, hts_itr_t *itr, bam1_t *r)
+    int sam_read1(htsFile *fp, sam_hdr_t *h, bam1_t *b)
     uint32_t *bam_get_cigar(bam1_t *b)
 
 
@@ -113,12 +119,14 @@ cdef enum:
     ERR_MEMORY = -4
     NEED_DATA_CODE = -5
     ERR_BEFORE_WINDOW = -6
+    STREAM_END_CODE = -7
 
 cdef enum:
     BAM_CORE_SIZE = 32          # bytes of a BAM record after block_size, before the read name
     MAX_RECORD_SIZE = 1 << 30
 
 NEED_DATA = NEED_DATA_CODE  # returned by next_window in fed mode: feed() the next block
+STREAM_END = STREAM_END_CODE  # returned by next_stream_contig once a stream has no more records
 
 cdef extern from *:
     # setup.py defines it: the SHA-256 of this file as it was compiled (kernel.py compares it
@@ -215,6 +223,8 @@ cdef class CompiledCoverageReader:
     cdef int64_t lookbehind   # how far before its record's start a record can add coverage
     cdef int64_t chunk_len
     cdef public bint fed  # True: records come from feed()'s blocks; False: htslib iterator
+    cdef public bint stream  # read front to back without an index (see the module docstring)
+    cdef int32_t n_targets
     # the current record, from either source
     cdef int32_t rec_tid
     cdef int64_t rec_pos
@@ -236,6 +246,12 @@ cdef class CompiledCoverageReader:
     cdef int target_tid
     cdef bint seen_target  # a record of target_tid was read: any other tid ends the contig
     cdef bint end_of_data
+    # stream state
+    cdef bint held           # rec_* hold a record that is not used yet (it starts a contig)
+    cdef bint stream_ended   # the stream has no more records
+    cdef bint skipping       # inside skip_stream_contig (which may return NEED_DATA)
+    cdef int32_t skip_tid
+    cdef public uint64_t skipped_mapped  # mapped records (no 0x4) of the last skipped contig
     # window state
     cdef int32_t *diff_f
     cdef int32_t *diff_r
@@ -274,29 +290,50 @@ cdef class CompiledCoverageReader:
     def __init__(self, str path, str index_path, *, int chunk_len, int exclude_flags=0x704,
                  int min_mapq=0, bint count_deletions=False, int strand_mode=0,
                  int mode=MODE_READS, int64_t extend=0, int64_t shift_fwd=0, int64_t shift_rev=0,
-                 int64_t lookbehind=0, int threads=1, str reference=None):
-        cdef bytes bpath = path.encode()
-        cdef bytes bidx = index_path.encode()
+                 int64_t lookbehind=0, int threads=1, str reference=None, bint stream=False,
+                 int n_targets=-1):
+        """`path` and `index_path`: an indexed BAM/CRAM read through htslib (fed blocks are
+        found through its index). `stream=True`: no index; `path` is read front to back by
+        htslib, or, with `path` None, records come from fed blocks of a stream whose header
+        (`n_targets` contigs) was read by the caller."""
+        cdef bytes bpath
+        cdef const char *cpath
+        cdef bytes bidx
         cdef bytes bref
         if chunk_len <= 0:
             raise ValueError("chunk_len must be positive")
         if mode not in (MODE_READS, MODE_FRAGMENTS, MODE_CUTSITES) or extend < 0 or lookbehind < 0:
             raise ValueError("invalid counting mode")
-        self.fp = hts_open(bpath, b"r")
-        if self.fp == NULL:
-            raise OSError(f"htslib could not open {path}")
-        if reference is not None:
-            bref = reference.encode()
-            if hts_set_fai_filename(self.fp, bref) != 0:
-                raise OSError(f"htslib could not use reference {reference}")
-        if threads > 1:
-            hts_set_threads(self.fp, threads)
-        self.hdr = sam_hdr_read(self.fp)
-        if self.hdr == NULL:
-            raise OSError(f"htslib could not read the header of {path}")
-        self.idx = sam_index_load2(self.fp, bpath, bidx)
-        if self.idx == NULL:
-            raise OSError(f"htslib could not load index {index_path}")
+        self.stream = stream
+        if path is not None:
+            bpath = path.encode()
+            cpath = bpath
+            # Without the GIL: a stream's pipe is filled by a Python thread (bam_input/stream.py)
+            with nogil:
+                self.fp = hts_open(cpath, b"r")
+            if self.fp == NULL:
+                raise OSError(f"htslib could not open {path}")
+            if reference is not None:
+                bref = reference.encode()
+                if hts_set_fai_filename(self.fp, bref) != 0:
+                    raise OSError(f"htslib could not use reference {reference}")
+            if threads > 1:
+                hts_set_threads(self.fp, threads)
+            with nogil:
+                self.hdr = sam_hdr_read(self.fp)
+            if self.hdr == NULL:
+                raise OSError(f"htslib could not read the header of {path}")
+            self.n_targets = self.hdr.n_targets
+            if not stream:
+                bidx = index_path.encode()
+                self.idx = sam_index_load2(self.fp, bpath, bidx)
+                if self.idx == NULL:
+                    raise OSError(f"htslib could not load index {index_path}")
+        elif stream and n_targets >= 0:
+            self.n_targets = n_targets
+            self.fed = True
+        else:
+            raise ValueError("a path, or a fed stream with n_targets")
         self.b = bam_init1()
         self.chunk_len = chunk_len
         # fragments and cut sites count primary records only: folding 0x900 into the exclude
@@ -321,7 +358,9 @@ cdef class CompiledCoverageReader:
                 or self.scratch == NULL):
             raise MemoryError()
         self.contig_open = False
-        self.fed = False
+        self.held = False
+        self.stream_ended = False
+        self.skipping = False
 
     def __dealloc__(self):
         self.close()
@@ -381,9 +420,9 @@ cdef class CompiledCoverageReader:
         return sam_hdr_tid2name(self.hdr, tid).decode()
 
     cdef _check_tid(self, int tid):
-        if self.fp == NULL:
+        if self.diff_f == NULL:
             raise ValueError("reader is closed")
-        if tid < 0 or tid >= self.hdr.n_targets:
+        if tid < 0 or tid >= self.n_targets:
             raise ValueError(f"contig index {tid} is not in the header")
 
     def start_contig(self, int tid, int64_t length, *, bint fed=False):
@@ -392,8 +431,17 @@ cdef class CompiledCoverageReader:
         fed=False: records come from htslib's index iterator. fed=True: the caller passes the
         contig's decompressed BGZF blocks to feed() whenever next_window returns NEED_DATA, and
         calls finish_data() when there are no more.
+
+        A stream (`fed` is then ignored) continues where it is: the held record must be of
+        contig `tid` (next_stream_contig said so), and the contig ends at the first record of
+        another one, which is held for the next call.
         """
         self._check_tid(tid)
+        if self.stream:
+            if not self.held or self.rec_tid != tid:
+                raise ValueError("start a stream's contig at its held record (next_stream_contig)")
+            self._reset_contig(tid, length)
+            return
         if self.itr != NULL:
             hts_itr_destroy(self.itr)
             self.itr = NULL
@@ -403,14 +451,7 @@ cdef class CompiledCoverageReader:
             self.itr = sam_itr_queryi(self.idx, tid, 0, HTS_POS_MAX)
             if self.itr == NULL:
                 raise OSError(f"htslib could not query contig index {tid}")
-        if self.contig_open:
-            # The previous contig was abandoned mid-way (an error, or the fast path giving way
-            # to htslib): its open window may have left events in the difference arrays. A
-            # contig read to its end leaves them all zero, so this is not done every time.
-            memset(self.diff_f, 0, (self.chunk_len + 1) * sizeof(int32_t))
-            memset(self.diff_r, 0, (self.chunk_len + 1) * sizeof(int32_t))
         self.fed = fed
-        self.target_tid = tid
         self.seen_target = False
         self.block_view = None
         self.blk = NULL
@@ -419,6 +460,17 @@ cdef class CompiledCoverageReader:
         self.scratch_len = 0
         self.scratch_pending = False
         self.end_of_data = False
+        self._reset_contig(tid, length)
+
+    cdef _reset_contig(self, int tid, int64_t length):
+        """Window state and per-contig results for a new contig; the record source is kept."""
+        if self.contig_open:
+            # The previous contig was abandoned mid-way (an error, or the fast path giving way
+            # to htslib): its open window may have left events in the difference arrays. A
+            # contig read to its end leaves them all zero, so this is not done every time.
+            memset(self.diff_f, 0, (self.chunk_len + 1) * sizeof(int32_t))
+            memset(self.diff_r, 0, (self.chunk_len + 1) * sizeof(int32_t))
+        self.target_tid = tid
         self.length = length
         self.w0 = 0
         self.carry_f = 0
@@ -456,8 +508,106 @@ cdef class CompiledCoverageReader:
         self.blk_pos = start if 0 <= start <= self.blk_len else self.blk_len
 
     def finish_data(self):
-        """No more blocks for this contig."""
+        """No more blocks for this contig (for a stream: no more blocks at all)."""
         self.end_of_data = True
+
+    # ------------------------------------------------------------------ streams
+
+    def next_stream_contig(self) -> int:
+        """The contig id of the stream's next record (-1: unplaced reads), which is then held;
+        STREAM_END once the stream has no more records; NEED_DATA: feed() and call again."""
+        cdef int r
+        if not self.stream:
+            raise ValueError("next_stream_contig() is for streams")
+        if self.contig_open or self.skipping:
+            raise ValueError("finish the contig first")
+        if self.held:
+            return self.rec_tid
+        if self.stream_ended:
+            return STREAM_END_CODE
+        with nogil:
+            r = self._read_stream_record()
+        if r == REC_OK:
+            self.held = True
+            return self.rec_tid
+        if r == REC_END:
+            return STREAM_END_CODE
+        if r == NEED_DATA_CODE:
+            return r
+        self._raise(r)
+
+    def skip_stream_contig(self) -> int:
+        """Read past the held record and every following one of the same contig, counting the
+        mapped ones in `skipped_mapped` and checking their order; 0 when done (the next contig's
+        first record is held, or the stream has ended), NEED_DATA: feed() and call again."""
+        cdef int r
+        if not self.skipping:
+            if not self.stream or not self.held or self.contig_open:
+                raise ValueError("skip_stream_contig() needs a held record (next_stream_contig)")
+            self.skipping = True
+            self.held = False
+            self.skip_tid = self.rec_tid
+            self.target_tid = self.rec_tid
+            self.skipped_mapped = (self.rec_flag & FLAG_UNMAPPED) == 0
+            self.last_pos = self.rec_pos
+        with nogil:
+            r = self._skip_records()
+        if r == NEED_DATA_CODE:
+            return r
+        self.skipping = False
+        if r != REC_OK:
+            self._raise(r)
+        return 0
+
+    cdef int _skip_records(self) noexcept nogil:
+        cdef int r
+        while True:
+            r = self._read_stream_record()
+            if r == REC_END:
+                return REC_OK
+            if r != REC_OK:
+                return r
+            if self.rec_tid != self.skip_tid:
+                self.held = True
+                return REC_OK
+            if self.rec_flag & FLAG_UNMAPPED == 0:
+                self.skipped_mapped += 1
+            if self.skip_tid >= 0:
+                if self.rec_pos < self.last_pos:
+                    self.error_prev_pos = self.last_pos
+                    self.error_pos = self.rec_pos
+                    return ERR_UNSORTED
+                self.last_pos = self.rec_pos
+
+    cdef int _read_stream_record(self) noexcept nogil:
+        """The stream's next record into rec_*, whatever its contig: REC_OK, REC_END (and
+        stream_ended), NEED_DATA or an error."""
+        cdef int r
+        if self.fed:
+            r = self._read_fed_record()
+        else:
+            r = sam_read1(self.fp, self.hdr, self.b)
+            if r >= 0:
+                self._load_htslib_record()
+                r = REC_OK
+            elif r == -1:
+                r = REC_END
+            else:
+                r = ERR_DECODE
+        if r == REC_END:
+            self.stream_ended = True
+        return r
+
+    cdef _raise(self, int r):
+        if r == ERR_UNSORTED:
+            raise UnsortedInputError(self.target_tid, self.error_prev_pos, self.error_pos)
+        if r == ERR_DECODE:
+            raise OSError("corrupt BAM record")
+        if r == ERR_MEMORY:
+            raise MemoryError()
+        if r == ERR_BEFORE_WINDOW:
+            raise RuntimeError("coverage event before the open window (lookbehind too small)")
+        raise RuntimeError(f"kernel status {r}")
 
     def next_window(self, uint32_t[::1] total, uint32_t[::1] fwd, uint32_t[::1] rev) -> int:
         """Fill the next window that holds any coverage; return its start, or -1 at contig end.
@@ -478,17 +628,12 @@ cdef class CompiledCoverageReader:
             result = self._next_window(&total[0],
                                        &fwd[0] if self.strand_mode != STRAND_NONE else NULL,
                                        &rev[0] if self.strand_mode != STRAND_NONE else NULL)
-        if result == ERR_UNSORTED:
-            raise UnsortedInputError(self.target_tid, self.error_prev_pos, self.error_pos)
-        if result == ERR_DECODE:
-            raise OSError("corrupt BAM record")
-        if result == ERR_MEMORY:
-            raise MemoryError()
-        if result == ERR_BEFORE_WINDOW:
-            raise RuntimeError("coverage event before the open window (lookbehind too small)")
+        if result < -1 and result != NEED_DATA_CODE:
+            self._raise(<int>result)
         if result == -1:
             self.contig_open = False
-            self.block_view = None
+            if not self.stream:  # a stream's next contig goes on in the same block
+                self.block_view = None
         return result
 
     # ------------------------------------------------------------------ record sources
@@ -496,26 +641,28 @@ cdef class CompiledCoverageReader:
     cdef int _next_record(self) noexcept nogil:
         """Load the next record of the contig into rec_*; REC_OK, REC_END, NEED_DATA or error."""
         cdef int r
-        if self.fed:
+        if self.stream:
+            if self.held:
+                self.held = False  # the first record of this contig, read when the last ended
+            else:
+                r = self._read_stream_record()
+                if r != REC_OK:
+                    return r
+            if self.rec_tid != self.target_tid:
+                self.held = True  # the next contig's first record
+                return REC_END
+        elif self.fed:
             r = self._next_fed_record()
+            if r != REC_OK:
+                return r
         else:
             r = sam_itr_next(self.fp, self.itr, self.b)
             if r >= 0:
-                self.rec_tid = self.b.core.tid
-                self.rec_pos = self.b.core.pos
-                self.rec_tlen = self.b.core.isize
-                self.rec_flag = self.b.core.flag
-                self.rec_mapq = self.b.core.qual
-                self.rec_n_cigar = self.b.core.n_cigar
-                self.rec_l_qseq = self.b.core.l_qseq
-                self.rec_cigar = <const uint8_t *>bam_get_cigar(self.b)
-                r = REC_OK
+                self._load_htslib_record()
             elif r == -1:
-                r = REC_END
+                return REC_END
             else:
-                r = ERR_DECODE
-        if r != REC_OK:
-            return r
+                return ERR_DECODE
         if self.rec_pos < self.last_pos:
             self.error_prev_pos = self.last_pos
             self.error_pos = self.rec_pos
@@ -523,10 +670,37 @@ cdef class CompiledCoverageReader:
         self.last_pos = self.rec_pos
         return REC_OK
 
+    cdef inline void _load_htslib_record(self) noexcept nogil:
+        self.rec_tid = self.b.core.tid
+        self.rec_pos = self.b.core.pos
+        self.rec_tlen = self.b.core.isize
+        self.rec_flag = self.b.core.flag
+        self.rec_mapq = self.b.core.qual
+        self.rec_n_cigar = self.b.core.n_cigar
+        self.rec_l_qseq = self.b.core.l_qseq
+        self.rec_cigar = <const uint8_t *>bam_get_cigar(self.b)
+
     cdef int _next_fed_record(self) noexcept nogil:
+        """The next record of target_tid from an indexed file's blocks."""
+        cdef int r
+        while True:
+            r = self._read_fed_record()
+            if r != REC_OK:
+                return r
+            if self.rec_tid == self.target_tid:
+                self.seen_target = True
+                return REC_OK
+            if not self.seen_target and 0 <= self.rec_tid < self.target_tid:
+                continue  # before this contig (the index offset is a lower bound)
+            # The next contig (in header order or not: samtools indexes files whose contigs
+            # are grouped but not in header order), or unplaced reads: this contig is done.
+            self.end_of_data = True
+            return REC_END
+
+    cdef inline int _read_fed_record(self) noexcept nogil:
+        """The next record in the fed blocks, whatever its contig."""
         cdef const uint8_t *rec
         cdef Py_ssize_t avail, size, take, need
-        cdef int r
         while True:
             if self.scratch_pending:
                 # complete a record that straddles blocks
@@ -582,18 +756,7 @@ cdef class CompiledCoverageReader:
                     continue
                 rec = self.blk + self.blk_pos + 4
                 self.blk_pos += 4 + size
-            r = self._parse_record(rec, size)
-            if r != REC_OK:
-                return r
-            if self.rec_tid == self.target_tid:
-                self.seen_target = True
-                return REC_OK
-            if not self.seen_target and 0 <= self.rec_tid < self.target_tid:
-                continue  # before this contig (the index offset is a lower bound)
-            # The next contig (in header order or not: samtools indexes files whose contigs
-            # are grouped but not in header order), or unplaced reads: this contig is done.
-            self.end_of_data = True
-            return REC_END
+            return self._parse_record(rec, size)
 
     cdef int _starved(self) noexcept nogil:
         if self.end_of_data:

@@ -13,7 +13,7 @@ import os
 import struct
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 
 try:  # libdeflate; zlib is the (slower) fallback
@@ -32,6 +32,8 @@ except ImportError:  # pragma: no cover - only without the deflate wheel
     _INFLATE_ERRORS = (zlib.error, ValueError)
 
 BGZF_MAGIC = b"\x1f\x8b\x08\x04"
+# The empty block that ends every BGZF file (SAM/BAM specification, section 4.1.2).
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 MAX_BLOCK = 1 << 16
 BATCH_BYTES = 1 << 20  # compressed bytes per worker task
 
@@ -45,7 +47,7 @@ class BgzfError(Exception):
         self.problem = problem
 
 
-def _block_size(raw: bytes, off: int, base: int) -> int:
+def block_size(raw: bytes, off: int, base: int) -> int:
     """Total size of the block starting at raw[off] (BSIZE + 1), from its BC extra subfield."""
     if raw[off : off + 4] != BGZF_MAGIC:
         raise BgzfError(base + off, "not a BGZF block header")
@@ -112,7 +114,7 @@ class BgzfReader:
             spans: list[tuple[int, int, int]] = []
             off = 0
             while off + 18 <= len(raw) and pos + off <= clast:
-                total = _block_size(raw, off, pos)
+                total = block_size(raw, off, pos)
                 if off + total > len(raw):
                     break
                 xlen = struct.unpack_from("<H", raw, off + 10)[0]
@@ -156,7 +158,7 @@ class BgzfReader:
         pos = after
         while pos + 18 <= self._size:
             raw = os.pread(self._fd, MAX_BLOCK, pos)
-            total = _block_size(raw, 0, pos)
+            total = block_size(raw, 0, pos)
             if total > len(raw):
                 raise BgzfError(pos, "file ends inside a block (truncated)")
             xlen = struct.unpack_from("<H", raw, 10)[0]
@@ -164,3 +166,61 @@ class BgzfReader:
                 yield block, (ustart if first else 0)
                 first = False
             pos += total
+
+
+def stream_blocks(
+    chunks: Iterable[bytes], executor: Executor, workers: int, start: int = 0
+) -> Iterator[tuple[bytes, int]]:
+    """Yield (decompressed block, start offset) from a BGZF stream read front to back.
+
+    `chunks` is the stream from a block boundary; the first block is handed out from its
+    decompressed offset `start`. Blocks are inflated on `executor` in batches of about
+    BATCH_BYTES, at most a few batches ahead, so memory stays bounded whatever the stream's
+    length. A stream that ends inside a block is truncated (one that ends between blocks, without
+    the end-of-file block, is found by bam_input.stream.InputStream).
+    """
+    submit: Callable[..., Future[list[bytes]]] = executor.submit
+    inflight = 2 * max(1, workers) + 1
+    pending: deque[Future[list[bytes]]] = deque()
+    buf = bytearray()
+    base = 0  # stream offset of buf[0], counted from where `chunks` starts
+    first = True
+
+    def split(final: bool) -> tuple[bytes, list[tuple[int, int, int]]] | None:
+        nonlocal base
+        spans: list[tuple[int, int, int]] = []
+        off = 0
+        while off + 18 <= len(buf) and (final or off < BATCH_BYTES):
+            total = block_size(buf, off, base)
+            if off + total > len(buf):
+                break
+            xlen = struct.unpack_from("<H", buf, off + 10)[0]
+            spans.append((off, off + 12 + xlen, total))
+            off += total
+        if not spans:
+            return None
+        raw = bytes(buf[:off])
+        del buf[:off]
+        base += off
+        return raw, spans
+
+    def hand_out(fut: Future[list[bytes]]) -> Iterator[tuple[bytes, int]]:
+        nonlocal first
+        for block in fut.result():
+            yield block, (start if first else 0)
+            first = False
+
+    for chunk in chunks:
+        buf += chunk
+        while len(buf) >= BATCH_BYTES + MAX_BLOCK:
+            batch = split(final=False)
+            assert batch is not None
+            pending.append(submit(_inflate_batch, *batch, base - len(batch[0])))
+            if len(pending) >= inflight:
+                yield from hand_out(pending.popleft())
+    while (batch := split(final=True)) is not None:
+        pending.append(submit(_inflate_batch, *batch, base - len(batch[0])))
+    while pending:
+        yield from hand_out(pending.popleft())
+    if buf:
+        raise BgzfError(base, "the stream ends inside a block (truncated)")

@@ -287,7 +287,11 @@ def main() -> None:
 
 @main.command()
 @click.option(
-    "--bam", required=True, type=click.Path(path_type=Path), help="Coordinate-sorted BAM (or CRAM)."
+    "--bam",
+    required=True,
+    type=click.Path(path_type=Path, allow_dash=True),
+    help="Coordinate-sorted BAM (or CRAM); '-' reads a BAM stream from standard input "
+    "(no index needed).",
 )
 @click.option("--sample", required=True, help="Sample name (ASCII letters, digits, ._+-).")
 @out_option

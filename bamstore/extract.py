@@ -7,16 +7,19 @@ length. The store is built at a temporary sibling path and published by rename.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
+import sys
 import threading
 import time
 import zlib
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -29,20 +32,25 @@ from bamstore.bam_input import (
     parse_selection,
     prefix_md5,
     read_chromsizes,
+    report_left_out,
     select_contigs,
     usable_index,
 )
 from bamstore.bam_input.fixes import sort_and_index
+from bamstore.bam_input.stream import InputStream, StreamedInput, is_stdin, open_stream
 from bamstore.blocks import BgzfError
 from bamstore.errors import InputError, InputErrors
 from bamstore.kernel import (
+    STREAM_END,
     CountingMode,
     CoverageReader,
     KernelName,
     ReadFilter,
+    StreamCoverageReader,
     UnsortedInputError,
     default_kernel,
     open_coverage_reader,
+    open_stream_reader,
 )
 from bamstore.publish import check_output_path, staged_output
 from bamstore.samplesheet import (
@@ -235,8 +243,13 @@ def _count_windows(
     sample: str,
     pool: ThreadPoolExecutor,
     cancel: threading.Event | None,
+    order: Iterable[tuple[str, int]] | None = None,
 ) -> list[ContigResult]:
-    """Drive the kernel over every kept contig; encode and write windows on the worker pool."""
+    """Drive the kernel over every kept contig; encode and write windows on the worker pool.
+
+    `order`: the contigs in the order they are read, if not `contigs` (a stream's order); a
+    kept contig it never reaches holds no reads. Results come in the order of `contigs`.
+    """
     stranded = bool(options.strandedness)
     encoder = layout.compression_profile(options.compression).encoder()
     workers = max(1, options.threads)
@@ -265,10 +278,10 @@ def _count_windows(
         finally:
             free.put(bufs)
 
-    results: list[ContigResult] = []
+    results: dict[str, ContigResult] = {}
     tids = alignment.tids
     futures: list[Future[None]] = []
-    for name, length in contigs:
+    for name, length in contigs if order is None else order:
         started = time.monotonic()
         result = ContigResult(name, length)
         reader.start_contig(tids[name], length)
@@ -302,7 +315,7 @@ def _count_windows(
             "off_contig_cut_sites",
         ):
             setattr(result, key, int(getattr(reader, key)))
-        results.append(result)
+        results[name] = result
         if length >= LONG_CONTIG:
             log.info(
                 "%s: %s done (%.0f Mbp, %d reads, %.1f s)",
@@ -316,12 +329,58 @@ def _count_windows(
         fut.result()
     if failure:  # checked after every write has finished: a late failure must not be lost
         raise failure[0]
-    return results
+    return [results.get(name) or ContigResult(name, length) for name, length in contigs]
+
+
+def _stream_order(
+    reader: StreamCoverageReader,
+    alignment: AlignmentInput,
+    contigs: list[tuple[str, int]],
+    left_out: dict[str, int | None],
+) -> Iterator[tuple[str, int]]:
+    """The kept contigs in the order a stream holds them; the others are read past, their
+    mapped records counted in `left_out`. Contigs must come whole, unplaced reads last (the
+    order samtools sort writes and samtools index requires of a file)."""
+    names = [name for name, _ in alignment.contigs]
+    kept = dict(contigs)
+    path = alignment.path
+    seen: set[int] = set()
+    previous: int | None = None
+    while True:
+        with _reading(path, "the next contig"):
+            tid = reader.next_stream_contig()
+        if tid == STREAM_END:
+            return
+        where = None
+        if previous == -1:
+            where = f"a record on {names[tid]} follows unplaced reads (they go last)"
+        elif tid in seen:
+            where = f"records of {names[tid]} are not together"
+        if where:
+            raise InputError(path, f"is not sorted by coordinate: {where}", sort_and_index(path))
+        seen.add(tid)
+        previous = tid
+        name = names[tid] if tid >= 0 else "unplaced reads"
+        if tid >= 0 and name in kept:
+            yield name, kept[name]
+            continue
+        with _reading(path, name):
+            reader.skip_stream_contig()
+        if tid >= 0 and reader.skipped_mapped:
+            left_out[name] = int(reader.skipped_mapped)
 
 
 def _next_window(reader: CoverageReader, bufs: _WindowBuffers, path: Path, contig: str) -> int:
-    try:
+    with _reading(path, contig):
         return reader.next_window(bufs.total, bufs.fwd, bufs.rev)
+    raise AssertionError("unreachable")  # pragma: no cover (_reading only re-raises)
+
+
+@contextlib.contextmanager
+def _reading(path: Path, contig: str) -> Iterator[None]:
+    """The kernel's read errors as one-line input errors naming `path` and `contig`."""
+    try:
+        yield
     except UnsortedInputError as exc:
         raise InputError(
             path,
@@ -336,14 +395,22 @@ def _next_window(reader: CoverageReader, bufs: _WindowBuffers, path: Path, conti
             "re-create or re-download it; check with samtools quickcheck -v",
         ) from None
     except OSError as exc:
-        with open(path, "rb") as fh:
-            cram = fh.read(4) == b"CRAM"
+        cram = False
+        if not is_stdin(path):  # a stream is BAM (stream.py refuses CRAM)
+            with open(path, "rb") as fh:
+                cram = fh.read(4) == b"CRAM"
         if cram:  # htslib cannot tell a damaged CRAM from one decoded with the wrong genome
             raise InputError(
                 path,
                 f"a record on {contig} cannot be decoded: --reference is not the genome the "
                 "CRAM was made with (see its @SQ M5 tags), or the file is corrupted",
                 "pass the FASTA it was aligned to; check the file with samtools quickcheck -v",
+            ) from exc
+        if is_stdin(path):  # htslib cannot tell a cut stream from a damaged one
+            raise InputError(
+                path,
+                f"is corrupted or truncated: a record on {contig} cannot be decoded",
+                "re-create the stream; a partial BAM gives wrong coverage",
             ) from exc
         raise InputError(
             path,
@@ -407,14 +474,106 @@ def count_sample(
     )
 
 
+def count_stream(
+    streamed: StreamedInput,
+    contigs: list[tuple[str, int]],
+    writer: StoreWriter,
+    options: ExtractOptions,
+    sample: str,
+    cancel: threading.Event | None = None,
+) -> SampleResult:
+    """`count_sample` for a BAM stream (`--bam -`): one pass, front to back, no index."""
+    kernel = options.kernel or default_kernel()
+    alignment = streamed.alignment
+    started = time.monotonic()
+    left_out: dict[str, int | None] = {}
+    with ThreadPoolExecutor(
+        max_workers=max(1, options.threads), thread_name_prefix="bamstore"
+    ) as pool:
+        reader = open_stream_reader(
+            streamed,
+            chunk_len=options.chunk_len,
+            read_filter=options.read_filter,
+            counting=options.counting,
+            strandedness=options.strandedness,
+            threads=options.threads,
+            kernel=kernel,
+            executor=pool,
+        )
+        try:
+            order = _stream_order(reader, alignment, contigs, left_out)
+            results = _count_windows(
+                reader, alignment, contigs, writer, options, sample, pool, cancel, order
+            )
+        finally:
+            reader.close()
+    if not streamed.stream.ends_with_eof_block:  # a file is checked for it when opened
+        raise InputError(
+            alignment.path,
+            "is truncated (the BGZF end-of-file marker is missing)",
+            "re-create the stream; a partial BAM gives wrong coverage",
+        )
+    if cancel is None or not cancel.is_set():
+        report_left_out(
+            alignment,
+            contigs,
+            options.chromosomes,
+            left_out,
+            from_chromsizes=bool(options.chromsizes),
+        )
+    return SampleResult(
+        sample=sample,
+        bam=alignment.path,
+        strandedness=options.strandedness,
+        contigs=results,
+        sample_hash=streamed.sample_hash,
+        # a stream has no modification time; its size is what was read
+        source={
+            "size": streamed.stream.bytes_read,
+            "mtime_ns": 0,
+            "header_md5": alignment.header_md5,
+        },
+        kernel=kernel,
+        counting=options.counting,
+        seconds=time.monotonic() - started,
+    )
+
+
 def prepare_input(
     bam: Path, sample: str, options: ExtractOptions
 ) -> tuple[AlignmentInput, list[tuple[str, int]]]:
     """All input checks that need no output: name, format, header, contig selection."""
+    _check_sample_name(bam, sample)
+    if is_stdin(bam):  # `extract_sample` reads it; elsewhere (build, the API) a file is needed
+        raise InputError(
+            bam,
+            "standard input can only be read by bamstore extract --bam - (one sample at a time)",
+            "give the BAM file's path, or extract each stream with bamstore extract --bam - "
+            "and merge the per-sample stores",
+        )
+    alignment = open_alignment(bam, options.reference)
+    return alignment, _kept_contigs(bam, alignment, options)
+
+
+def prepare_stream(
+    source: BinaryIO, sample: str, options: ExtractOptions
+) -> tuple[StreamedInput, list[tuple[str, int]]]:
+    """`prepare_input` for a stream: its first bytes are looked at and kept, not consumed."""
+    stream = InputStream(source)
+    _check_sample_name(stream.path, sample)
+    streamed = open_stream(stream, options.reference, options.tmp_dir)
+    return streamed, _kept_contigs(stream.path, streamed.alignment, options)
+
+
+def _check_sample_name(bam: Path, sample: str) -> None:
     problem = sample_name_problem(sample)
     if problem:
         raise InputError(bam, problem, SAMPLE_NAME_FIX)
-    alignment = open_alignment(bam, options.reference)
+
+
+def _kept_contigs(
+    bam: Path, alignment: AlignmentInput, options: ExtractOptions
+) -> list[tuple[str, int]]:
     given = options.chromsizes
     if isinstance(given, GivenContigs):
         universe, label, source = list(given.contigs), given.label, given.label
@@ -424,7 +583,7 @@ def prepare_input(
         universe, label, source = None, None, "the BAM header"
     contigs = select_contigs(alignment, options.chromosomes, universe, label)  # type: ignore[arg-type]
     check_contig_names(bam, contigs, bool(options.strandedness), source)
-    return alignment, contigs
+    return contigs
 
 
 def check_contig_names(
@@ -478,11 +637,27 @@ def extract_sample(
     index: Path | None = None,
     overwrite: bool = False,
     cancel: threading.Event | None = None,
+    stdin: BinaryIO | None = None,
 ) -> SampleResult:
     """BAM → per-sample store at `out`, published atomically. Raises InputError on bad input,
-    ExtractionCancelled (nothing published) once `cancel` is set."""
+    ExtractionCancelled (nothing published) once `cancel` is set.
+
+    `bam` "-" reads a BAM stream from `stdin` (standard input if not given), without an index.
+    """
     check_output_path(out, overwrite=overwrite)
-    alignment, contigs = prepare_input(bam, sample, options)
+    streamed: StreamedInput | None = None
+    if is_stdin(bam):
+        if index is not None:
+            raise InputError(
+                index,
+                "--index does not apply to --bam - (a stream is read front to back, without "
+                "an index)",
+                "drop --index",
+            )
+        streamed, contigs = prepare_stream(stdin or sys.stdin.buffer, sample, options)
+        alignment = streamed.alignment
+    else:
+        alignment, contigs = prepare_input(bam, sample, options)
     with staged_output(out, overwrite=overwrite) as tmp:
         writer = StoreWriter(
             tmp,
@@ -492,7 +667,10 @@ def extract_sample(
             chunk_len=options.chunk_len,
             profile=layout.compression_profile(options.compression),
         )
-        result = count_sample(alignment, contigs, writer, options, sample, index, cancel)
+        if streamed is not None:
+            result = count_stream(streamed, contigs, writer, options, sample, cancel)
+        else:
+            result = count_sample(alignment, contigs, writer, options, sample, index, cancel)
         write_sample_store(result, writer, options)
     _warn(result)
     return result

@@ -5,7 +5,8 @@ the same streaming algorithm written in Python over pysam: the fallback when the
 built, and the reference the compiled kernel is tested against, window for window.
 
 Both read a coordinate-sorted, indexed BAM/CRAM one contig at a time and hand out coverage one
-chunk window at a time, so memory depends on chunk_len, never on contig length. What a counted
+chunk window at a time, so memory depends on chunk_len, never on contig length. Both also read
+a BAM stream front to back without an index (`--bam -`, `StreamCoverageReader`). What a counted
 record adds (its aligned bases, its fragment or its cut site) is `CountingMode`; which records
 count is `ReadFilter`.
 """
@@ -17,17 +18,20 @@ import functools
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import pysam
 
 from bamstore.errors import InputError
 from bamstore.layout import DEFAULT_EXCLUDE_FLAGS
+
+if TYPE_CHECKING:
+    from bamstore.bam_input.stream import StreamedInput
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +207,7 @@ class PythonCoverageReader:
     def __init__(
         self,
         path: str,
-        index_path: str,
+        index_path: str | None,
         *,
         chunk_len: int,
         exclude_flags: int = DEFAULT_EXCLUDE_FLAGS,
@@ -217,6 +221,7 @@ class PythonCoverageReader:
         lookbehind: int = 0,
         threads: int = 1,
         reference: str | None = None,
+        stream: bool = False,
     ) -> None:
         if chunk_len <= 0:
             raise ValueError("chunk_len must be positive")
@@ -225,10 +230,20 @@ class PythonCoverageReader:
         self._bam = pysam.AlignmentFile(
             path,
             "rc" if reference else "rb",
-            index_filename=index_path,
+            index_filename=None if stream else index_path,
             reference_filename=reference,
             threads=max(1, threads),
+            check_sq=not stream,
         )
+        # A stream is read front to back without an index (see _coverage.pyx): the record
+        # that ends one contig is held until its own contig is started or skipped.
+        self.stream = stream
+        self._stream_records: Iterator[pysam.AlignedSegment] | None = (
+            self._bam.fetch(until_eof=True) if stream else None
+        )
+        self._held: pysam.AlignedSegment | None = None
+        self._stream_ended = False
+        self.skipped_mapped = 0
         self.chunk_len = chunk_len
         # fragments and cut sites count primary records only
         primary_only = FLAG_NOT_PRIMARY if mode != COUNTING_MODES["reads"] else 0
@@ -250,10 +265,61 @@ class PythonCoverageReader:
         with contextlib.suppress(OSError):
             self._bam.close()
 
+    def _next_stream_record(self) -> pysam.AlignedSegment | None:
+        assert self._stream_records is not None
+        if self._held is not None:
+            read, self._held = self._held, None
+            return read
+        if self._stream_ended:
+            return None
+        read = next(self._stream_records, None)
+        if read is None:
+            self._stream_ended = True
+        return read
+
+    def next_stream_contig(self) -> int:
+        """The contig id of the stream's next record (-1: unplaced), which is held;
+        STREAM_END once the stream has no more records."""
+        if self._stream_records is None:
+            raise ValueError("next_stream_contig() is for streams")
+        if self._held is None:
+            self._held = self._next_stream_record()
+        return STREAM_END if self._held is None else self._held.reference_id
+
+    def skip_stream_contig(self) -> int:
+        """Read past the held record's contig, counting its mapped records and checking their
+        order; the next contig's first record is held."""
+        read = self._next_stream_record()
+        if read is None:
+            raise ValueError("skip_stream_contig() needs a held record (next_stream_contig)")
+        tid, last = read.reference_id, read.reference_start
+        self.skipped_mapped = 0
+        while read is not None and read.reference_id == tid:
+            self.skipped_mapped += not read.flag & FLAG_UNMAPPED
+            if tid >= 0:
+                if read.reference_start < last:
+                    raise UnsortedInputError(tid, last, read.reference_start)
+                last = read.reference_start
+            read = self._next_stream_record()
+        self._held = read
+        return 0
+
+    def _stream_contig(self, tid: int) -> Iterator[pysam.AlignedSegment]:
+        while (read := self._next_stream_record()) is not None:
+            if read.reference_id != tid:
+                self._held = read  # the next contig's first record
+                return
+            yield read
+
     def start_contig(self, tid: int, length: int) -> None:
         if tid < 0 or tid >= self._bam.nreferences:
             raise ValueError(f"contig index {tid} is not in the header")
-        self._records = self._bam.fetch(tid=tid, multiple_iterators=False)
+        if self._stream_records is not None:
+            if self._held is None or self._held.reference_id != tid:
+                raise ValueError("start a stream's contig at its held record (next_stream_contig)")
+            self._records = self._stream_contig(tid)
+        else:
+            self._records = self._bam.fetch(tid=tid, multiple_iterators=False)
         if self.contig_open:  # the previous contig was abandoned mid-window (see the .pyx)
             self._diff_f[:] = 0
             self._diff_r[:] = 0
@@ -600,6 +666,64 @@ class FedCoverageReader:
 
 
 _NEED_DATA = -5  # _coverage.NEED_DATA; checked against the module in open_coverage_reader
+STREAM_END = -7  # _coverage.STREAM_END: next_stream_contig once a stream has no more records
+
+
+class StreamCoverageReader:
+    """A kernel reading a BAM stream front to back (`--bam -`), without an index.
+
+    Besides the CoverageReader interface: `next_stream_contig` says which contig the stream
+    goes on with (STREAM_END at its end), and the driver either starts that contig or calls
+    `skip_stream_contig` (then `skipped_mapped` counts its mapped records). The compiled kernel
+    is fed the stream's blocks (blocks.stream_blocks) whenever it answers NEED_DATA; the htslib
+    and Python kernels read the stream through a pipe themselves.
+    """
+
+    def __init__(
+        self,
+        inner: Any,
+        blocks: Iterator[tuple[bytes, int]] | None,
+        close_source: Callable[[], None] | None = None,
+    ) -> None:
+        self._inner = inner
+        self._blocks = blocks
+        self._close_source = close_source
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _fed(self, call: Callable[[], int]) -> int:
+        while True:
+            result = call()
+            if result != _NEED_DATA or self._blocks is None:
+                return result
+            block = next(self._blocks, None)
+            if block is None:
+                self._inner.finish_data()
+            else:
+                self._inner.feed(*block)
+
+    def next_stream_contig(self) -> int:
+        return self._fed(self._inner.next_stream_contig)
+
+    def skip_stream_contig(self) -> None:
+        self._fed(self._inner.skip_stream_contig)
+
+    def start_contig(self, tid: int, length: int) -> None:
+        self._inner.start_contig(tid, length)
+
+    def next_window(self, total: np.ndarray, fwd: np.ndarray, rev: np.ndarray) -> int:
+        return self._fed(lambda: self._inner.next_window(total, fwd, rev))
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            if self._close_source is not None:
+                self._close_source()
+            close_blocks = getattr(self._blocks, "close", None)
+            if close_blocks is not None:
+                close_blocks()
 
 
 _EXECUTORS: dict[int, ThreadPoolExecutor] = {}
@@ -652,15 +776,7 @@ def open_coverage_reader(
     htslib decompression threads; python: the pure-Python twin.
     """
     kernel = kernel or default_kernel()
-    kwargs: dict[str, Any] = dict(
-        chunk_len=chunk_len,
-        exclude_flags=read_filter.exclude_flags,
-        min_mapq=read_filter.min_mapq,
-        count_deletions=read_filter.count_deletions,
-        strand_mode=STRAND_MODES[strandedness],
-        reference=reference,
-        **(counting or CountingMode()).kernel_args(),
-    )
+    kwargs = _kernel_kwargs(chunk_len, read_filter, counting, strandedness, reference)
     if kernel == "python":
         return PythonCoverageReader(path, index_path, threads=threads, **kwargs)
     module = _compiled_module()
@@ -673,3 +789,74 @@ def open_coverage_reader(
             executor = _shared_executor(threads)
         return FedCoverageReader(inner, path, executor, threads)
     return module.CompiledCoverageReader(path, index_path, threads=threads, **kwargs)
+
+
+def _kernel_kwargs(
+    chunk_len: int,
+    read_filter: ReadFilter,
+    counting: CountingMode | None,
+    strandedness: str,
+    reference: str | None,
+) -> dict[str, Any]:
+    return dict(
+        chunk_len=chunk_len,
+        exclude_flags=read_filter.exclude_flags,
+        min_mapq=read_filter.min_mapq,
+        count_deletions=read_filter.count_deletions,
+        strand_mode=STRAND_MODES[strandedness],
+        reference=reference,
+        **(counting or CountingMode()).kernel_args(),
+    )
+
+
+def open_stream_reader(
+    streamed: StreamedInput,
+    *,
+    chunk_len: int,
+    read_filter: ReadFilter,
+    counting: CountingMode | None = None,
+    strandedness: str = "",
+    threads: int = 1,
+    kernel: KernelName | None = None,
+    executor: Executor | None = None,
+) -> StreamCoverageReader:
+    """Open the chosen kernel over a checked BAM stream (bam_input.stream), read once.
+
+    compiled: records parsed from the stream's blocks, inflated on `executor`; htslib and
+    python: the kernel reads the whole stream (header included) from a pipe.
+    """
+    from bamstore.blocks import stream_blocks
+
+    kernel = kernel or default_kernel()
+    kwargs = _kernel_kwargs(chunk_len, read_filter, counting, strandedness, None)
+    stream = streamed.stream
+    if kernel == "compiled":
+        module = _compiled_module()
+        if module is None:
+            raise RuntimeError("the compiled kernel is not built")
+        assert module.STREAM_END == STREAM_END
+        inner = module.CompiledCoverageReader(
+            None, None, stream=True, n_targets=len(streamed.alignment.contigs), **kwargs
+        )
+        blocks = stream_blocks(
+            stream.chunks(streamed.start.block_offset),
+            executor or _shared_executor(threads),
+            threads,
+            streamed.start.in_block,
+        )
+        return StreamCoverageReader(inner, blocks)
+    path, close_pipe = stream.replay_path()
+    try:
+        if kernel == "python":
+            inner = PythonCoverageReader(path, None, threads=threads, stream=True, **kwargs)
+        else:
+            module = _compiled_module()
+            if module is None:
+                raise RuntimeError("the compiled kernel is not built")
+            inner = module.CompiledCoverageReader(
+                path, None, threads=threads, stream=True, **kwargs
+            )
+    except BaseException:
+        close_pipe()
+        raise
+    return StreamCoverageReader(inner, None, close_pipe)

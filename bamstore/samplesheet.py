@@ -364,6 +364,16 @@ def _extension_problems(where: str, bam: str, index: str) -> list[InputError]:
     ]
     if problems:
         return problems
+    if bam.strip() == "-":
+        return [
+            InputError(
+                where,
+                "bam '-' (standard input) cannot be read for a samplesheet's sample: a "
+                "samplesheet names BAM files",
+                "give the BAM file's path, or stream one sample with "
+                "bamstore extract --bam - and merge the per-sample stores",
+            )
+        ]
     suffix = Path(bam).suffix.lower()
     if suffix not in INDEX_EXTENSIONS:
         return [

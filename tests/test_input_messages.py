@@ -173,8 +173,9 @@ def test_stdin_pipe_is_refused_naming_dev_stdin(bam, tmp_path):
     result = subprocess.CompletedProcess(argv, piped.returncode, "", piped.stderr.decode())
     assert _only_line(result) == (
         "bamstore: error: /dev/stdin: is a pipe or device, not a file: bamstore reads a BAM "
-        "through its index, which needs a file it can seek in; fix: write it to a file first: "
-        "samtools sort -o stdin.sorted.bam /dev/stdin && samtools index stdin.sorted.bam"
+        "file through its index, which needs a file it can seek in; fix: write it to a file first: "
+        "samtools sort -o stdin.sorted.bam /dev/stdin && samtools index stdin.sorted.bam "
+        "(or stream one sample into bamstore extract --bam -)"
     )
 
 
@@ -193,8 +194,9 @@ def test_fifo_is_refused_naming_the_fifo(tmp_path, run_cli):
     result = run_cli("extract", "--bam", fifo, "--sample", "s", "--out", tmp_path / "o.zarr")
     assert _only_line(result) == (
         f"bamstore: error: {fifo}: is a pipe or device, not a file: bamstore reads a BAM "
-        "through its index, which needs a file it can seek in; fix: write it to a file first: "
-        f"samtools sort -o reads.sorted.bam {fifo} && samtools index reads.sorted.bam"
+        "file through its index, which needs a file it can seek in; fix: write it to a file first: "
+        f"samtools sort -o reads.sorted.bam {fifo} && samtools index reads.sorted.bam "
+        "(or stream one sample into bamstore extract --bam -)"
     )
 
 

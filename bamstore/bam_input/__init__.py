@@ -19,6 +19,7 @@ from bamstore.bam_input.contigs import (
     is_primary,
     parse_selection,
     read_chromsizes,
+    report_left_out,
     select_contigs,
 )
 from bamstore.bam_input.header import (
@@ -51,6 +52,7 @@ __all__ = [
     "prefix_md5",
     "quiet_htslib",
     "read_chromsizes",
+    "report_left_out",
     "select_contigs",
     "sniff_file",
     "usable_index",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bamstore.bam_input import fixes
@@ -189,14 +189,28 @@ def account_for_left_out(
     *,
     from_chromsizes: bool = False,
 ) -> None:
-    """What the selection leaves out, from the index's per-contig read counts.
+    """What the selection leaves out, from the index's per-contig read counts."""
+    report_left_out(
+        alignment, kept, selection, read_counts(alignment, index), from_chromsizes=from_chromsizes
+    )
+
+
+def report_left_out(
+    alignment: AlignmentInput,
+    kept: Sequence[tuple[str, int]],
+    selection: str,
+    counts: Mapping[str, int | None],
+    *,
+    from_chromsizes: bool = False,
+) -> None:
+    """What the selection leaves out, given the contigs that hold mapped reads and how many
+    (None: not known), from an index or counted while a stream was read.
 
     A zero-length contig the selection chose but could not keep: refused if reads are placed
     on it, otherwise skipped with a warning (with --chromsizes the selection chooses from
     that file, whose lengths are never 0). Other contigs with reads that are left out: one
     warning with how many contigs and reads.
     """
-    counts = read_counts(alignment, index)
     kept_names = {n for n, _ in kept}
     wanted = parse_selection(selection)
     for name, length in alignment.contigs:

@@ -24,19 +24,33 @@ def sorted_copy(path: Path) -> Path:
     return Path(stem + ".sorted.bam")
 
 
+# For standard input (`--bam -`) the fix is a step in the user's pipe, not a file to write.
+_IN_THE_PIPE = "samtools sort -O bam - | bamstore extract --bam - ..."
+
+
+def _is_stdin(path: str | PathLike[str]) -> bool:
+    return str(path) == "-"
+
+
 def sort_and_index(path: Path) -> str:
     """Sort (and convert from SAM/CRAM/gzip SAM, which samtools sort reads) and index."""
+    if _is_stdin(path):
+        return "sort it in the pipe: ... | " + _IN_THE_PIPE
     out = sorted_copy(path)
     return f"samtools sort -o {_q(out)} {_q(path)} && samtools index {_q(out)}"
 
 
 def convert_to_bam(path: Path) -> str:
     """SAM text (plain, gzip or BGZF) to a sorted, indexed BAM."""
+    if _is_stdin(path):
+        return "... | " + _IN_THE_PIPE
     out = sorted_copy(path)
     return f"samtools view -b {_q(path)} | samtools sort -o {_q(out)} - && samtools index {_q(out)}"
 
 
 def quickcheck(path: str | PathLike[str]) -> str:
+    if _is_stdin(path):
+        return "samtools quickcheck -v on the file the stream comes from"
     return f"samtools quickcheck -v {_q(path)}"
 
 

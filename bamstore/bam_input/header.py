@@ -74,9 +74,17 @@ def open_alignment(path: Path, reference: Path | None = None) -> AlignmentInput:
                 "differences from the genome, which is not in the file)",
                 "pass --reference FASTA (the genome it was aligned to)",
             )
+    return read_header(path, path, fmt, reference)
+
+
+def read_header(
+    source: Path, path: Path, fmt: AlignmentFormat, reference: Path | None = None
+) -> AlignmentInput:
+    """Contigs and sort order of `source` as htslib reads them; problems name `path` (the
+    input as the user gave it: `source` is a copy of a stream's header)."""
     try:
         with pysam.AlignmentFile(
-            str(path),
+            str(source),
             "rc" if fmt == "cram" else "rb",
             reference_filename=str(reference) if reference else None,
             check_sq=False,

@@ -4,7 +4,8 @@
 without being consumed (`io.BufferedReader.peek`), so the same rules will serve `--bam -`.
 `PEEK_BYTES` is enough for the first BGZF block, the largest unit that must be seen whole.
 `sniff_file` adds what only a path can tell: missing, a folder, unreadable, empty, or a pipe
-(which cannot be read through an index).
+(which cannot be read through an index; `--bam -` reads standard input as a stream instead,
+see stream.py).
 """
 
 from __future__ import annotations
@@ -111,9 +112,11 @@ def sniff_file(path: Path) -> AlignmentFormat:
         # Checked before reading a byte: a pipe read here would lose what it held.
         raise InputError(
             path,
-            "is a pipe or device, not a file: bamstore reads a BAM through its index, "
+            "is a pipe or device, not a file: bamstore reads a BAM file through its index, "
             "which needs a file it can seek in",
-            "write it to a file first: " + fixes.sort_and_index(path),
+            "write it to a file first: "
+            + fixes.sort_and_index(path)
+            + " (or stream one sample into bamstore extract --bam -)",
         )
     try:
         with path.open("rb") as fh:
