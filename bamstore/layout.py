@@ -52,6 +52,7 @@ CHUNK_FOLDER = "c"  # zarr v3 default chunk key encoding: <array>/c/<row>/<col>
 STRUCTURE = "per-chromosome (sample x position)"
 BIN_SIZE = 1
 DEFAULT_CHUNK_LEN = 1_048_576
+SHARD_BY_DEFAULT = False  # new stores' layout (docs/scaling.md says why); records say their own
 COVERAGE_DTYPE = np.dtype("<u4")
 HASH_PREFIX_BYTES = 16384  # sample_hashes: MD5 of the first 16 KiB of the BAM file (QuantNado)
 HASH_WIDTH = 16
@@ -361,6 +362,11 @@ class StoreSettings:
     read-filter fields are those of `bamstore.kernel.ReadFilter` (`from_read_filter` fails for
     a read-filter field that is not recorded here). chunk_len and compression are QuantNado's
     root attributes, so the `bamstore` record does not repeat them (`root=True`).
+
+    `shard` says how the chunks are stored (one file per chunk, or one zarr v3 shard per sample
+    row per contig: `bamstore.shard`), not what they hold, so it is a storage setting
+    (`storage=True`): `differences` leaves it out, and merge converts a part stored the other
+    way (without decoding) instead of refusing it.
     """
 
     chunk_len: int = _setting(DEFAULT_CHUNK_LEN, "--chunk-len", root=True)
@@ -370,6 +376,7 @@ class StoreSettings:
     min_mapq: int = _setting(0, "--min-mapq")
     count_deletions: bool = _setting(False, "--count-deletions")
     coverage_definition: str = _setting(COVERAGE_DEFINITION, "bamstore version")
+    shard: bool = _setting(False, "--shard", storage=True)
 
     @classmethod
     def from_read_filter(cls, read_filter: Any, **settings: Any) -> StoreSettings:
@@ -395,11 +402,13 @@ class StoreSettings:
         return cls(chunk_len=chunk_len, compression=compression, **data)
 
     def differences(self, other: StoreSettings) -> list[SettingDifference]:
-        """The settings whose values differ, in declaration order."""
+        """The settings that decide values and differ, in declaration order (storage settings
+        such as `shard` are left out: stores that differ only in them hold the same values)."""
         return [
             SettingDifference(f.name, f.metadata["option"], f.metadata["show"], mine, theirs)
             for f in dataclasses.fields(self)
-            if (mine := getattr(self, f.name)) != (theirs := getattr(other, f.name))
+            if not f.metadata.get("storage")
+            and (mine := getattr(self, f.name)) != (theirs := getattr(other, f.name))
         ]
 
 

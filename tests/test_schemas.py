@@ -70,6 +70,8 @@ SET_BY_PIPELINE = {
     "tmp_dir": "the task directory",
     "overwrite": "never needed: every task starts in an empty directory",
     "reference": "CRAM input is not supported by the pipeline (BAM only)",
+    "shard": "not a pipeline param yet: the pipeline's default layout is the option's default "
+    "(docs/scaling.md says what a param `shard` must pass to extract and merge)",
     "debug": "logging",
     "quiet": "logging",
 }
