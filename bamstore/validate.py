@@ -141,7 +141,10 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
             stored, recorded = (
                 ("unsharded", "sharded") if array_layout.sharded else ("sharded", "unsharded")
             )
-            yield f"array {array!r}: its zarr.json is {stored}, but the store is recorded as {recorded}"
+            yield (
+                f"array {array!r}: its zarr.json is {stored}, but the store is recorded as "
+                f"{recorded}"
+            )
         elif doc != want:
             diffs = sorted(k for k in set(doc) | set(want) if doc.get(k) != want.get(k))
             yield f"array {array!r}: metadata differs from the layout in {', '.join(diffs)}"
