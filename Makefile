@@ -4,7 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench quantnado image lock clean slurm-up slurm-down test-slurm
+.PHONY: install demo test test-pipeline lint bench quantnado nextflow image lock clean slurm-up \
+        slurm-down test-slurm
+
+# Nextflow from Maven Central (tools/nextflow/pom.xml), launched by .tools/bin/nextflow
+NEXTFLOW := .tools/bin/nextflow
+NXF_LIB  := .tools/nextflow/lib
 
 $(STAMP): pyproject.toml setup.py bamstore/_coverage.pyx
 	$(PYTHON) -m venv $(VENV)
@@ -23,13 +28,27 @@ demo: install  ## build a store from the bundled test BAMs and summarise it
 	$(BIN)/bamstore validate demo/demo.zarr
 	$(BIN)/bamstore inspect demo/demo.zarr
 
-test: install  ## the test suite (pytest); nf-test needs Nextflow and is run by CI elsewhere
+test: install  ## the test suite (pytest), without the Nextflow runs (test-pipeline, test-slurm)
 	$(BIN)/python -m pytest -q
 
-lint: install  ## ruff, and reftrace over every .nf file (parse + includes)
+test-pipeline: install nextflow  ## the pipeline end to end with the real Nextflow (tests/pipeline)
+	BAMSTORE_REQUIRE_NEXTFLOW=1 $(BIN)/python -m pytest -q -m pipeline tests/pipeline
+
+$(NEXTFLOW): tools/nextflow/pom.xml tools/nextflow/nextflow.sh
+	rm -rf $(NXF_LIB)
+	mvn -q -B -f tools/nextflow/pom.xml dependency:copy-dependencies \
+	    -DoutputDirectory=$(CURDIR)/$(NXF_LIB) -DincludeScope=runtime
+	install -D -m 755 tools/nextflow/nextflow.sh $@
+	$@ -version | grep -i version
+
+nextflow: $(NEXTFLOW)  ## Nextflow (pinned in tools/nextflow/pom.xml) at .tools/bin/nextflow
+
+lint: install nextflow  ## ruff, and `nextflow lint` (strict syntax) over every .nf and .config file
 	$(BIN)/ruff check bamstore tests benchmarks bin/bamstore
 	$(BIN)/ruff format --check bamstore tests benchmarks bin/bamstore
-	$(BIN)/python tests/nf_lint.py
+	@# strict syntax (the default parser of newer Nextflow); warnings fail the target too
+	$(NEXTFLOW) lint -o concise $$(git ls-files '*.nf' '*.config') 2>&1 | tee .tools/lint.log
+	@! grep -qE '^(Error|Warn)' .tools/lint.log || { echo "nextflow lint: fix the above" >&2; exit 1; }
 
 slurm-up:  ## start the local one-node SLURM cluster (needs root; state in .slurm/); a no-op when up
 	scripts/slurm-up.sh
@@ -38,7 +57,7 @@ slurm-up:  ## start the local one-node SLURM cluster (needs root; state in .slur
 slurm-down:  ## stop the daemons slurm-up started (by their pid files)
 	scripts/slurm-down.sh
 
-test-slurm: install  ## the slurm profile on the local cluster (tests/pipeline/test_slurm.py; needs root)
+test-slurm: install nextflow  ## the slurm profile on the local cluster (tests/pipeline/test_slurm.py; needs root)
 	$(BIN)/python -m pytest -q -m slurm tests/pipeline/test_slurm.py
 
 quantnado: install  ## QuantNado 0.4.3 in .venv-quantnado (Python >= 3.12): the compatibility tests use it
@@ -54,4 +73,4 @@ lock:  ## re-pin the image's Python dependencies (containers/*.lock) from pyproj
 	bash containers/update-locks.sh
 
 clean:
-	rm -rf $(VENV) .venv-quantnado build demo *.egg-info bamstore/_coverage.c bamstore/*.so
+	rm -rf $(VENV) .venv-quantnado .tools build demo *.egg-info bamstore/_coverage.c bamstore/*.so

@@ -1,60 +1,72 @@
 #!/usr/bin/env nextflow
 /*
 ========================================================================================
-    bamstore: many BAM files -> one Zarr store of per-base coverage (QuantNado BamStore layout)
+    bamstore: many BAM/CRAM files -> one Zarr store of per-base coverage (QuantNado layout)
 ========================================================================================
-    Usage: nextflow run . -profile docker --input samplesheet.csv --outdir results
-    Docs:  docs/usage.md, docs/output.md
+    Usage: nextflow run . -profile podman --input samplesheet.csv --outdir results
+    Help:  nextflow run . --help          Docs: docs/usage.md, docs/output.md
 ----------------------------------------------------------------------------------------
 */
 
-include { BAMSTORE                } from './workflows/bamstore'
-include { PIPELINE_INITIALISATION } from './subworkflows/local/utils_bamstore_pipeline'
-include { PIPELINE_COMPLETION     } from './subworkflows/local/utils_bamstore_pipeline'
+include { BAMSTORE             } from './workflows/bamstore'
+include { validateParameters   } from './subworkflows/local/utils_bamstore_pipeline'
+include { extractionSettings   } from './subworkflows/local/utils_bamstore_pipeline'
+include { helpMessage          } from './subworkflows/local/utils_bamstore_pipeline'
+include { paramsSummary        } from './subworkflows/local/utils_bamstore_pipeline'
+include { dumpParametersToJSON } from './subworkflows/local/utils_bamstore_pipeline'
+include { packageDigest        } from './subworkflows/local/utils_bamstore_pipeline'
+include { completionSummary    } from './subworkflows/local/utils_bamstore_pipeline'
 
 workflow {
 
     main:
-    //
-    // Parameters, samplesheet -> channel of [ meta, bam, bai ]
-    //
-    PIPELINE_INITIALISATION(
-        params.version,
-        params.validate_params,
-        params.input,
-        params.outdir,
-        params,
-        params.trace_report_suffix,
-    )
+    def schema = "${projectDir}/nextflow_schema.json"
 
-    //
-    // Index -> extract per sample -> merge -> inspect
-    //
-    BAMSTORE(
-        PIPELINE_INITIALISATION.out.samplesheet,
-        PIPELINE_INITIALISATION.out.input_file,
-        params.chromsizes ? file(params.chromsizes, checkIfExists: true) : [],
-        params.store_name,
-    )
+    if (params.help) {
+        log.info(helpMessage(schema))
+    }
+    else if (params.version) {
+        log.info("${workflow.manifest.name} ${workflow.manifest.version}")
+    }
+    else {
+        //
+        // Parameters: typed and checked against nextflow_schema.json before any task runs
+        //
+        def opts = validateParameters(params, schema)
+        log.info(paramsSummary(opts, schema))
+        dumpParametersToJSON(opts.outdir, opts.trace_report_suffix, opts)
 
-    //
-    // pipeline_info/bamstore_software_versions.yml
-    //
-    BAMSTORE.out.versions
-        .map { versions -> versions.text }
-        .unique()
-        .collectFile(
-            storeDir: "${params.outdir}/pipeline_info",
-            name: 'bamstore_software_versions.yml',
-            sort: true,
-            newLine: true,
+        def fasta = opts.fasta ? file(opts.fasta) : []
+        def fasta_fai = opts.fasta && file("${opts.fasta}.fai").exists() ? file("${opts.fasta}.fai") : []
+
+        //
+        // Samplesheet -> one store per sample -> one merged store -> its reports
+        //
+        BAMSTORE(
+            file(opts.input),
+            opts.store_name,
+            extractionSettings(opts),
+            opts.chromsizes ? file(opts.chromsizes) : [],
+            fasta,
+            fasta_fai,
+            packageDigest(projectDir),
         )
 
-    //
-    // Completion summary
-    //
-    PIPELINE_COMPLETION(
-        params.outdir,
-        params.store_name,
-    )
+        //
+        // pipeline_info/bamstore_software_versions.yml
+        //
+        BAMSTORE.out.versions
+            .map { versions -> versions.text }
+            .unique()
+            .collectFile(
+                storeDir: "${opts.outdir}/pipeline_info",
+                name: 'bamstore_software_versions.yml',
+                sort: true,
+                newLine: true,
+            )
+
+        workflow.onComplete {
+            completionSummary(opts.outdir, opts.store_name)
+        }
+    }
 }

@@ -18,12 +18,18 @@ Two record sources feed the same window logic:
     straddle blocks and CIGARs longer than 65535 operations (stored in the CG tag). This is the
     fast path: htslib in pysam inflates with zlib, about 2.7x slower than libdeflate.
   * "htslib" (CRAM, and BAM on request): records come from htslib's index iterator.
+Three counting modes share the window logic and differ only in what one record adds
+(`_add_record`): its aligned blocks (reads), its fragment (fragments) or one cut site (cutsites).
+Their semantics are defined by `CountingMode` in kernel.py.
+
 `bamstore/kernel.py` holds the pure-Python twin of the whole class; tests compare all three.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
+
+from bamstore.kernel import UnsortedInputError
 
 
 cdef extern from "htslib/hts.h" nogil:
@@ -43,7 +49,6 @@ cdef extern from "htslib/hts.h" nogil:
     int hts_set_fai_filename(htsFile *fp, const char *fn_aux)
     void hts_itr_destroy(hts_itr_t *iter)
     void hts_idx_destroy(hts_idx_t *idx)
-    const char *hts_version()
     int64_t HTS_POS_MAX
 
 
@@ -52,6 +57,7 @@ cdef extern from "htslib/sam.h" nogil:
         int32_t n_targets
     ctypedef struct bam1_core_t:
         int64_t pos
+        int64_t isize
         int32_t tid
         uint8_t qual
         uint16_t flag
@@ -63,6 +69,7 @@ cdef extern from "htslib/sam.h" nogil:
     void bam_destroy1(bam1_t *b)
     sam_hdr_t *sam_hdr_read(htsFile *fp)
     void sam_hdr_destroy(sam_hdr_t *h)
+    const char *sam_hdr_tid2name(const sam_hdr_t *h, int tid)
     hts_idx_t *sam_index_load2(htsFile *fp, const char *fn, const char *fnidx)
     hts_itr_t *sam_itr_queryi(const hts_idx_t *idx, int tid, int64_t beg, int64_t end)
     int sam_itr_next(htsFile *fp, hts_itr_t *itr, bam1_t *r)
@@ -72,6 +79,7 @@ cdef extern from "htslib/sam.h" nogil:
 # BAM flag bits (SAM specification).
 cdef enum:
     FLAG_PAIRED = 0x1
+    FLAG_PROPER_PAIR = 0x2
     FLAG_UNMAPPED = 0x4
     FLAG_REVERSE = 0x10
     FLAG_READ1 = 0x40
@@ -85,6 +93,17 @@ cdef enum:
     STRAND_F = 2
     STRAND_R = 3
 
+# Counting modes; the values are shared with kernel.py (CountingMode.code).
+cdef enum:
+    MODE_READS = 0
+    MODE_FRAGMENTS = 1
+    MODE_CUTSITES = 2
+
+# CIGAR operations that consume the reference, as a bit set indexed by op code: M=0, D=2, N=3,
+# '='=7, X=8. One shift and mask per operation instead of a chain of comparisons.
+cdef enum:
+    REF_CONSUMING_OPS = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 7) | (1 << 8)
+
 # Status codes of the internal loop; next_window turns them into returns or exceptions.
 cdef enum:
     REC_OK = 0
@@ -93,6 +112,7 @@ cdef enum:
     ERR_DECODE = -3
     ERR_MEMORY = -4
     NEED_DATA_CODE = -5
+    ERR_BEFORE_WINDOW = -6
 
 cdef enum:
     BAM_CORE_SIZE = 32          # bytes of a BAM record after block_size, before the read name
@@ -105,10 +125,6 @@ cdef struct Event:
     int64_t pos
     int32_t delta
     int32_t rev
-
-
-def htslib_version() -> str:
-    return hts_version().decode()
 
 
 cdef inline uint32_t load_u32(const uint8_t *p) noexcept nogil:
@@ -186,11 +202,17 @@ cdef class CompiledCoverageReader:
     cdef int min_mapq
     cdef bint count_deletions
     cdef int strand_mode
+    cdef int mode
+    cdef int64_t extend       # fragments: single-end reads cover this many bases (0: their span)
+    cdef int64_t shift_fwd    # cutsites: offset of a forward read's cut site from its start
+    cdef int64_t shift_rev    # cutsites: offset of a reverse read's cut site from its end - 1
+    cdef int64_t lookbehind   # how far before its record's start a record can add coverage
     cdef int64_t chunk_len
     cdef public bint fed  # True: records come from feed()'s blocks; False: htslib iterator
     # the current record, from either source
     cdef int32_t rec_tid
     cdef int64_t rec_pos
+    cdef int64_t rec_tlen
     cdef uint16_t rec_flag
     cdef uint8_t rec_mapq
     cdef uint32_t rec_n_cigar
@@ -226,8 +248,9 @@ cdef class CompiledCoverageReader:
     cdef public bint contig_open
     # per-contig results, read by the Python driver
     cdef public uint64_t sum_total, sum_fwd, sum_rev, nonzero_positions
-    cdef public uint64_t primary_reads, used_records, clipped_reads
+    cdef public uint64_t primary_reads, clipped_reads
     cdef public uint64_t mapq255_reads, seqless_reads, long_cigar_reads
+    cdef public uint64_t improper_pair_records, off_contig_cut_sites
     cdef public bint window_has_total, window_has_fwd, window_has_rev
     cdef public int64_t error_pos, error_prev_pos
 
@@ -243,13 +266,16 @@ cdef class CompiledCoverageReader:
         self.scratch = NULL
 
     def __init__(self, str path, str index_path, *, int chunk_len, int exclude_flags=0x704,
-                 int min_mapq=0, bint count_deletions=False, int strand_mode=0, int threads=1,
-                 str reference=None):
+                 int min_mapq=0, bint count_deletions=False, int strand_mode=0,
+                 int mode=MODE_READS, int64_t extend=0, int64_t shift_fwd=0, int64_t shift_rev=0,
+                 int64_t lookbehind=0, int threads=1, str reference=None):
         cdef bytes bpath = path.encode()
         cdef bytes bidx = index_path.encode()
         cdef bytes bref
         if chunk_len <= 0:
             raise ValueError("chunk_len must be positive")
+        if mode not in (MODE_READS, MODE_FRAGMENTS, MODE_CUTSITES) or extend < 0 or lookbehind < 0:
+            raise ValueError("invalid counting mode")
         self.fp = hts_open(bpath, b"r")
         if self.fp == NULL:
             raise OSError(f"htslib could not open {path}")
@@ -267,10 +293,18 @@ cdef class CompiledCoverageReader:
             raise OSError(f"htslib could not load index {index_path}")
         self.b = bam_init1()
         self.chunk_len = chunk_len
-        self.exclude_flags = <uint16_t>(exclude_flags | FLAG_UNMAPPED)
+        # fragments and cut sites count primary records only: folding 0x900 into the exclude
+        # mask makes that part of the read filter's single flag test.
+        self.exclude_flags = <uint16_t>(
+            exclude_flags | FLAG_UNMAPPED | (FLAG_NOT_PRIMARY if mode != MODE_READS else 0))
         self.min_mapq = min_mapq
         self.count_deletions = count_deletions
         self.strand_mode = strand_mode
+        self.mode = mode
+        self.extend = extend
+        self.shift_fwd = shift_fwd
+        self.shift_rev = shift_rev
+        self.lookbehind = lookbehind
         self.diff_f = <int32_t *>calloc(chunk_len + 1, sizeof(int32_t))
         self.diff_r = <int32_t *>calloc(chunk_len + 1, sizeof(int32_t))
         self.cap_pending = 1024
@@ -335,6 +369,11 @@ cdef class CompiledCoverageReader:
         finally:
             hts_itr_destroy(it)
 
+    def contig_name(self, int tid) -> str:
+        """The header's name of contig `tid`."""
+        self._check_tid(tid)
+        return sam_hdr_tid2name(self.hdr, tid).decode()
+
     cdef _check_tid(self, int tid):
         if self.fp == NULL:
             raise ValueError("reader is closed")
@@ -358,6 +397,12 @@ cdef class CompiledCoverageReader:
             self.itr = sam_itr_queryi(self.idx, tid, 0, HTS_POS_MAX)
             if self.itr == NULL:
                 raise OSError(f"htslib could not query contig index {tid}")
+        if self.contig_open:
+            # The previous contig was abandoned mid-way (an error, or the fast path giving way
+            # to htslib): its open window may have left events in the difference arrays. A
+            # contig read to its end leaves them all zero, so this is not done every time.
+            memset(self.diff_f, 0, (self.chunk_len + 1) * sizeof(int32_t))
+            memset(self.diff_r, 0, (self.chunk_len + 1) * sizeof(int32_t))
         self.fed = fed
         self.target_tid = tid
         self.seen_target = False
@@ -383,8 +428,9 @@ cdef class CompiledCoverageReader:
         self.sum_rev = 0
         self.nonzero_positions = 0
         self.primary_reads = 0
-        self.used_records = 0
         self.clipped_reads = 0
+        self.improper_pair_records = 0
+        self.off_contig_cut_sites = 0
         self.mapq255_reads = 0
         self.seqless_reads = 0
         self.long_cigar_reads = 0
@@ -427,11 +473,13 @@ cdef class CompiledCoverageReader:
                                        &fwd[0] if self.strand_mode != STRAND_NONE else NULL,
                                        &rev[0] if self.strand_mode != STRAND_NONE else NULL)
         if result == ERR_UNSORTED:
-            raise ValueError(f"unsorted:{self.error_prev_pos}:{self.error_pos}")
+            raise UnsortedInputError(self.target_tid, self.error_prev_pos, self.error_pos)
         if result == ERR_DECODE:
             raise OSError("corrupt BAM record")
         if result == ERR_MEMORY:
             raise MemoryError()
+        if result == ERR_BEFORE_WINDOW:
+            raise RuntimeError("coverage event before the open window (lookbehind too small)")
         if result == -1:
             self.contig_open = False
             self.block_view = None
@@ -449,6 +497,7 @@ cdef class CompiledCoverageReader:
             if r >= 0:
                 self.rec_tid = self.b.core.tid
                 self.rec_pos = self.b.core.pos
+                self.rec_tlen = self.b.core.isize
                 self.rec_flag = self.b.core.flag
                 self.rec_mapq = self.b.core.qual
                 self.rec_n_cigar = self.b.core.n_cigar
@@ -567,6 +616,7 @@ cdef class CompiledCoverageReader:
             return ERR_DECODE
         self.rec_tid = load_i32(rec)
         self.rec_pos = load_i32(rec + 4)
+        self.rec_tlen = load_i32(rec + 28)
         self.rec_mapq = rec[9]
         self.rec_flag = load_u16(rec + 14)
         self.rec_n_cigar = n_cigar
@@ -596,6 +646,9 @@ cdef class CompiledCoverageReader:
         cdef Event *grown
         if pos >= self.length:
             return 0  # the end of a block at or past the contig end changes nothing inside it
+        if pos < self.w0:
+            # Only a wrong `lookbehind` gets here; refuse rather than write before the array.
+            return ERR_BEFORE_WINDOW
         if pos < self.w0 + self.chunk_len:
             if rev:
                 self.diff_r[pos - self.w0] += delta
@@ -620,21 +673,31 @@ cdef class CompiledCoverageReader:
             if start >= self.length:
                 return 0
             end = self.length
-        if self._push_event(start, 1, rev) != 0:
-            return ERR_MEMORY
+        cdef int r = self._push_event(start, 1, rev)
+        if r != 0:
+            return r
         return self._push_event(end, -1, rev)
 
     cdef int _add_record(self) noexcept nogil:
-        """Turn the current record's reference blocks into window events."""
+        """Add the current (counted) record's coverage, as the counting mode defines it."""
+        cdef bint rev = False
+        if self.strand_mode != STRAND_NONE:
+            rev = not is_sense_strand(self.rec_flag, self.strand_mode)
+        if self.mode == MODE_READS:
+            return self._add_aligned_blocks(rev)
+        if self.mode == MODE_FRAGMENTS:
+            return self._add_fragment(rev)
+        return self._add_cut_site(rev)
+
+    cdef int _add_aligned_blocks(self, bint rev) noexcept nogil:
+        """reads: the record's reference blocks (M, =, X; D with count_deletions)."""
         cdef uint32_t i, c, op, oplen
         cdef int64_t ref = self.rec_pos
         cdef int64_t block_start = -1
         cdef int64_t block_end = -1
-        cdef bint rev = False
         cdef bint clipped = False
         cdef bint covers
-        if self.strand_mode != STRAND_NONE:
-            rev = not is_sense_strand(self.rec_flag, self.strand_mode)
+        cdef int r
         for i in range(self.rec_n_cigar):
             c = load_u32(self.rec_cigar + 4 * i)
             op = c & 0xF
@@ -653,17 +716,75 @@ cdef class CompiledCoverageReader:
                     block_end = ref + oplen  # adjacent block: extend, fewer events
                 else:
                     if block_end > block_start:
-                        if self._emit_block(block_start, block_end, rev, &clipped) != 0:
-                            return ERR_MEMORY
+                        r = self._emit_block(block_start, block_end, rev, &clipped)
+                        if r != 0:
+                            return r
                     block_start = ref
                     block_end = ref + oplen
             ref += oplen
         if block_end > block_start:
-            if self._emit_block(block_start, block_end, rev, &clipped) != 0:
-                return ERR_MEMORY
+            r = self._emit_block(block_start, block_end, rev, &clipped)
+            if r != 0:
+                return r
         if clipped:
             self.clipped_reads += 1
         return 0
+
+    cdef int64_t _reference_end(self) noexcept nogil:
+        """End (exclusive) of the alignment on the reference: start + M/D/N/=/X lengths."""
+        cdef uint32_t i, c
+        cdef int64_t end = self.rec_pos
+        for i in range(self.rec_n_cigar):
+            c = load_u32(self.rec_cigar + 4 * i)
+            if (REF_CONSUMING_OPS >> (c & 0xF)) & 1:
+                end += c >> 4
+        return end
+
+    cdef int _add_fragment(self, bint rev) noexcept nogil:
+        """fragments: a proper pair's insert from its leftmost mate, or a single-end read's span."""
+        cdef int64_t start = self.rec_pos
+        cdef int64_t end
+        cdef bint clipped = False
+        if self.rec_flag & FLAG_PAIRED:
+            # The pair is counted once, by the mate with TLEN > 0; no CIGAR is read at all.
+            if not (self.rec_flag & FLAG_PROPER_PAIR) or self.rec_tlen == 0:
+                self.improper_pair_records += 1
+                return 0
+            if self.rec_tlen < 0:
+                return 0  # the right-hand mate of a proper pair: its left mate adds the fragment
+            end = start + self.rec_tlen
+        else:
+            end = self._reference_end()
+            if self.extend > 0:
+                if self.rec_flag & FLAG_REVERSE:
+                    start = end - self.extend
+                else:
+                    end = start + self.extend
+        if start < 0:
+            start = 0  # a reverse read extended past the contig's first base
+        if end <= start:
+            return 0
+        cdef int r = self._emit_block(start, end, rev, &clipped)
+        if r != 0:
+            return r
+        if clipped:
+            self.clipped_reads += 1
+        return 0
+
+    cdef int _add_cut_site(self, bint rev) noexcept nogil:
+        """cutsites: +1 at the shifted 5' end; forward reads need no CIGAR walk."""
+        cdef int64_t site
+        if self.rec_flag & FLAG_REVERSE:
+            site = self._reference_end() - 1 + self.shift_rev
+        else:
+            site = self.rec_pos + self.shift_fwd
+        if site < 0 or site >= self.length:
+            self.off_contig_cut_sites += 1
+            return 0
+        cdef int r = self._push_event(site, 1, rev)
+        if r != 0:
+            return r
+        return self._push_event(site + 1, -1, rev)
 
     cdef bint _passes(self) noexcept nogil:
         return not (self.rec_flag & self.exclude_flags) and self.rec_mapq >= self.min_mapq
@@ -717,12 +838,14 @@ cdef class CompiledCoverageReader:
                     if self._passes():
                         self.clipped_reads += 1
                     continue
-                if self.rec_pos >= w_end:
+                # A record can add coverage up to `lookbehind` before its start (a cut site
+                # shifted left, a reverse read extended to its 5' end): the window is final
+                # only once the next record starts that far past its end.
+                if self.rec_pos >= w_end + self.lookbehind:
                     break
                 self.have_record = False
                 if not self._passes():
                     continue
-                self.used_records += 1
                 if not (self.rec_flag & FLAG_NOT_PRIMARY):
                     self.primary_reads += 1
                 # unusual but valid records, reported as warnings
@@ -732,15 +855,16 @@ cdef class CompiledCoverageReader:
                     self.seqless_reads += 1
                 if self.rec_n_cigar > 65535:
                     self.long_cigar_reads += 1
-                if self._add_record() != 0:
-                    return ERR_MEMORY
+                r = self._add_record()
+                if r != 0:
+                    return r
                 self.touched = True
             # 3. nothing here: jump straight to the window of the next event
             if not self.touched and self.carry_f == 0 and self.carry_r == 0:
                 self.window_open = False
                 next_pos = self.length
                 if self.have_record:
-                    next_pos = self.rec_pos
+                    next_pos = self.rec_pos - self.lookbehind
                 for k in range(self.n_pending):
                     if self.pending[k].pos < next_pos:
                         next_pos = self.pending[k].pos

@@ -96,9 +96,17 @@ class BgzfReader:
     def _batches(
         self, cstart: int, clast: int
     ) -> Iterator[tuple[bytes, list[tuple[int, int, int]], int]]:
-        """Raw batches of whole blocks covering block offsets cstart..clast (inclusive)."""
+        """Raw batches of whole blocks covering block offsets cstart..clast (inclusive).
+
+        An index span may end at the end of the file: an index's chunk end is exclusive, and old
+        samtools versions wrote the file size there (e.g. Rsamtools' ex1.bam.bai ends seq2 at
+        126539:0, its file size, where a fresh index says 126511:0, the EOF marker). No block
+        starts at or past the file size, so the batches stop there.
+        """
+        if cstart >= self._size:
+            raise BgzfError(cstart, "the index points past the end of the file")
         pos = cstart
-        while pos <= clast:
+        while pos <= clast and pos < self._size:
             want = min(BATCH_BYTES, clast - pos + MAX_BLOCK)
             raw = os.pread(self._fd, want, pos)
             spans: list[tuple[int, int, int]] = []

@@ -123,6 +123,21 @@ def _parse_flags(_ctx: click.Context, _param: click.Parameter, value: str) -> in
     return flags
 
 
+def _parse_shift(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.split(",")
+    try:
+        plus, minus = (int(part) for part in parts)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not two integers P,M (use e.g. 4,-5 or 0,0)"
+        ) from None
+    return plus, minus
+
+
 out_option = click.option(
     "--out",
     required=True,
@@ -177,6 +192,33 @@ def extract_options(func: F) -> F:
             help="Count deletions (CIGAR D) as covered (samtools depth -J).",
         ),
         click.option(
+            "--mode",
+            type=click.Choice(["reads", "fragments", "cutsites"]),
+            default="reads",
+            show_default=True,
+            help="What each read adds. reads: its aligned bases (samtools depth). fragments: a "
+            "proper pair's whole insert [pos, pos+TLEN) once, from the mate with TLEN > 0 "
+            "(improper pairs add nothing), a single-end read its alignment span or --extend "
+            "bases (bedtools genomecov -pc, mosdepth --fragment-mode). cutsites: one count at "
+            "the 5' end shifted by --shift (bedtools genomecov -5 with 0,0). fragments and "
+            "cutsites count primary records only.",
+        ),
+        click.option(
+            "--extend",
+            type=click.IntRange(1),
+            default=None,
+            help="--mode fragments: single-end reads cover N bases from their 5' end in their "
+            "direction, longer reads shortened (deeptools --extendReads N); pairs use TLEN.",
+        ),
+        click.option(
+            "--shift",
+            metavar="P,M",
+            default=None,
+            callback=_parse_shift,
+            help="--mode cutsites: the cut site is start+P for forward reads and end-1+M for "
+            "reverse reads [default: 4,-5, Tn5 as deeptools --ATACshift; 0,0: plain 5' ends].",
+        ),
+        click.option(
             "--chunk-len",
             type=click.IntRange(1),
             default=layout.DEFAULT_CHUNK_LEN,
@@ -225,7 +267,7 @@ def extract_options(func: F) -> F:
 
 def _extract_settings(kw: dict[str, Any], strandedness: str = ""):
     from bamstore.extract import ExtractOptions
-    from bamstore.kernel import ReadFilter
+    from bamstore.kernel import CountingMode, ReadFilter
 
     return ExtractOptions(
         read_filter=ReadFilter(
@@ -233,6 +275,7 @@ def _extract_settings(kw: dict[str, Any], strandedness: str = ""):
             min_mapq=kw["min_mapq"],
             count_deletions=kw["count_deletions"],
         ),
+        counting=CountingMode(kw["mode"], extend=kw["extend"], shift=kw["shift"]),
         chromosomes=kw["chromosomes"],
         chromsizes=kw["chromsizes"],
         chunk_len=kw["chunk_len"],
@@ -540,12 +583,29 @@ def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
 
 @main.command("check-samplesheet")
 @click.argument("samplesheets", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the checked sheet as CSV: absolute paths, columns sample,bam,bai,"
+    "strandedness then the metadata columns, samples in their order (what the pipeline reads).",
+)
+@click.option(
+    "--no-check-files",
+    "check_files",
+    flag_value=False,
+    default=True,
+    help="Skip the checks that the bam and bai files exist and can be read (the pipeline "
+    "checks them where the files are visible; every other rule still applies).",
+)
 @command_options
-def check_samplesheet(samplesheets: tuple[Path, ...]) -> None:
+def check_samplesheet(samplesheets: tuple[Path, ...], out: Path | None, check_files: bool) -> None:
     """Report every problem of the samplesheet(s) at once, with line numbers."""
-    from bamstore.samplesheet import read_samplesheets
+    from bamstore.samplesheet import read_samplesheets, write_normalised
 
-    sheet = read_samplesheets(list(samplesheets))
+    sheet = read_samplesheets(list(samplesheets), check_files=check_files)
+    if out is not None:
+        write_normalised(sheet, out)
     stranded = sum(1 for r in sheet.rows if r.strandedness)
     click.echo(
         f"OK: {len(sheet.rows)} samples ({stranded} stranded), metadata columns: "

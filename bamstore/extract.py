@@ -36,9 +36,11 @@ from bamstore.bam_input.fixes import sort_and_index
 from bamstore.blocks import BgzfError
 from bamstore.errors import InputError, InputErrors
 from bamstore.kernel import (
+    CountingMode,
     CoverageReader,
     KernelName,
     ReadFilter,
+    UnsortedInputError,
     default_kernel,
     open_coverage_reader,
 )
@@ -70,6 +72,7 @@ class ExtractOptions:
     """Settings of one extraction; all but threads/kernel/tmp_dir are recorded in the store."""
 
     read_filter: ReadFilter = field(default_factory=ReadFilter)
+    counting: CountingMode = field(default_factory=CountingMode)
     chromosomes: str = "primary"
     chromsizes: Path | GivenContigs | None = None
     chunk_len: int = layout.DEFAULT_CHUNK_LEN
@@ -101,6 +104,13 @@ class ExtractOptions:
                 "--min-mapq must be >= 0 and --exclude-flags within 0..0xFFFF",
                 "use e.g. --exclude-flags 0x704 --min-mapq 0",
             )
+        if self.read_filter.count_deletions and self.counting.mode != "reads":
+            raise InputError(
+                None,
+                f"--count-deletions applies to --mode reads only ({self.counting.mode} cover "
+                "whole alignment spans)",
+                "drop --count-deletions",
+            )
 
     @classmethod
     def from_settings(cls, settings: layout.StoreSettings, **other: Any) -> ExtractOptions:
@@ -108,8 +118,12 @@ class ExtractOptions:
         read_filter = ReadFilter(
             **{f.name: getattr(settings, f.name) for f in dataclasses.fields(ReadFilter)}
         )
+        counting = CountingMode(
+            **{f.name: getattr(settings, f.name) for f in dataclasses.fields(CountingMode)}
+        )
         return cls(
             read_filter=read_filter,
+            counting=counting,
             chromosomes=settings.chromosome_selection,
             chunk_len=settings.chunk_len,
             compression=settings.compression,
@@ -120,8 +134,9 @@ class ExtractOptions:
     def store_settings(self) -> layout.StoreSettings:
         """What is recorded in the store and must agree between parts that are merged."""
         rule = parse_selection(self.chromosomes)  # canonical: " Primary" and "primary" are one
-        return layout.StoreSettings.from_read_filter(
+        return layout.StoreSettings.from_counting(
             self.read_filter,
+            self.counting,
             chunk_len=self.chunk_len,
             compression=layout.compression_profile(self.compression).name,
             chromosome_selection=rule if isinstance(rule, str) else ",".join(rule),
@@ -142,6 +157,8 @@ class ContigResult:
     mapq255_reads: int = 0
     seqless_reads: int = 0
     long_cigar_reads: int = 0
+    improper_pair_records: int = 0
+    off_contig_cut_sites: int = 0
     # (column, CRC32 of the encoded chunk) per array kind: "total", "fwd", "rev"
     chunk_crcs: dict[str, list[tuple[int, int]]] = field(
         default_factory=lambda: {"total": [], "fwd": [], "rev": []}
@@ -159,10 +176,12 @@ class SampleResult:
     sample_hash: bytes
     source: dict[str, Any]
     kernel: str
+    counting: CountingMode = field(default_factory=CountingMode)
     seconds: float = 0.0
 
     @property
     def total_reads(self) -> int:
+        """Primary records that pass the read filter and start on a kept contig (every mode)."""
         return sum(c.primary_reads for c in self.contigs)
 
     @property
@@ -173,12 +192,12 @@ class SampleResult:
         )
 
     def warnings(self) -> dict[str, int]:
-        return {
-            "clipped_reads": sum(c.clipped_reads for c in self.contigs),
-            "mapq255_reads": sum(c.mapq255_reads for c in self.contigs),
-            "seqless_reads": sum(c.seqless_reads for c in self.contigs),
-            "long_cigar_reads": sum(c.long_cigar_reads for c in self.contigs),
-        }
+        keys = ["clipped_reads", "mapq255_reads", "seqless_reads", "long_cigar_reads"]
+        if self.counting.mode == "fragments":
+            keys.append("improper_pair_records")
+        if self.counting.mode == "cutsites":
+            keys.append("off_contig_cut_sites")
+        return {key: sum(getattr(c, key) for c in self.contigs) for key in keys}
 
     def record(self) -> layout.SampleRecord:
         """This sample's entry in the store's `bamstore` record."""
@@ -297,6 +316,8 @@ def _count_windows(
             "mapq255_reads",
             "seqless_reads",
             "long_cigar_reads",
+            "improper_pair_records",
+            "off_contig_cut_sites",
         ):
             setattr(result, key, int(getattr(reader, key)))
         results.append(result)
@@ -319,16 +340,13 @@ def _count_windows(
 def _next_window(reader: CoverageReader, bufs: _WindowBuffers, path: Path, contig: str) -> int:
     try:
         return reader.next_window(bufs.total, bufs.fwd, bufs.rev)
-    except ValueError as exc:
-        if str(exc).startswith("unsorted:"):
-            _, prev, pos = str(exc).split(":")
-            raise InputError(
-                path,
-                f"is not sorted by coordinate: on {contig} a record at "
-                f"{int(pos) + 1} follows one at {int(prev) + 1}",
-                sort_and_index(path),
-            ) from None
-        raise
+    except UnsortedInputError as exc:
+        raise InputError(
+            path,
+            f"is not sorted by coordinate: on {contig} a record at "
+            f"{exc.pos + 1} follows one at {exc.prev_pos + 1}",
+            sort_and_index(path),
+        ) from None
     except BgzfError as exc:
         raise InputError(
             path,
@@ -379,6 +397,7 @@ def count_sample(
             str(idx),
             chunk_len=options.chunk_len,
             read_filter=options.read_filter,
+            counting=options.counting,
             strandedness=options.strandedness,
             threads=options.threads,
             reference=str(options.reference) if options.reference else None,
@@ -404,6 +423,7 @@ def count_sample(
         sample_hash=prefix_md5(alignment.path),
         source=fingerprint(alignment),
         kernel=kernel,
+        counting=options.counting,
         seconds=time.monotonic() - started,
     )
 
@@ -504,10 +524,24 @@ def _warn(result: SampleResult) -> None:
     w = result.warnings()
     if w["clipped_reads"]:
         log.warning(
-            "%s: %d reads ran past the end of their contig and were clipped there (is the "
+            "%s: %d %s ran past the end of their contig and were clipped there (is the "
             "BAM header's contig length right?)",
             result.sample,
             w["clipped_reads"],
+            "fragments" if result.counting.mode == "fragments" else "reads",
+        )
+    if w.get("improper_pair_records"):
+        log.warning(
+            "%s: %d paired records are not in a proper pair (flag 0x2 unset, or TLEN 0) and "
+            "added no fragment",
+            result.sample,
+            w["improper_pair_records"],
+        )
+    if w.get("off_contig_cut_sites"):
+        log.warning(
+            "%s: %d cut sites fell off their contig after the shift and were dropped",
+            result.sample,
+            w["off_contig_cut_sites"],
         )
     if w["mapq255_reads"]:
         log.warning(

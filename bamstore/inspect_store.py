@@ -76,6 +76,14 @@ def format_summary(summary: dict[str, Any], path: str, version: str | None) -> s
             f"{'counted' if settings['count_deletions'] else 'not counted'}; "
             f"chromosomes {settings['chromosome_selection']}"
         )
+        detail = {"fragments": "extend", "cutsites": "shift"}.get(settings["mode"])
+        value = settings.get(detail) if detail else None
+        if isinstance(value, list | tuple):
+            value = ",".join(str(x) for x in value)
+        lines.append(
+            f"counting     {settings['mode']}"
+            + (f" ({detail} {value})" if detail and value is not None else "")
+        )
     cols = summary["metadata_columns"]
     lines.append(f"metadata     {', '.join(cols) if cols else '(none)'}")
     lines.append("")

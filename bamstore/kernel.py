@@ -5,7 +5,9 @@ the same streaming algorithm written in Python over pysam: the fallback when the
 built, and the reference the compiled kernel is tested against, window for window.
 
 Both read a coordinate-sorted, indexed BAM/CRAM one contig at a time and hand out coverage one
-chunk window at a time, so memory depends on chunk_len, never on contig length.
+chunk window at a time, so memory depends on chunk_len, never on contig length. What a counted
+record adds (its aligned bases, its fragment or its cut site) is `CountingMode`; which records
+count is `ReadFilter`.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pysam
 
+from bamstore.errors import InputError
+
 log = logging.getLogger(__name__)
 
 # Values shared with _coverage.pyx.
 STRAND_MODES: dict[str, int] = {"": 0, "U": 1, "F": 2, "R": 3}
 
 FLAG_PAIRED = 0x1
+FLAG_PROPER_PAIR = 0x2
 FLAG_UNMAPPED = 0x4
 FLAG_REVERSE = 0x10
 FLAG_READ1 = 0x40
@@ -50,12 +55,103 @@ class ReadFilter:
     min_mapq: int = 0
     count_deletions: bool = False
 
-    def to_attr(self) -> dict[str, int | bool]:
+
+CountingModeName = Literal["reads", "fragments", "cutsites"]
+# Codes shared with _coverage.pyx (MODE_READS, MODE_FRAGMENTS, MODE_CUTSITES).
+COUNTING_MODES: dict[str, int] = {"reads": 0, "fragments": 1, "cutsites": 2}
+# Tn5 duplicates 9 bp where it inserts: +4 / -5 moves both reads' 5' ends to the middle of them
+TN5_SHIFT = (4, -5)
+MAX_OFFSET = 1_000_000  # largest --extend / |--shift|: bounds how far the kernel looks back
+
+
+@dataclass(frozen=True)
+class CountingMode:
+    """What one counted record adds to the coverage (recorded in the store).
+
+    reads: +1 over each aligned block (M, =, X; D with count_deletions), as samtools depth.
+    fragments (primary records only): a properly paired record (0x1 and 0x2) with TLEN > 0, the
+      leftmost mate, adds +1 over [pos, pos + TLEN); other paired records add nothing (counted as
+      improper); a single-end record adds [start, end) of its alignment (gaps included), or with
+      `extend` N the N bases from its 5' end: [start, start + N) forward, [end - N, end) reverse.
+    cutsites (primary records only): +1 at start + shift[0] (forward) or end - 1 + shift[1]
+      (reverse); sites off the contig are dropped and counted.
+    Coverage is clipped to the contig in every mode. `extend` is only set in fragments mode and
+    `shift` only (and always) in cutsites mode, so equal settings compare equal.
+    """
+
+    mode: CountingModeName = "reads"
+    extend: int | None = None
+    shift: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in COUNTING_MODES:
+            raise InputError(
+                None, f"--mode {self.mode!r} is not one of {', '.join(COUNTING_MODES)}", None
+            )
+        if self.extend is not None:
+            if self.mode != "fragments":
+                raise InputError(
+                    None, "--extend applies to --mode fragments only", "add --mode fragments"
+                )
+            if not 1 <= self.extend <= MAX_OFFSET:
+                raise InputError(
+                    None,
+                    f"--extend {self.extend} must be between 1 and {MAX_OFFSET:,}",
+                    "give the fragment length in bases, e.g. --extend 200",
+                )
+        if self.mode == "cutsites" and self.shift is None:
+            object.__setattr__(self, "shift", TN5_SHIFT)
+        if self.shift is not None:
+            if self.mode != "cutsites":
+                raise InputError(
+                    None, "--shift applies to --mode cutsites only", "add --mode cutsites"
+                )
+            shift = tuple(int(x) for x in self.shift)
+            if len(shift) != 2 or any(abs(x) > MAX_OFFSET for x in shift):
+                raise InputError(
+                    None,
+                    f"--shift {self.shift} must be two offsets P,M within ±{MAX_OFFSET:,}",
+                    "use e.g. --shift 4,-5 (Tn5) or --shift 0,0 (plain 5' ends)",
+                )
+            object.__setattr__(self, "shift", shift)
+
+    @property
+    def lookbehind(self) -> int:
+        """How far before its record's start a record can add coverage.
+
+        The kernels finish a window only once the next record starts this far past its end.
+        A reverse read extended to N bases starts N before its end, which is at least its start;
+        a cut site lies at start + P (forward) or end - 1 + M >= start - 1 + M (reverse).
+        """
+        if self.mode == "fragments":
+            return self.extend or 0
+        if self.mode == "cutsites":
+            assert self.shift is not None
+            return max(0, -self.shift[0], 1 - self.shift[1])
+        return 0
+
+    def kernel_args(self) -> dict[str, int]:
+        shift = self.shift or (0, 0)
         return {
-            "exclude_flags": self.exclude_flags,
-            "min_mapq": self.min_mapq,
-            "count_deletions": self.count_deletions,
+            "mode": COUNTING_MODES[self.mode],
+            "extend": self.extend or 0,
+            "shift_fwd": shift[0],
+            "shift_rev": shift[1],
+            "lookbehind": self.lookbehind,
         }
+
+
+class UnsortedInputError(Exception):
+    """A record starts before the previous one on the same contig (positions 0-based)."""
+
+    def __init__(self, tid: int, prev_pos: int, pos: int) -> None:
+        super().__init__(f"contig {tid}: a record at {pos} follows one at {prev_pos}")
+        self.tid = tid
+        self.prev_pos = prev_pos
+        self.pos = pos
+
+    def __reduce__(self):  # picklable across build's worker processes
+        return (UnsortedInputError, (self.tid, self.prev_pos, self.pos))
 
 
 class CoverageReader(Protocol):
@@ -66,11 +162,12 @@ class CoverageReader(Protocol):
     sum_rev: int
     nonzero_positions: int
     primary_reads: int
-    used_records: int
     clipped_reads: int
     mapq255_reads: int
     seqless_reads: int
     long_cigar_reads: int
+    improper_pair_records: int
+    off_contig_cut_sites: int
     window_has_total: bool
     window_has_fwd: bool
     window_has_rev: bool
@@ -110,11 +207,18 @@ class PythonCoverageReader:
         min_mapq: int = 0,
         count_deletions: bool = False,
         strand_mode: int = 0,
+        mode: int = 0,
+        extend: int = 0,
+        shift_fwd: int = 0,
+        shift_rev: int = 0,
+        lookbehind: int = 0,
         threads: int = 1,
         reference: str | None = None,
     ) -> None:
         if chunk_len <= 0:
             raise ValueError("chunk_len must be positive")
+        if mode not in COUNTING_MODES.values() or extend < 0 or lookbehind < 0:
+            raise ValueError("invalid counting mode")
         self._bam = pysam.AlignmentFile(
             path,
             "rc" if reference else "rb",
@@ -123,10 +227,17 @@ class PythonCoverageReader:
             threads=max(1, threads),
         )
         self.chunk_len = chunk_len
-        self.exclude_flags = exclude_flags | FLAG_UNMAPPED
+        # fragments and cut sites count primary records only
+        primary_only = FLAG_NOT_PRIMARY if mode != COUNTING_MODES["reads"] else 0
+        self.exclude_flags = exclude_flags | FLAG_UNMAPPED | primary_only
         self.min_mapq = min_mapq
         self.count_deletions = count_deletions
         self.strand_mode = strand_mode
+        self.mode = mode
+        self.extend = extend
+        self.shift_fwd = shift_fwd
+        self.shift_rev = shift_rev
+        self.lookbehind = lookbehind
         self._diff_f = np.zeros(chunk_len + 1, dtype=np.int64)
         self._diff_r = np.zeros(chunk_len + 1, dtype=np.int64)
         self.contig_open = False
@@ -140,6 +251,10 @@ class PythonCoverageReader:
         if tid < 0 or tid >= self._bam.nreferences:
             raise ValueError(f"contig index {tid} is not in the header")
         self._records = self._bam.fetch(tid=tid, multiple_iterators=False)
+        if self.contig_open:  # the previous contig was abandoned mid-window (see the .pyx)
+            self._diff_f[:] = 0
+            self._diff_r[:] = 0
+        self._tid = tid
         self.length = length
         self.w0 = 0
         self.carry_f = 0
@@ -149,14 +264,17 @@ class PythonCoverageReader:
         self._exhausted = False
         self._last_pos = -1
         self.sum_total = self.sum_fwd = self.sum_rev = self.nonzero_positions = 0
-        self.primary_reads = self.used_records = self.clipped_reads = 0
+        self.primary_reads = self.clipped_reads = 0
         self.mapq255_reads = self.seqless_reads = self.long_cigar_reads = 0
+        self.improper_pair_records = self.off_contig_cut_sites = 0
         self.window_has_total = self.window_has_fwd = self.window_has_rev = False
         self.contig_open = True
 
     def _push_event(self, pos: int, delta: int, rev: bool) -> None:
         if pos >= self.length:
             return
+        if pos < self.w0:  # only a wrong lookbehind gets here (numpy would wrap the index)
+            raise RuntimeError("coverage event before the open window (lookbehind too small)")
         if pos < self.w0 + self.chunk_len:
             (self._diff_r if rev else self._diff_f)[pos - self.w0] += delta
         else:
@@ -166,6 +284,14 @@ class PythonCoverageReader:
         rev = False
         if self.strand_mode:
             rev = not is_sense_strand(read.flag, self.strand_mode)
+        if self.mode == COUNTING_MODES["reads"]:
+            self._add_aligned_blocks(read, rev)
+        elif self.mode == COUNTING_MODES["fragments"]:
+            self._add_fragment(read, rev)
+        else:
+            self._add_cut_site(read, rev)
+
+    def _add_aligned_blocks(self, read: pysam.AlignedSegment, rev: bool) -> None:
         ref = read.reference_start
         blocks: list[list[int]] = []
         for op, oplen in read.cigartuples or ():
@@ -180,15 +306,56 @@ class PythonCoverageReader:
             ref += oplen
         clipped = False
         for start, end in blocks:
-            if end > self.length:
-                clipped = True
-                if start >= self.length:
-                    continue
-                end = self.length
-            self._push_event(start, 1, rev)
-            self._push_event(end, -1, rev)
+            clipped |= self._emit_block(start, end, rev)
         if clipped:
             self.clipped_reads += 1
+
+    def _emit_block(self, start: int, end: int, rev: bool) -> bool:
+        """+1 over [start, end) within the contig; True if it ran past the contig end."""
+        clipped = end > self.length
+        if clipped:
+            if start >= self.length:
+                return True
+            end = self.length
+        self._push_event(start, 1, rev)
+        self._push_event(end, -1, rev)
+        return clipped
+
+    @staticmethod
+    def _reference_end(read: pysam.AlignedSegment) -> int:
+        return read.reference_start + sum(n for op, n in read.cigartuples or () if op in _REF_OPS)
+
+    def _add_fragment(self, read: pysam.AlignedSegment, rev: bool) -> None:
+        start = read.reference_start
+        if read.flag & FLAG_PAIRED:
+            tlen = read.template_length
+            if not read.flag & FLAG_PROPER_PAIR or tlen == 0:
+                self.improper_pair_records += 1
+                return
+            if tlen < 0:
+                return
+            end = start + tlen
+        else:
+            end = self._reference_end(read)
+            if self.extend:
+                if read.flag & FLAG_REVERSE:
+                    start = end - self.extend
+                else:
+                    end = start + self.extend
+        start = max(start, 0)
+        if end > start and self._emit_block(start, end, rev):
+            self.clipped_reads += 1
+
+    def _add_cut_site(self, read: pysam.AlignedSegment, rev: bool) -> None:
+        if read.flag & FLAG_REVERSE:
+            site = self._reference_end(read) - 1 + self.shift_rev
+        else:
+            site = read.reference_start + self.shift_fwd
+        if not 0 <= site < self.length:
+            self.off_contig_cut_sites += 1
+            return
+        self._push_event(site, 1, rev)
+        self._push_event(site + 1, -1, rev)
 
     def _passes(self, read: pysam.AlignedSegment) -> bool:
         return not (read.flag & self.exclude_flags) and read.mapping_quality >= self.min_mapq
@@ -200,7 +367,7 @@ class PythonCoverageReader:
             self._exhausted = True
             return False
         if read.reference_start < self._last_pos:
-            raise ValueError(f"unsorted:{self._last_pos}:{read.reference_start}")
+            raise UnsortedInputError(self._tid, self._last_pos, read.reference_start)
         self._last_pos = read.reference_start
         self._record = read
         return True
@@ -233,12 +400,11 @@ class PythonCoverageReader:
                     if self._passes(read):
                         self.clipped_reads += 1
                     continue
-                if read.reference_start >= w_end:
+                if read.reference_start >= w_end + self.lookbehind:
                     break
                 self._record = None
                 if not self._passes(read):
                     continue
-                self.used_records += 1
                 if not read.flag & FLAG_NOT_PRIMARY:
                     self.primary_reads += 1
                 self.mapq255_reads += read.mapping_quality == 255
@@ -249,7 +415,7 @@ class PythonCoverageReader:
             if not touched and self.carry_f == 0 and self.carry_r == 0:
                 candidates = [p for p, _, _ in self._pending]
                 if self._record is not None:
-                    candidates.append(self._record.reference_start)
+                    candidates.append(self._record.reference_start - self.lookbehind)
                 next_pos = min(candidates, default=self.length)
                 if next_pos >= self.length:
                     self.w0 = self.length
@@ -306,14 +472,25 @@ class FedCoverageReader:
 
     Presents the same interface as the other readers: it answers the kernel's NEED_DATA by
     feeding the next block of the contig's byte range, found through the BAM index.
+
+    If those blocks cannot be read as the contig's records (an index made by another tool or
+    an old samtools that disagrees with the file, or a damaged block), the contig is read again
+    through htslib's iterator over the same index, and the windows already handed out are
+    skipped: htslib decides whether the file is readable, never the fast path alone. Both
+    failing means the file is damaged, and the fast path's (more precise) error is raised.
     """
 
     def __init__(self, inner: Any, path: str, executor: Executor, workers: int) -> None:
         from bamstore.blocks import BgzfReader
 
         self._inner = inner
+        self._path = path
         self._blocks_reader = BgzfReader(path, executor, workers)
         self._blocks: Iterator[tuple[bytes, int]] = iter(())
+        self._tid = -1
+        self._length = 0
+        self._last_start = -1  # start of the last window handed out for this contig
+        self._fallback_reason: BaseException | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -322,8 +499,25 @@ class FedCoverageReader:
         span = self._inner.contig_span(tid)
         self._inner.start_contig(tid, length, fed=True)
         self._blocks = self._blocks_reader.blocks(*span) if span else iter(())
+        self._tid, self._length = tid, length
+        self._last_start = -1
+        self._fallback_reason = None
 
     def next_window(self, total: np.ndarray, fwd: np.ndarray, rev: np.ndarray) -> int:
+        from bamstore.blocks import BgzfError
+
+        if self._fallback_reason is None:
+            try:
+                start = self._next_fed_window(total, fwd, rev)
+            except (BgzfError, OSError) as exc:
+                start = self._read_through_htslib(exc, total, fwd, rev)
+        else:
+            start = self._htslib_window(total, fwd, rev)
+        if start >= 0:
+            self._last_start = start
+        return start
+
+    def _next_fed_window(self, total: np.ndarray, fwd: np.ndarray, rev: np.ndarray) -> int:
         inner = self._inner
         need = _NEED_DATA
         while True:
@@ -335,6 +529,42 @@ class FedCoverageReader:
                 inner.finish_data()
             else:
                 inner.feed(*block)
+
+    def _read_through_htslib(
+        self, exc: BaseException, total: np.ndarray, fwd: np.ndarray, rev: np.ndarray
+    ) -> int:
+        """Restart the contig on htslib's iterator; skip the windows already handed out."""
+        log.debug(
+            "%s: contig %d: fast path failed (%s); htslib reads it", self._path, self._tid, exc
+        )
+        close = getattr(self._blocks, "close", None)
+        if close is not None:
+            close()
+        self._fallback_reason = exc
+        self._inner.start_contig(self._tid, self._length, fed=False)
+        while True:
+            start = self._htslib_window(total, fwd, rev)
+            if start < 0 or start > self._last_start:
+                return start
+
+    def _htslib_window(self, total: np.ndarray, fwd: np.ndarray, rev: np.ndarray) -> int:
+        reason = self._fallback_reason
+        assert reason is not None
+        try:
+            start = self._inner.next_window(total, fwd, rev)
+        except OSError as exc:
+            raise reason from exc  # htslib cannot read it either: the file is damaged
+        if start < 0:
+            name = self._inner.contig_name(self._tid)
+            log.warning(
+                "%s: the index does not match the file on %s (%s); %s was read through htslib "
+                "instead (re-index with samtools index to read it at full speed)",
+                self._path,
+                name,
+                reason,
+                name,
+            )
+        return start
 
     def close(self) -> None:
         try:
@@ -382,6 +612,7 @@ def open_coverage_reader(
     *,
     chunk_len: int,
     read_filter: ReadFilter,
+    counting: CountingMode | None = None,
     strandedness: str = "",
     threads: int = 1,
     reference: str | None = None,
@@ -402,6 +633,7 @@ def open_coverage_reader(
         count_deletions=read_filter.count_deletions,
         strand_mode=STRAND_MODES[strandedness],
         reference=reference,
+        **(counting or CountingMode()).kernel_args(),
     )
     if kernel == "python":
         return PythonCoverageReader(path, index_path, threads=threads, **kwargs)

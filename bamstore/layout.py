@@ -61,11 +61,26 @@ METADATA_ATTR_PREFIX = "metadata_"
 FORMAT_NAME = "bamstore"
 FORMAT_VERSION = 2
 STRAND_CODES = ("U", "F", "R")
-COVERAGE_DEFINITION = (
-    "per-base depth as samtools depth -a: M/=/X cover, D only with count_deletions, "
-    "N and clips never; records with any exclude_flags or MAPQ < min_mapq skipped; "
-    "0-based positions; overlapping mates count twice"
-)
+# What each counting mode stores, recorded with the settings (`bamstore.kernel.CountingMode`
+# has the rules in full; the README's semantics table shows them side by side).
+COVERAGE_DEFINITIONS = {
+    "reads": (
+        "per-base depth as samtools depth -a: M/=/X cover, D only with count_deletions, "
+        "N and clips never; records with any exclude_flags or MAPQ < min_mapq skipped; "
+        "0-based positions; overlapping mates count twice"
+    ),
+    "fragments": (
+        "fragment coverage: primary records passing the read filter; a proper pair (0x2) adds "
+        "1 over [pos, pos+TLEN) from its mate with TLEN > 0, other paired records nothing; a "
+        "single-end read adds its alignment's span [start, end), or with extend N the N bases "
+        "from its 5' end; clipped to the contig; 0-based positions"
+    ),
+    "cutsites": (
+        "cut sites: each primary record passing the read filter adds 1 at start+P (forward) "
+        "or end-1+M (reverse), shift [P, M]; sites off the contig dropped; 0-based positions"
+    ),
+}
+COVERAGE_DEFINITION = COVERAGE_DEFINITIONS["reads"]
 
 
 @dataclass(frozen=True)
@@ -359,9 +374,10 @@ class StoreSettings:
 
     To add a setting, add a field here with `_setting`: recording it, reading it back, the
     merge refusal that names it, `build --resume` and `inspect` all follow from this class. The
-    read-filter fields are those of `bamstore.kernel.ReadFilter` (`from_read_filter` fails for
-    a read-filter field that is not recorded here). chunk_len and compression are QuantNado's
-    root attributes, so the `bamstore` record does not repeat them (`root=True`).
+    read-filter and counting fields are those of `bamstore.kernel.ReadFilter` and
+    `CountingMode` (`from_counting` fails for a field of theirs that is not recorded here).
+    chunk_len and compression are QuantNado's root attributes, so the `bamstore` record does not
+    repeat them (`root=True`).
 
     `shard` says how the chunks are stored (one file per chunk, or one zarr v3 shard per sample
     row per contig: `bamstore.shard`), not what they hold, so it is a storage setting
@@ -375,13 +391,28 @@ class StoreSettings:
     exclude_flags: int = _setting(0x704, "--exclude-flags", lambda v: f"{v:#x}")
     min_mapq: int = _setting(0, "--min-mapq")
     count_deletions: bool = _setting(False, "--count-deletions")
+    mode: str = _setting("reads", "--mode")
+    extend: int | None = _setting(None, "--extend")
+    shift: tuple[int, int] | None = _setting(
+        None, "--shift", lambda v: "none" if v is None else f"{v[0]},{v[1]}"
+    )
     coverage_definition: str = _setting(COVERAGE_DEFINITION, "bamstore version")
     shard: bool = _setting(False, "--shard", storage=True)
 
+    def __post_init__(self) -> None:
+        if self.shift is not None:  # JSON gives a list; compare as the tuple the kernel uses
+            object.__setattr__(self, "shift", tuple(int(x) for x in self.shift))
+
     @classmethod
-    def from_read_filter(cls, read_filter: Any, **settings: Any) -> StoreSettings:
-        """The read filter's fields (a `kernel.ReadFilter`) and the other `settings`."""
-        return cls(**dataclasses.asdict(read_filter), **settings)
+    def from_counting(cls, read_filter: Any, counting: Any, **settings: Any) -> StoreSettings:
+        """The fields of a `kernel.ReadFilter` and a `kernel.CountingMode`, the definition of
+        that mode and the other `settings`; a field of either that is not recorded here fails."""
+        return cls(
+            **dataclasses.asdict(read_filter),
+            **dataclasses.asdict(counting),
+            coverage_definition=COVERAGE_DEFINITIONS[counting.mode],
+            **settings,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The settings the `bamstore` record holds."""

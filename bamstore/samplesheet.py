@@ -1,15 +1,18 @@
 """Samplesheets and per-sample metadata tables: the one parser, and every rule they must meet.
 
 A samplesheet is CSV (`.csv`) or TSV (`.tsv`) with a header. Required columns `sample` and
-`bam`; optional `bai` and `strandedness` (U, F, R or empty); every other column is per-sample
-metadata, stored as QuantNado's `metadata_<column>` lists. A metadata table (`merge
---metadata`, the Python API's `metadata=`) is the same kind of file keyed by a sample column.
-Relative paths resolve against the sheet's folder. Values are kept exactly as written ("1"
-stays "1", QuantNado's float round trip would make it "1.0"); a missing value is "".
+`bam` (a `.bam` or `.cram` file); optional `bai` (its index: `.bai` or `.csi` for BAM, `.crai`
+for CRAM) and `strandedness` (U, F, R or empty); every other column is per-sample metadata,
+stored as QuantNado's `metadata_<column>` lists. A metadata table (`merge --metadata`, the
+Python API's `metadata=`) is the same kind of file keyed by a sample column. Relative paths
+resolve against the sheet's folder. Values are kept exactly as written ("1" stays "1",
+QuantNado's float round trip would make it "1.0"); a missing value is "".
 
 Every problem is collected and reported together, each with its line number (the header is
-line 1). `bamstore check-samplesheet`, `build`, `merge` and the Python API all parse and check
-through this module, so a sheet that passes the check is one that `build` accepts.
+line 1). `bamstore check-samplesheet`, `build`, `merge`, the Python API and the Nextflow pipeline
+(its BAMSTORE_CHECKSAMPLESHEET task runs `bamstore check-samplesheet --out`, and the workflow
+reads the sheet `write_normalised` writes) all parse and check through this module, so a sheet
+that passes the check is one that `build` and the pipeline accept.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ REQUIRED_COLUMNS = ("sample", "bam")
 OPTIONAL_COLUMNS = ("bai", "strandedness")
 INPUT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS  # never stored as metadata
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
+# Alignment file extension -> the index extensions that can go with it (htslib's own names).
+INDEX_EXTENSIONS = {".bam": (".bai", ".csi"), ".cram": (".crai",)}
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # QuantNado relabels samples with a stored `sample_id` column.
 QUANTNADO_LABEL_COLUMN = "sample_id"
 # Columns that `BamStore.metadata` derives from the store; a user column of the same name would
@@ -335,11 +341,49 @@ def _row_problems(
         problems.append(InputError(where, problem, STRANDEDNESS_FIX))
     if not row["bam"]:
         problems.append(InputError(where, "bam is empty", "give the path of the sample's BAM"))
-    elif check_files:
+        return problems
+    path_problems = _extension_problems(where, row["bam"], row.get("bai", ""))
+    problems += path_problems
+    if check_files and not path_problems:
         problems += _file_problems(where, "bam", _resolve(base, row["bam"]))
-    if row.get("bai") and check_files:
-        problems += _file_problems(where, "bai", _resolve(base, row["bai"]))
+        if row.get("bai"):
+            problems += _file_problems(where, "bai", _resolve(base, row["bai"]))
     return problems
+
+
+def _extension_problems(where: str, bam: str, index: str) -> list[InputError]:
+    """The alignment file is .bam or .cram, its index one htslib pairs with it; no URLs."""
+    problems = [
+        InputError(
+            where,
+            f"{column} {value!r} is a URL; bamstore reads local (or mounted) files only",
+            "copy the file to a local or shared filesystem and give its path",
+        )
+        for column, value in (("bam", bam), ("bai", index))
+        if _URL.match(value)
+    ]
+    if problems:
+        return problems
+    suffix = Path(bam).suffix.lower()
+    if suffix not in INDEX_EXTENSIONS:
+        return [
+            InputError(
+                where,
+                f"bam {bam!r} does not end in .bam or .cram",
+                "give a coordinate-sorted BAM (.bam) or CRAM (.cram) file",
+            )
+        ]
+    allowed = INDEX_EXTENSIONS[suffix]
+    if index and Path(index).suffix.lower() not in allowed:
+        return [
+            InputError(
+                where,
+                f"bai {index!r} is not a {suffix} index (expected {' or '.join(allowed)})",
+                "give the index made by samtools index for this file, or leave bai empty "
+                "to have one built",
+            )
+        ]
+    return []
 
 
 def _file_problems(where: str, column: str, path: Path) -> list[InputError]:
@@ -364,13 +408,14 @@ def _file_problems(where: str, column: str, path: Path) -> list[InputError]:
     return []
 
 
-def read_samplesheets(paths: Sequence[Path]) -> Samplesheet:
+def read_samplesheets(paths: Sequence[Path], *, check_files: bool = True) -> Samplesheet:
     """Several sheets as one; every problem of every sheet, and samples repeated across
-    sheets, reported together in one error."""
+    sheets, reported together in one error. `check_files=False` skips only the checks that the
+    files exist and can be read (the pipeline makes them where the files are visible)."""
     sheets: list[Samplesheet] = []
     problems: list[InputError] = []
     for path in paths:
-        sheet, found = check_samplesheet(path)
+        sheet, found = check_samplesheet(path, check_files=check_files)
         sheets.append(sheet)
         problems += found
     merged = Samplesheet(sheets[0].path)
@@ -395,6 +440,35 @@ def read_samplesheets(paths: Sequence[Path]) -> Samplesheet:
     if problems:
         raise InputErrors(problems, header=f"{len(problems)} problem(s) in the samplesheet(s)")
     return merged
+
+
+NORMALISED_COLUMNS = ("sample", "bam", "bai", "strandedness")
+
+
+def write_normalised(sheet: Samplesheet, out: Path) -> None:
+    """The checked samplesheet as CSV: absolute paths, the samples in their order, then metadata.
+
+    Columns: sample, bam, bai (empty when the index is to be built), strandedness, then the
+    metadata columns in their order of first appearance. It is itself a valid samplesheet, so
+    `bamstore build --input` and `bamstore merge --metadata` read it as they read the original.
+    """
+    columns = [*NORMALISED_COLUMNS, *sheet.metadata_columns]
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(columns)
+        for row in sheet.rows:
+            writer.writerow(
+                [
+                    row.sample,
+                    os.path.abspath(row.bam),
+                    os.path.abspath(row.bai) if row.bai else "",
+                    row.strandedness,
+                    *(row.metadata.get(column, "") for column in sheet.metadata_columns),
+                ]
+            )
+    tmp.replace(out)
 
 
 # ---------------------------------------------------------------------------- metadata tables

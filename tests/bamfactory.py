@@ -1,14 +1,18 @@
 """The one BAM factory of the tests: BAMs from explicit read specs or seeded random reads
-(pysam), BAMs re-blocked as htsjdk writes them, and the samtools-depth oracle.
+(pysam), BAMs re-blocked as htsjdk writes them, and the coverage oracles.
 
 Every BAM a test needs is generated here, in the test's tmp dir (larger simulated BAMs come from
-`bamstore.simulate.make_bam`).
+`bamstore.simulate.make_bam`). The oracles are independent of bamstore's kernels: `samtools
+depth` for read coverage, and for the fragment and cut-site modes plain numpy over pysam's
+records (`mode_oracle`), cross-checked in turn against `bedtools genomecov`
+(`bedtools_genomecov`).
 """
 
 from __future__ import annotations
 
 import gzip
 import struct
+import subprocess
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,7 +33,8 @@ PAIR_F2R1 = 0x1 | 0x2 | 0x80 | 0x10  # read 2, reverse
 class Read:
     """One alignment record; `pos` is 0-based, `cigar` a string or (op, length) tuples.
 
-    contig=None writes an unplaced record; seq=False stores no sequence ('*').
+    contig=None writes an unplaced record; seq=False stores no sequence ('*'). Paired records
+    get the mate position `mate_pos` (default: their own) and TLEN `tlen`.
     """
 
     contig: str | None
@@ -39,6 +44,8 @@ class Read:
     mapq: int = 60
     seq: bool = True
     name: str | None = None
+    tlen: int = 0
+    mate_pos: int | None = None
 
 
 def bam_header(contigs: Contigs, sort_order: str | None = "coordinate") -> dict:
@@ -64,7 +71,8 @@ def _segment(hdr: pysam.AlignmentHeader, read: Read, i: int) -> pysam.AlignedSeg
         seg.query_qualities = pysam.qualitystring_to_array("I" * n)
     if read.flag & 0x1 and read.contig is not None:
         seg.next_reference_id = seg.reference_id
-        seg.next_reference_start = read.pos
+        seg.next_reference_start = read.pos if read.mate_pos is None else read.mate_pos
+    seg.template_length = read.tlen
     return seg
 
 
@@ -208,3 +216,121 @@ def reblock(src: Path, dst: Path, sizes: Sequence[int], *, index: bool = True) -
     if index:
         pysam.index(str(dst))
     return Path(dst)
+
+
+# CIGAR operations that consume the reference: M, D, N, =, X.
+_REFERENCE_OPS = {0, 2, 3, 7, 8}
+
+
+def _transcript_sense(flag: int, rule: str) -> bool:
+    """QuantNado's strand rules, written out: True puts the record on the `_fwd` array."""
+    reverse = bool(flag & 0x10)
+    if rule == "U":
+        return not reverse
+    read1, read2 = bool(flag & 0x40), bool(flag & 0x80)
+    if flag & 0x1:
+        forward_pair = (read1 and not reverse) or (read2 and reverse)
+        reverse_pair = (read1 and reverse) or (read2 and not reverse)
+        return forward_pair if rule == "F" else reverse_pair
+    return not reverse if rule == "F" else reverse
+
+
+@dataclass
+class ModeOracle:
+    """Expected coverage and counts of one BAM in the fragments or cutsites mode."""
+
+    total: dict[str, np.ndarray]
+    fwd: dict[str, np.ndarray]
+    rev: dict[str, np.ndarray]
+    total_reads: int = 0
+    clipped: int = 0
+    improper_pair_records: int = 0
+    off_contig_cut_sites: int = 0
+
+
+def mode_oracle(
+    bam: Path,
+    contigs: Contigs,
+    mode: str,
+    *,
+    extend: int | None = None,
+    shift: tuple[int, int] = (4, -5),
+    exclude_flags: int = 0x704,
+    min_mapq: int = 0,
+    strand: str = "",
+) -> ModeOracle:
+    """Fragment or cut-site coverage per contig, straight from the rules of issue 12.
+
+    Each counted record (primary, passing the filter, starting on a kept contig) adds 1 to a
+    slice of a per-contig array: no windows, no difference arrays, nothing shared with the
+    kernels. `strand` (U, F, R) also splits the counts into fwd/rev by QuantNado's rules.
+    """
+    lengths = dict(contigs)
+
+    def zeros() -> dict[str, np.ndarray]:
+        return {name: np.zeros(length, dtype=np.int64) for name, length in contigs}
+
+    out = ModeOracle(zeros(), zeros(), zeros())
+    with pysam.AlignmentFile(str(bam)) as inp:
+        for rec in inp.fetch(until_eof=True):
+            flag = rec.flag
+            if flag & 0x4 or rec.reference_name not in lengths:
+                continue
+            if flag & (exclude_flags | 0x900) or rec.mapping_quality < min_mapq:
+                continue
+            length = lengths[rec.reference_name]
+            start = rec.reference_start
+            if start >= length:
+                out.clipped += 1  # counts nowhere, warned like a read past the end
+                continue
+            out.total_reads += 1
+            span = sum(n for op, n in rec.cigartuples or () if op in _REFERENCE_OPS)
+            end = start + span
+            where: slice | None
+            if mode == "fragments":
+                if flag & 0x1:
+                    if not flag & 0x2 or rec.template_length == 0:
+                        out.improper_pair_records += 1
+                        continue
+                    if rec.template_length < 0:
+                        continue
+                    first, last = start, start + rec.template_length
+                elif extend is None:
+                    first, last = start, end
+                elif flag & 0x10:
+                    first, last = end - extend, end
+                else:
+                    first, last = start, start + extend
+                if last > length and last > max(first, 0):
+                    out.clipped += 1
+                where = slice(max(first, 0), min(last, length))
+            elif mode == "cutsites":
+                site = end - 1 + shift[1] if flag & 0x10 else start + shift[0]
+                if not 0 <= site < length:
+                    out.off_contig_cut_sites += 1
+                    continue
+                where = slice(site, site + 1)
+            else:
+                raise ValueError(mode)
+            name = rec.reference_name
+            out.total[name][where] += 1
+            if strand:
+                target = out.fwd if _transcript_sense(flag, strand) else out.rev
+                target[name][where] += 1
+    return out
+
+
+def bedtools_genomecov(bam: Path, contigs: Contigs, *options: str) -> dict[str, np.ndarray]:
+    """`bedtools genomecov -ibam BAM -d OPTIONS` as arrays over [0, length) per contig."""
+    text = subprocess.run(
+        ["bedtools", "genomecov", "-ibam", str(bam), "-d", *options],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    out = {name: np.zeros(length, dtype=np.int64) for name, length in contigs}
+    for line in text.splitlines():
+        name, pos, depth = line.split("\t")
+        if name in out:
+            out[name][int(pos) - 1] = int(depth)
+    return out

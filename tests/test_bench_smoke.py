@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from bamstore.extract import ExtractOptions, extract_sample
+from bamstore.kernel import CountingMode
 from bamstore.merge import merge_stores
 from bamstore.simulate import make_bam
 
@@ -66,6 +67,22 @@ def test_a_wrong_store_is_caught(tiny: dict[str, Path]) -> None:
     assert result.mismatches and "store" in result.mismatches[0]
     assert result.n_mismatches >= len(result.mismatches)
     assert result.summary().startswith("FAIL")
+
+
+@pytest.mark.parametrize(
+    "counting",
+    [CountingMode("fragments"), CountingMode("fragments", extend=150), CountingMode("cutsites")],
+    ids=["fragments", "extend", "cutsites"],
+)
+def test_mode_stores_match_the_bench_oracle(tiny: dict[str, Path], counting: CountingMode) -> None:
+    store = tiny["dir"] / f"{counting.mode}-{counting.extend}.zarr"
+    options = ExtractOptions(chromosomes="all", chunk_len=CHUNK_LEN, counting=counting)
+    extract_sample(tiny["bam"], "m", store, options)
+    result = bench.check_mode_store(store, tiny["bam"], "chr2")
+    assert result.ok, result.mismatches
+    assert result.positions == 12_000 and result.nonzero > 0
+    wrong = bench.check_mode_store(store, tiny["other"], "chr2")  # another BAM's oracle
+    assert not wrong.ok and wrong.summary().startswith("FAIL")
 
 
 def test_windows_hold_ends_and_chunk_boundaries() -> None:

@@ -6,6 +6,9 @@ that records straddle BGZF blocks as htsjdk/Picard writes them, extracted with r
 chunk_len (mostly 1..64, to hit window boundaries), read filter and strandedness, for each
 kernel. The store must equal samtools depth position for position, fwd + rev must equal the
 total, and the recorded sums and read count must match.
+
+The same random BAMs, with random TLENs, are also counted as fragments (with or without
+--extend) and as cut sites (random --shift), against the independent oracle of issue 12.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bamfactory import Read, random_reads, reblock, samtools_depth, write_bam
+from bamfactory import Read, mode_oracle, random_reads, reblock, samtools_depth, write_bam
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import (
@@ -23,7 +26,7 @@ from support import (
     store_attrs,
 )
 
-from bamstore.kernel import STRAND_MODES, available_kernels, is_sense_strand
+from bamstore.kernel import STRAND_MODES, CountingMode, available_kernels, is_sense_strand
 
 KERNELS = available_kernels()
 # per kernel; raise it for a longer hunt: BAMSTORE_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz.py
@@ -57,6 +60,7 @@ def cases(draw: st.DrawFn) -> dict:
                 flag=_flags(draw(st.lists(st.sampled_from(FLAG_BITS), max_size=4))),
                 mapq=draw(st.sampled_from([0, 1, 5, 30, 60, 254, 255])),
                 seq=draw(st.booleans()),
+                tlen=draw(st.one_of(st.just(0), st.integers(-150, 150))),
             )
         )
     return {
@@ -146,3 +150,53 @@ def test_records_split_across_blocks_as_picard_writes_them(
     want = samtools_depth(bam, SPLIT_CONTIGS)
     for name, _ in SPLIT_CONTIGS:
         np.testing.assert_array_equal(read_rows(out, name)[0], want[name], err_msg=name)
+
+
+@st.composite
+def counting_modes(draw: st.DrawFn) -> CountingMode:
+    if draw(st.booleans()):
+        return CountingMode("fragments", extend=draw(st.one_of(st.none(), st.integers(1, 80))))
+    shift = (draw(st.integers(-12, 12)), draw(st.integers(-12, 12)))
+    return CountingMode("cutsites", shift=shift)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=cases(), counting=counting_modes())
+def test_random_bams_in_every_mode_equal_the_oracle(
+    kernel: str, case: dict, counting: CountingMode, tmp_path_factory, read_rows
+) -> None:
+    folder = tmp_path_factory.mktemp("fuzzmode")
+    contigs = case["contigs"]
+    bam = write_bam(folder / "case.bam", case["reads"], contigs)
+    if case["block_sizes"]:
+        bam = reblock(bam, folder / "reblocked.bam", case["block_sizes"])
+    filters = {k: case[k] for k in ("min_mapq", "exclude_flags")}
+    strand = case["strandedness"]
+    out = folder / "case.zarr"
+    extract_here(bam, out, kernel=kernel, chunk_len=case["chunk_len"], strandedness=strand,
+                 counting=counting, **filters)  # fmt: skip
+    want = mode_oracle(
+        bam, contigs, counting.mode, extend=counting.extend, shift=counting.shift or (0, 0),
+        strand=strand or "U", **filters,
+    )  # fmt: skip
+    record = store_attrs(out)["bamstore"]["samples"]["s"]
+    for i, (name, _) in enumerate(contigs):
+        total = read_rows(out, name)[0]
+        np.testing.assert_array_equal(total, want.total[name], err_msg=f"{kernel} {name}")
+        assert record["contig_sums"][i] == int(want.total[name].sum())
+        if strand:
+            fwd, rev = read_rows(out, f"{name}_fwd")[0], read_rows(out, f"{name}_rev")[0]
+            np.testing.assert_array_equal(fwd, want.fwd[name])
+            np.testing.assert_array_equal(rev, want.rev[name])
+            np.testing.assert_array_equal(fwd.astype(np.int64) + rev, total)
+    assert record["total_reads"] == want.total_reads
+    warnings = record["warnings"]
+    assert warnings["clipped_reads"] == want.clipped
+    key = "improper_pair_records" if counting.mode == "fragments" else "off_contig_cut_sites"
+    assert warnings[key] == getattr(want, key)

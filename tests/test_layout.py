@@ -146,9 +146,9 @@ def test_the_record_reads_back_as_written_and_names_what_it_cannot_read(tmp_path
     del older["bamstore"]["settings"]["count_deletions"]
     assert layout.StoreAttributes.from_json(older).settings == attrs.settings
     newer = json.loads(json.dumps(raw))
-    newer["bamstore"]["settings"]["mode"] = "fragments"
+    newer["bamstore"]["settings"]["strand_rule"] = "x"
     assert layout.StoreAttributes.from_json(newer).record_problem == (
-        "its 'bamstore' record has unknown setting(s) mode"
+        "its 'bamstore' record has unknown setting(s) strand_rule"
     )
     other = json.loads(json.dumps(raw))
     other["bamstore"]["format_version"] = 1

@@ -1,67 +1,73 @@
 /*
 ========================================================================================
-    BAMSTORE: BAMs -> per-sample stores -> one consolidated Zarr store
+    BAMSTORE: samplesheet -> one store per sample -> one consolidated Zarr store
 ========================================================================================
 */
 
-include { SAMTOOLS_INDEX   } from '../modules/local/samtools_index/main'
-include { BAMSTORE_EXTRACT } from '../modules/local/bamstore_extract/main'
-include { BAMSTORE_MERGE   } from '../modules/local/bamstore_merge/main'
-include { BAMSTORE_INSPECT } from '../modules/local/bamstore_inspect/main'
+include { BAMSTORE_CHECKSAMPLESHEET } from '../modules/local/bamstore_checksamplesheet/main'
+include { BAMSTORE_EXTRACT          } from '../modules/local/bamstore_extract/main'
+include { BAMSTORE_MERGE            } from '../modules/local/bamstore_merge/main'
+include { BAMSTORE_VALIDATE         } from '../modules/local/bamstore_validate/main'
+include { BAMSTORE_INSPECT          } from '../modules/local/bamstore_inspect/main'
+include { samplesFromSheet          } from '../subworkflows/local/utils_bamstore_pipeline'
 
 workflow BAMSTORE {
 
     take:
-    ch_samples     // channel: [ val(meta), path(bam), path(bai) or [] ]; meta: [id, strandedness]
-    samplesheet    // channel (value): the samplesheet as given (its other columns become metadata)
-    chromsizes     // path or []: optional name<TAB>length file
-    store_name     // string: the store is written as <store_name>.zarr
+    samplesheet  // path: the samplesheet as given (--input)
+    store_name   // string: the store is written as <store_name>.zarr
+    settings     // map: the extraction parameters, validated (nextflow_schema.json)
+    chromsizes   // path or []: optional name<TAB>length file
+    fasta        // path or []: reference FASTA for CRAM input
+    fasta_fai    // path or []: its .fai index
+    code_digest  // string: digest of the bamstore package the tasks run (part of every task hash)
 
     main:
     ch_versions = channel.empty()
 
     //
-    // Index the BAMs that came without one
+    // The samplesheet, checked by `bamstore check-samplesheet` with the rules `bamstore build`
+    // applies; the workflow reads its normalised copy (absolute paths, samples in row order)
     //
-    ch_branched = ch_samples.branch { meta, bam, bai ->
-        indexed: bai
-            return [meta, bam, bai]
-        unindexed: true
-            return [meta, bam]
-    }
-    SAMTOOLS_INDEX(ch_branched.unindexed)
-    ch_versions = ch_versions.mix(SAMTOOLS_INDEX.out.versions.first())
+    BAMSTORE_CHECKSAMPLESHEET(samplesheet, code_digest)
+    ch_versions = ch_versions.mix(BAMSTORE_CHECKSAMPLESHEET.out.versions)
 
-    ch_bam_bai = ch_branched.indexed.mix(
-        ch_branched.unindexed
-            .join(SAMTOOLS_INDEX.out.index, failOnDuplicate: true, failOnMismatch: true)
-    )
+    // All rows at once: every BAM and index must exist before the first extraction starts
+    ch_rows = BAMSTORE_CHECKSAMPLESHEET.out.csv
+        .map { csv -> samplesFromSheet(csv, samplesheet) }
 
     //
     // One store per sample
     //
-    BAMSTORE_EXTRACT(ch_bam_bai, chromsizes)
-    ch_versions = ch_versions.mix(BAMSTORE_EXTRACT.out.versions.first())
+    ch_samples = ch_rows.flatMap { rows -> rows.collect { row -> [row.meta, row.bam, row.index] } }
+    BAMSTORE_EXTRACT(ch_samples, chromsizes, fasta, fasta_fai, settings, code_digest)
+    ch_versions = ch_versions.mix(BAMSTORE_EXTRACT.out.versions)
 
     //
-    // One merge of every part, sorted by sample name so the task hash and the sample axis are
-    // the same on every run (-resume), whatever order the extractions finish in
+    // One merge of every part, in samplesheet row order: the store's sample axis follows the
+    // samplesheet (as `bamstore build`), and the merge's inputs, hence its task hash, are the
+    // same on every run whatever order the extractions finish in (-resume)
     //
+    ch_row_of = ch_rows.flatMap { rows -> rows.collect { row -> [row.meta.id, row.number] } }
     ch_parts = BAMSTORE_EXTRACT.out.zarr
-        .toSortedList { a, b -> a[0].id <=> b[0].id }
-        .map { parts -> [[id: store_name, samples: parts.size()], parts.collect { it[1] }] }
-    BAMSTORE_MERGE(ch_parts, samplesheet)
+        .map { meta, zarr -> [meta.id, zarr] }
+        .join(ch_row_of, failOnDuplicate: true, failOnMismatch: true)
+        .toSortedList { a, b -> a[2] <=> b[2] }
+        .map { parts -> [[id: store_name], parts.collect { part -> part[1] }] }
+    BAMSTORE_MERGE(ch_parts, BAMSTORE_CHECKSAMPLESHEET.out.csv, code_digest)
     ch_versions = ch_versions.mix(BAMSTORE_MERGE.out.versions)
 
     //
-    // Summary (bamstore inspect --json) and structural check, published under reports/
+    // Reports on the store: its structural check and its summary (published under reports/)
     //
-    BAMSTORE_INSPECT(BAMSTORE_MERGE.out.zarr)
+    BAMSTORE_VALIDATE(BAMSTORE_MERGE.out.zarr, code_digest)
+    ch_versions = ch_versions.mix(BAMSTORE_VALIDATE.out.versions)
+    BAMSTORE_INSPECT(BAMSTORE_MERGE.out.zarr, code_digest)
     ch_versions = ch_versions.mix(BAMSTORE_INSPECT.out.versions)
 
     emit:
     store      = BAMSTORE_MERGE.out.zarr      // channel: [ val(meta), path(<store_name>.zarr) ]
+    validation = BAMSTORE_VALIDATE.out.json   // channel: [ val(meta), path(<store_name>.validate.json) ]
     summary    = BAMSTORE_INSPECT.out.json    // channel: [ val(meta), path(<store_name>.inspect.json) ]
-    validation = BAMSTORE_INSPECT.out.validation
     versions   = ch_versions                  // channel: path(versions.yml)
 }

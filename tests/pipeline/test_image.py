@@ -71,16 +71,14 @@ def test_locks_pin_every_dependency_exactly_with_hashes() -> None:
 
 
 def test_conda_environment_pins_agree_with_the_image() -> None:
+    """-profile conda pip-installs the image's runtime pins, then bamstore from the checkout."""
     env = yaml.safe_load((CONTAINERS / "environment.yml").read_text())
-    runtime = lock_pins("requirements.lock")
-    compared = []
-    for dependency in env["dependencies"]:
-        if isinstance(dependency, str) and "=" in dependency:
-            name, _, version = dependency.split("::")[-1].partition("=")
-            if canonicalize_name(name) in runtime and name != "python":
-                compared.append(name)
-                assert runtime[canonicalize_name(name)] == version.lstrip("="), dependency
-    assert {"pysam", "zarr", "numpy"} <= set(compared), compared
+    pip = next(dep["pip"] for dep in env["dependencies"] if isinstance(dep, dict))
+    pins = dict(entry.split("==") for entry in pip if "==" in entry)
+    assert {canonicalize_name(name): version for name, version in pins.items()} == lock_pins(
+        "requirements.lock"
+    )
+    assert pip[-1] == "..", "the conda environment installs bamstore itself"
 
 
 def test_dockerfile_pins_its_base_and_builds_from_the_locks() -> None:

@@ -2,15 +2,15 @@ process BAMSTORE_MERGE {
     tag "${meta.id}"
     label 'process_merge'
 
-    conda "${projectDir}/containers/environment.yml"
-    container "ghcr.io/bamstore/bamstore:0.1.0"
+    container "bamstore:0.1.0"
 
     input:
-    // parts: per-sample stores in the order they go into the store (the workflow sorts them by
-    // sample); staged as parts/1/<name>, parts/2/<name>, ... so equal names cannot collide and
-    // the index keeps the order. They are only read: the new store is written beside them.
-    tuple val(meta), path(parts, stageAs: 'parts/?/*')
-    path samplesheet, stageAs: 'metadata/*'
+    // parts: the per-sample stores in samplesheet row order; staged as parts/1/<name>,
+    // parts/2/<name>, ... so equal names cannot collide. They are only read: the new store is
+    // written beside them, its chunk files hard-linked from theirs (scratch = false).
+    tuple val(meta), path(parts, arity: '1..*', stageAs: 'parts/?/*')
+    path samplesheet, stageAs: 'metadata/*'  // the checked samplesheet: per-sample metadata
+    val code_digest                          // the bamstore package's digest (task hash)
 
     output:
     tuple val(meta), path("${prefix}.zarr", type: 'dir'), emit: zarr
@@ -22,11 +22,10 @@ process BAMSTORE_MERGE {
     script:
     def args = task.ext.args ?: ''
     prefix = task.ext.prefix ?: "${meta.id}"
+    // The parts file keeps bamstore's command line short whatever the number of samples
+    // (printf is a shell builtin: no exec, so no argument-length limit)
     """
-    # The manifest lists the staged parts in staging order (parts/<n>/<store>, sorted by n), so
-    # the command line stays short whatever the number of samples.
-    find -L parts -mindepth 2 -maxdepth 2 -name '*.zarr' -type d \\
-        | sort -t / -k 2,2n > parts.txt
+    printf '%s\\n' ${parts.join(' ')} > parts.txt
 
     bamstore merge \\
         --parts-file parts.txt \\
@@ -39,6 +38,7 @@ process BAMSTORE_MERGE {
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
         bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
+        bamstore_code: ${code_digest}
         python: \$(python3 --version | sed 's/^Python //')
     END_VERSIONS
     """
@@ -52,6 +52,7 @@ process BAMSTORE_MERGE {
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
         bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
+        bamstore_code: ${code_digest}
         python: \$(python3 --version | sed 's/^Python //')
     END_VERSIONS
     """

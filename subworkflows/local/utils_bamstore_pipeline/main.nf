@@ -1,236 +1,289 @@
 //
-// Start and end of a bamstore run: parameters, samplesheet, summaries.
+// The start and the end of a bamstore run: parameters (validation, help, summary), the checked
+// samplesheet's rows, the package digest that enters every task hash, the completion message.
+// Nothing here re-implements a bamstore rule: the samplesheet rules live in
+// bamstore/samplesheet.py; the parameter types, ranges and choices in nextflow_schema.json.
 //
-
-include { paramsSummaryLog   } from 'plugin/nf-schema'
-include { samplesheetToList  } from 'plugin/nf-schema'
-include { validateParameters } from 'plugin/nf-schema'
 
 /*
 ========================================================================================
-    SUBWORKFLOW: initialisation
+    PARAMETERS: nextflow_schema.json is the typed declaration
 ========================================================================================
 */
 
-workflow PIPELINE_INITIALISATION {
-
-    take:
-    version          // boolean: print the version and exit
-    validate_params  // boolean: validate the parameters against nextflow_schema.json
-    input            // string: the samplesheet (--input)
-    outdir           // string: --outdir
-    params_json      // map: every parameter, written to pipeline_info/params_<suffix>.json
-    report_suffix    // string: suffix of the pipeline_info files
-
-    main:
-
-    //
-    // --version (--help, --help_full and --show_hidden are answered by nf-schema before this)
-    //
-    if (version) {
-        log.info("${workflow.manifest.name} ${workflowVersion()}")
-        System.exit(0)
-    }
-
-    //
-    // Parameters: summary of those that differ from the defaults, then validation
-    //
-    log.info(paramsSummaryLog(workflow))
-    if (validate_params) {
-        validateParameters()
-    }
-    dumpParametersToJSON(outdir, report_suffix, params_json)
-
-    //
-    // Samplesheet: the checks nf-schema cannot express (separator, header, field counts) and
-    // relative paths (resolved against the samplesheet's folder, as `bamstore check-samplesheet`
-    // does), then nf-schema against assets/schema_input.json
-    //
-    def sheet = file(input, checkIfExists: true)
-    def prepared = prepareSamplesheet(sheet)
-    def rows = samplesheetToList(prepared.path, "${projectDir}/assets/schema_input.json")
-    checkSampleNames(rows, prepared.samples)
-
-    ch_samplesheet = channel.fromList(rows)
-        .map { meta, bam, bai ->
-            [[id: meta.id.toString(), strandedness: meta.strandedness ?: ''], bam, bai ?: []]
+//
+// Every parameter of nextflow_schema.json: name -> its property (plus `group` and `required`)
+//
+def schemaParameters(schemaPath) {
+    def schema = new groovy.json.JsonSlurper().parseText(file(schemaPath).text)
+    def specs = [:]
+    schema['$defs'].each { _groupName, group ->
+        def required = group.required ?: []
+        group.properties.each { name, spec ->
+            specs[name] = spec + [group: group.title, required: required.contains(name)]
         }
-
-    emit:
-    samplesheet = ch_samplesheet  // channel: [ val(meta), path(bam), path(bai) or [] ]
-    input_file  = channel.value(sheet)  // path: the samplesheet as given (metadata for the merge)
-}
-
-/*
-========================================================================================
-    SUBWORKFLOW: completion
-========================================================================================
-*/
-
-workflow PIPELINE_COMPLETION {
-
-    take:
-    outdir      // string: --outdir
-    store_name  // string: --store_name
-
-    main:
-    workflow.onComplete {
-        completionSummary(outdir, store_name)
     }
-
-    workflow.onError {
-        log.error("Pipeline failed. Re-run with -resume once the cause is fixed; see docs/usage.md (Troubleshooting).")
-    }
-}
-
-/*
-========================================================================================
-    FUNCTIONS
-========================================================================================
-*/
-
-//
-// "v0.1.0" (with the commit when run from a git checkout)
-//
-def workflowVersion() {
-    def version = workflow.manifest.version ?: ''
-    def versionString = version ? (version.toString().startsWith('v') ? version : "v${version}") : ''
-    if (workflow.commitId) {
-        versionString += "-g${workflow.commitId.substring(0, 7)}"
-    }
-    return versionString
+    return specs
 }
 
 //
-// pipeline_info/params_<suffix>.json
+// The parameters as the schema types them, or an error listing every problem, one line per
+// parameter, before any task starts. Values given on the command line arrive as Nextflow parsed
+// them ("false" -> false, "20" -> 20) or as strings (NXF_DISABLE_PARAMS_TYPE_DETECTION, newer
+// Nextflow, params files): both are accepted and converted to the declared type.
 //
-def dumpParametersToJSON(outdir, suffix, paramsMap) {
-    if (outdir == null) {
-        return
-    }
-    def target = file("${outdir}/pipeline_info/params_${suffix}.json")
-    target.parent.mkdirs()
-    target.text = groovy.json.JsonOutput.prettyPrint(groovy.json.JsonOutput.toJson(paramsMap))
-}
-
-//
-// The samplesheet rules of `bamstore check-samplesheet` (bamstore/samplesheet.py) that are not
-// JSON Schema rules: the file extension names the separator, the header names every column
-// once, every row has as many fields as the header. Relative bam/bai paths are resolved
-// against the samplesheet's folder (nf-schema would resolve them against the launch folder), so
-// nf-schema validates a normalised copy (its location is logged).
-// Returns [path: <sheet to validate>, samples: <sample names as written>].
-//
-def prepareSamplesheet(sheet) {
-    def separators = [csv: ',', tsv: '\t']
-    def extension = sheet.extension.toLowerCase()
-    if (!separators.containsKey(extension)) {
-        error("Please check input samplesheet -> ${sheet}: must end in .csv or .tsv, not '.${extension}'")
-    }
-    def separator = separators[extension]
-    def other = separator == ',' ? '\t' : ','
-    def firstLine = (sheet.withReader { reader -> reader.readLine() } ?: '').replaceFirst('^\uFEFF', '')
-    if (!firstLine.trim()) {
-        error("Please check input samplesheet -> ${sheet}: empty (no header line); start it with a header such as: sample,bam,strandedness")
-    }
-    if (!firstLine.contains(separator) && firstLine.contains(other)) {
-        error("Please check input samplesheet -> ${sheet}: named .${extension} but its header is separated by ${other == '\t' ? 'tabs' : 'commas'}")
-    }
-
-    def lines = sheet.splitCsv(sep: separator, quote: '"')
-    def header = lines[0].collect { name -> name.toString().replaceFirst('^\uFEFF', '').trim() }
+def validateParameters(given, schemaPath) {
+    def specs = schemaParameters(schemaPath)
     def problems = []
-    def missing = ['sample', 'bam'].findAll { column -> !header.contains(column) }
-    if (missing) {
-        problems << "header lacks required column(s) ${missing.join(', ')} (found: ${header.join(', ')})"
+    given.keySet().findAll { name -> !specs.containsKey(name) }.sort().each { name ->
+        def hint = closestName(name, specs.keySet())
+        problems << "--${name}: unknown parameter" + (hint ? " (did you mean --${hint}?)" : '')
     }
-    if (header.any { name -> !name }) {
-        problems << 'header has an empty column name (name every column, or remove trailing separators)'
-    }
-    def repeated = header.findAll { name -> name && header.count(name) > 1 }.unique()
-    if (repeated) {
-        problems << "header repeats column(s) ${repeated.join(', ')}"
-    }
-
-    def entries = []
-    lines.drop(1).each { fields ->
-        if (fields.every { value -> !value.toString().trim() }) {
-            return
+    def typed = [:]
+    specs.each { name, spec ->
+        def result = typedValue(given[name], spec)
+        if (result.problem) {
+            problems << "--${name}: ${result.problem}"
         }
-        entries << fields
-        if (fields.size() != header.size()) {
-            problems << "entry ${entries.size()} has ${fields.size()} fields but the header has ${header.size()} (a trailing separator counts as a field)"
-        }
-    }
-    if (!entries && !problems) {
-        problems << 'has a header but no samples'
+        typed[name] = result.value
     }
     if (problems) {
-        error("Please check input samplesheet -> ${sheet}:\n  * " + problems.join('\n  * '))
+        error("Invalid parameters (run with --help to list them):\n  " + problems.join('\n  '))
     }
+    return typed
+}
 
-    def samples = entries.collect { fields -> fields[header.indexOf('sample')].toString().trim() }
-    def base = sheet.parent
-    def rows = entries.collect { fields ->
-        def values = fields.collect { value -> value.toString().trim() }
-        ['bam', 'bai'].each { column ->
-            def i = header.indexOf(column)
-            def value = i >= 0 ? values[i] : ''
-            if (value && isRelativePath(value)) {
-                def resolved = value.startsWith('~/')
-                    ? file(System.getProperty('user.home')).resolve(value.substring(2))
-                    : base.resolve(value)
-                values[i] = resolved.fileSystem == java.nio.file.FileSystems.default ? resolved.toString() : resolved.toUriString()
+def typedValue(value, spec) {
+    if (value == null || value == '') {
+        return spec.required ? [problem: "required: ${spec.description}"] : [value: null]
+    }
+    def converted = convertType(value, spec.type)
+    if (converted.problem) {
+        return converted
+    }
+    def typed = converted.value
+    if (spec['enum'] && !spec['enum'].contains(typed)) {
+        return [problem: "${shown(typed)} is not one of: ${spec['enum'].join(', ')}"]
+    }
+    if (spec.minimum != null && typed < spec.minimum) {
+        return [problem: "${typed} is below the minimum, ${spec.minimum}"]
+    }
+    if (spec.maximum != null && typed > spec.maximum) {
+        return [problem: "${typed} is above the maximum, ${spec.maximum}"]
+    }
+    if (spec.pattern && !java.util.regex.Pattern.compile(spec.pattern).matcher(typed.toString()).find()) {
+        return [problem: "${shown(typed)}: ${spec.errorMessage ?: "does not match ${spec.pattern}"}"]
+    }
+    if (spec.format == 'file-path' && spec.exists && !file(typed).isFile()) {
+        return [problem: "file ${typed} does not exist"]
+    }
+    return [value: typed]
+}
+
+def convertType(value, type) {
+    if (type == 'boolean') {
+        if (value instanceof Boolean) {
+            return [value: value]
+        }
+        def text = value.toString().toLowerCase()
+        return text in ['true', 'false'] ? [value: text == 'true'] : [problem: "must be true or false, not ${shown(value)}"]
+    }
+    if (type == 'integer') {
+        if (value instanceof Integer || value instanceof Long || value instanceof BigInteger) {
+            return [value: value as long]
+        }
+        def text = value.toString().trim()
+        return text ==~ /[+-]?\d{1,18}/ ? [value: text as long] : [problem: "must be a whole number, not ${shown(value)}"]
+    }
+    if (type == 'number') {
+        if (value instanceof Number) {
+            return [value: value]
+        }
+        def text = value.toString().trim()
+        return text.isBigDecimal() ? [value: text as BigDecimal] : [problem: "must be a number, not ${shown(value)}"]
+    }
+    // string: a flag given without a value arrives as true
+    if (value instanceof Boolean && value) {
+        return [problem: 'needs a value']
+    }
+    return [value: value.toString()]
+}
+
+def shown(value) {
+    return value instanceof CharSequence ? "'${value}'" : value.toString()
+}
+
+//
+// The declared name closest to a misspelt one: the same letters in another case or with
+// - and _ (Nextflow turns --count-deletions into countDeletions), or at most 2 edits away
+//
+def closestName(name, names) {
+    def same = names.find { candidate -> normalName(candidate) == normalName(name) }
+    if (same) {
+        return same
+    }
+    def best = names.collect { candidate -> [candidate, editDistance(name, candidate)] }.min { pair -> pair[1] }
+    return best && best[1] <= 2 ? best[0] : null
+}
+
+def normalName(text) {
+    return text.toLowerCase().replaceAll(/[-_]/, '')
+}
+
+def editDistance(a, b) {
+    // Levenshtein, one row at a time
+    def last = (1..a.length()).inject((0..b.length()).toList()) { previous, i ->
+        (1..b.length()).inject([i]) { current, j ->
+            def cost = a[i - 1] == b[j - 1] ? 0 : 1
+            current + [[previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost].min()]
+        }
+    }
+    return last[b.length()]
+}
+
+//
+// The options every sample is extracted with (the `bamstore extract` options of the same names).
+// A new extraction parameter is added here, in nextflow_schema.json, nextflow.config and the
+// BAMSTORE_EXTRACT module's command line.
+//
+def extractionSettings(typed) {
+    def names = [
+        'chromosomes', 'min_mapq', 'exclude_flags', 'count_deletions', 'mode', 'extend', 'shift',
+        'chunk_len', 'compression',
+    ]
+    return names.collectEntries { name -> [name, typed[name]] }
+}
+
+//
+// --help: every parameter with its type, default and description, by group
+//
+def helpMessage(schemaPath) {
+    def specs = schemaParameters(schemaPath)
+    def lines = [
+        "${workflow.manifest.name} ${workflow.manifest.version}: ${workflow.manifest.description}",
+        '',
+        'Usage:',
+        '  nextflow run <pipeline> -profile <docker|podman|singularity|apptainer|conda> --input samplesheet.csv --outdir <OUTDIR>',
+    ]
+    def width = specs.keySet().collect { name -> name.length() }.max() + 2
+    specs.groupBy { _name, spec -> spec.group }.each { group, members ->
+        lines << ''
+        lines << "${group}:"
+        members.each { name, spec ->
+            def type = "[${spec.type}]".padRight(10)
+            def extra = spec.required ? ' (required)' : (spec['default'] != null ? " (default: ${spec['default']})" : '')
+            def choices = spec['enum'] ? " One of: ${spec['enum'].join(', ')}." : ''
+            lines << "  --${name.padRight(width)}${type}${spec.description}${choices}${extra}"
+        }
+    }
+    lines << ''
+    lines << 'Every parameter is checked against nextflow_schema.json before any task starts; docs/usage.md has the details.'
+    return lines.join('\n')
+}
+
+//
+// The start of a run: the parameters that differ from their defaults, and where things run
+//
+def paramsSummary(typed, schemaPath) {
+    def specs = schemaParameters(schemaPath)
+    def changed = typed.findAll { name, value -> name != 'trace_report_suffix' && value != specs[name]['default'] }
+    def width = (changed.keySet().collect { name -> name.length() } + [12]).max() + 4
+    def lines = ["${workflow.manifest.name} ${workflow.manifest.version}", 'Parameters that differ from the defaults:']
+    changed.each { name, value -> lines << "  ${('--' + name).padRight(width)}${value}" }
+    lines << "  ${'run name'.padRight(width)}${workflow.runName}"
+    lines << "  ${'profile'.padRight(width)}${workflow.profile}"
+    lines << "  ${'container'.padRight(width)}${workflow.containerEngine ?: 'none (tools from PATH)'}"
+    lines << "  ${'launch dir'.padRight(width)}${workflow.launchDir}"
+    lines << "  ${'work dir'.padRight(width)}${workflow.workDir}"
+    return lines.join('\n')
+}
+
+//
+// pipeline_info/params_<suffix>.json: every parameter, typed
+//
+def dumpParametersToJSON(outdir, suffix, typed) {
+    def target = file("${outdir}/pipeline_info/params_${suffix}.json")
+    target.parent.mkdirs()
+    target.text = groovy.json.JsonOutput.prettyPrint(groovy.json.JsonOutput.toJson(typed))
+}
+
+/*
+========================================================================================
+    THE CODE THE TASKS RUN
+========================================================================================
+*/
+
+//
+// SHA-256 (16 hex digits) of the bamstore package's source as this pipeline ships it: every
+// bamstore task takes it as an input, so a change to the package re-runs the tasks on -resume.
+// Nextflow's task hash covers the script, the inputs and the container's name, but not the
+// code behind a command: neither the package of the checkout (local and conda runs) nor an
+// image rebuilt under the same tag. The image is built from this same source (make image), so
+// the digest follows it too; pin images by digest when they come from elsewhere.
+//
+def packageDigest(root) {
+    def sources = []
+    java.nio.file.Files.walk(root.resolve('bamstore')).withCloseable { paths ->
+        paths.forEach { path ->
+            if (path.toString() ==~ /.*\.(py|pyx|pxd)$/ && !path.toString().contains('__pycache__')) {
+                sources << path
             }
         }
-        values
     }
-    // The copy nf-schema validates: same columns and separator, values trimmed, blank rows
-    // dropped, relative paths made absolute. Entry N of its messages is the N-th sample.
-    def copy = file("${workflow.workDir}/bamstore-samplesheet/${workflow.sessionId}/${sheet.name}")
-    copy.parent.mkdirs()
-    copy.text = ([header] + rows).collect { values -> values.collect { value -> csvField(value, separator) }.join(separator) }.join('\n') + '\n'
-    log.info("Samplesheet ${sheet}: ${rows.size()} samples (relative paths resolved against ${base}); validating ${copy}")
-    return [path: copy, samples: samples]
-}
-
-def isRelativePath(value) {
-    return !(value.startsWith('/') || value ==~ /^[A-Za-z][A-Za-z0-9+.-]*:\/\/.*/)
-}
-
-def csvField(value, separator) {
-    def text = value.toString()
-    if (text.contains(separator) || text.contains('"') || text.contains('\n')) {
-        return '"' + text.replace('"', '""') + '"'
+    sources += ['bin/bamstore', 'pyproject.toml', 'setup.py'].collect { name -> root.resolve(name) }
+    def digest = java.security.MessageDigest.getInstance('SHA-256')
+    sources.collect { path -> [root.relativize(path).toString(), path] }.sort { pair -> pair[0] }.each { pair ->
+        digest.update(pair[0].getBytes('UTF-8'))
+        digest.update(pair[1].bytes)
     }
-    return text
+    return digest.digest().encodeHex().toString().take(16)
 }
 
+/*
+========================================================================================
+    THE CHECKED SAMPLESHEET
+========================================================================================
+*/
+
 //
-// nf-schema reads CSV values that look like numbers as numbers: "10E8" becomes 1.0E+9. A sample
-// name that did not survive that unchanged is refused here rather than renamed.
+// The rows of the checked samplesheet (written by `bamstore check-samplesheet --out`), in
+// order. Its rules were applied by that task; the one check left is the existence of the BAM
+// and index files, made here where they are visible (a container sees only its inputs).
 //
-def checkSampleNames(rows, written) {
-    def names = written as Set
-    def changed = rows.collect { row -> row[0].id.toString() }.findAll { name -> !names.contains(name) }
-    if (changed) {
-        error("Please check input samplesheet -> sample name(s) read as numbers and changed to ${changed.join(', ')}; start such names with a letter (e.g. S${changed[0]})")
+def samplesFromSheet(csv, samplesheet) {
+    def rows = csv.splitCsv(header: true, quote: '"')
+    def problems = []
+    def samples = []
+    rows.eachWithIndex { row, i ->
+        ['bam', 'bai'].each { column ->
+            if (row[column] && !file(row[column]).isFile()) {
+                problems << "sample ${row.sample}: ${column} file ${row[column]} does not exist; fix: check the path (relative paths are resolved against the samplesheet's folder)"
+            }
+        }
+        samples << [
+            meta: [id: row.sample, strandedness: row.strandedness ?: ''],
+            bam: file(row.bam),
+            index: row.bai ? file(row.bai) : [],
+            number: i + 1,
+        ]
     }
+    if (problems) {
+        error("${samplesheet}: ${problems.size()} problem(s) in the samplesheet:\n  " + problems.join('\n  '))
+    }
+    return samples
 }
 
-//
-// The last lines of a run
-//
+/*
+========================================================================================
+    THE END OF A RUN
+========================================================================================
+*/
+
 def completionSummary(outdir, storeName) {
     if (workflow.success) {
-        if (workflow.stats.ignoredCount == 0) {
-            log.info("-[${workflow.manifest.name}]- Pipeline completed successfully: ${outdir}/${storeName}.zarr")
-        }
-        else {
-            log.warn("-[${workflow.manifest.name}]- Pipeline completed successfully, but with errored process(es)")
-        }
+        log.info("-[${workflow.manifest.name}]- Pipeline completed successfully: ${outdir}/${storeName}.zarr")
     }
     else {
-        log.error("-[${workflow.manifest.name}]- Pipeline completed with errors")
+        log.error("-[${workflow.manifest.name}]- Pipeline completed with errors. Fix the cause (the failed task's error above) and re-run with -resume.")
     }
 }

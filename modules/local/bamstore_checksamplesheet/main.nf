@@ -1,0 +1,48 @@
+process BAMSTORE_CHECKSAMPLESHEET {
+    tag "${samplesheet.name}"
+    label 'process_single'
+
+    container "bamstore:0.1.0"
+
+    input:
+    path samplesheet
+    val code_digest   // the bamstore package's digest: a change of its code re-runs the task
+
+    output:
+    path "samplesheet.valid.csv", emit: csv
+    path "versions.yml"         , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    // Every rule of `bamstore check-samplesheet` but the existence of the BAM and index files:
+    // inside a container only the samplesheet's own folder is mounted, so the workflow checks
+    // them where they are visible. Relative paths resolve against the samplesheet's real folder.
+    """
+    bamstore check-samplesheet \\
+        ${samplesheet} \\
+        --out samplesheet.valid.csv \\
+        --no-check-files \\
+        ${args}
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
+        bamstore_code: ${code_digest}
+    END_VERSIONS
+    """
+
+    stub:
+    // the check is cheap and its output drives every later task: run it for real
+    """
+    bamstore check-samplesheet ${samplesheet} --out samplesheet.valid.csv --no-check-files
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
+        bamstore_code: ${code_digest}
+    END_VERSIONS
+    """
+}
