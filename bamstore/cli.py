@@ -598,12 +598,33 @@ def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
     help="Skip the checks that the bam and bai files exist and can be read (the pipeline "
     "checks them where the files are visible; every other rule still applies).",
 )
+@click.option(
+    "--new-samples-for",
+    "cohort",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="An existing store the samples are to be added to: --out lists only the samples it "
+    "does not hold yet (the pipeline's --append_to extracts those).",
+)
 @command_options
-def check_samplesheet(samplesheets: tuple[Path, ...], out: Path | None, check_files: bool) -> None:
+def check_samplesheet(
+    samplesheets: tuple[Path, ...], out: Path | None, check_files: bool, cohort: Path | None
+) -> None:
     """Report every problem of the samplesheet(s) at once, with line numbers."""
-    from bamstore.samplesheet import read_samplesheets, write_normalised
+    from bamstore.samplesheet import read_samplesheets, without_samples, write_normalised
 
     sheet = read_samplesheets(list(samplesheets), check_files=check_files)
+    if cohort is not None:
+        from bamstore.store import read_store_info
+
+        stored = read_store_info(cohort).sample_names
+        sheet, skipped = without_samples(sheet, stored)
+        log.info(
+            "%d of the samples are already in %s and are left out%s",
+            len(skipped),
+            cohort,
+            f": {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}" if skipped else "",
+        )
     if out is not None:
         write_normalised(sheet, out)
     stranded = sum(1 for r in sheet.rows if r.strandedness)
