@@ -3,8 +3,11 @@
 The extension links to pysam's libchtslib by file name and finds it at run time through an rpath
 to the sibling `pysam` package (installed layout) or pysam's build-time directory (in-place builds).
 If no C compiler is available the package still installs and uses the pure-Python kernel.
+The SHA-256 of the .pyx it was built from is compiled in (`SOURCE_SHA256`), so a checkout whose
+.pyx changed after the build is told to rebuild instead of failing inside the kernel.
 """
 
+import hashlib
 import os
 import sys
 
@@ -19,6 +22,8 @@ def coverage_extension():
 
     htslib = next(p for p in pysam.get_libraries() if os.path.basename(p).startswith("libchtslib"))
     pysam_dir = os.path.dirname(htslib)
+    with open("bamstore/_coverage.pyx", "rb") as source:
+        source_sha256 = hashlib.sha256(source.read()).hexdigest()
     ext = Extension(
         "bamstore._coverage",
         ["bamstore/_coverage.pyx"],
@@ -27,7 +32,7 @@ def coverage_extension():
         libraries=[":" + os.path.basename(htslib)],
         runtime_library_dirs=["$ORIGIN/../pysam", pysam_dir],
         extra_compile_args=["-O3"],
-        define_macros=pysam.get_defines(),
+        define_macros=[*pysam.get_defines(), ("BAMSTORE_PYX_SHA256", f'"{source_sha256}"')],
     )
     return cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True)
 

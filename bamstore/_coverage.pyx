@@ -120,6 +120,12 @@ cdef enum:
 
 NEED_DATA = NEED_DATA_CODE  # returned by next_window in fed mode: feed() the next block
 
+cdef extern from *:
+    # setup.py defines it: the SHA-256 of this file as it was compiled (kernel.py compares it
+    # with the file in a source checkout, to say "rebuild" instead of failing on a stale build)
+    const char *BAMSTORE_PYX_SHA256
+SOURCE_SHA256 = BAMSTORE_PYX_SHA256.decode()
+
 
 cdef struct Event:
     int64_t pos

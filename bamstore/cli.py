@@ -180,11 +180,12 @@ def extract_options(func: F) -> F:
         ),
         click.option(
             "--exclude-flags",
-            default="0x704",
+            default=f"{layout.DEFAULT_EXCLUDE_FLAGS:#x}",
             show_default=True,
             callback=_parse_flags,
-            help="Skip reads with any of these flags (samtools depth -G; default: "
-            "unmapped, secondary, QC-fail, duplicate).",
+            help="Skip reads with any of these SAM flags. The value replaces the default 0x704 "
+            "(unmapped, secondary, QC-fail, duplicate): F counts as `samtools depth -g 0x704 -G F` "
+            "(samtools' -G alone adds to its default). Unmapped reads (0x4) never count.",
         ),
         click.option(
             "--count-deletions",

@@ -50,6 +50,28 @@ def summarize(info: StoreInfo) -> dict[str, Any]:
     }
 
 
+def settings_facts(settings: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The counting settings as (label, text) rows, for the text summary and the HTML report."""
+    if not settings:
+        return []
+    detail = {"fragments": "extend", "cutsites": "shift"}.get(settings["mode"])
+    value = settings.get(detail) if detail else None
+    if isinstance(value, list | tuple):
+        value = ",".join(str(x) for x in value)
+    return [
+        (
+            "read filter",
+            f"exclude flags {settings['exclude_flags']:#x}, min MAPQ {settings['min_mapq']}, "
+            f"deletions {'counted' if settings['count_deletions'] else 'not counted'}; "
+            f"chromosomes {settings['chromosome_selection']}",
+        ),
+        (
+            "counting",
+            settings["mode"] + (f" ({detail} {value})" if detail and value is not None else ""),
+        ),
+    ]
+
+
 def format_summary(summary: dict[str, Any], path: str, version: str | None) -> str:
     contigs = summary["contigs"]
     total_bp = sum(c["length"] for c in contigs)
@@ -68,22 +90,8 @@ def format_summary(summary: dict[str, Any], path: str, version: str | None) -> s
         ),
         f"strand       {'yes (_fwd/_rev arrays)' if summary['stranded_arrays'] else 'no'}",
     ]
-    settings = summary.get("settings")
-    if settings:
-        lines.append(
-            f"read filter  exclude flags {settings['exclude_flags']:#x}, min MAPQ "
-            f"{settings['min_mapq']}, deletions "
-            f"{'counted' if settings['count_deletions'] else 'not counted'}; "
-            f"chromosomes {settings['chromosome_selection']}"
-        )
-        detail = {"fragments": "extend", "cutsites": "shift"}.get(settings["mode"])
-        value = settings.get(detail) if detail else None
-        if isinstance(value, list | tuple):
-            value = ",".join(str(x) for x in value)
-        lines.append(
-            f"counting     {settings['mode']}"
-            + (f" ({detail} {value})" if detail and value is not None else "")
-        )
+    for label, text in settings_facts(summary.get("settings")):
+        lines.append(f"{label:<12} {text}")
     cols = summary["metadata_columns"]
     lines.append(f"metadata     {', '.join(cols) if cols else '(none)'}")
     lines.append("")

@@ -13,17 +13,21 @@ count is `ReadFilter`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import pysam
 
 from bamstore.errors import InputError
+from bamstore.layout import DEFAULT_EXCLUDE_FLAGS
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,6 @@ FLAG_REVERSE = 0x10
 FLAG_READ1 = 0x40
 FLAG_READ2 = 0x80
 FLAG_NOT_PRIMARY = 0x900
-DEFAULT_EXCLUDE_FLAGS = 0x704  # unmapped, secondary, QC-fail, duplicate: samtools depth's default
 
 # CIGAR operations that consume the reference (M, D, N, =, X) and those that cover it.
 _REF_OPS = frozenset((0, 2, 3, 7, 8))
@@ -180,7 +183,7 @@ class CoverageReader(Protocol):
 
 
 def is_sense_strand(flag: int, mode: int) -> bool:
-    """QuantNado's strand rules (spec 2b): True means the read goes to the `_fwd` array."""
+    """QuantNado's strand rules (README, strand table): True sends the read to the `_fwd` array."""
     reverse = bool(flag & FLAG_REVERSE)
     if mode == STRAND_MODES["U"]:
         return not reverse
@@ -456,6 +459,7 @@ class PythonCoverageReader:
             return start
 
 
+@functools.cache
 def _compiled_module():
     try:
         import pysam.libchtslib  # noqa: F401  (loads htslib before the extension links to it)
@@ -464,7 +468,29 @@ def _compiled_module():
     except ImportError as exc:  # pragma: no cover - depends on how the package was built
         log.debug("compiled kernel unavailable: %s", exc)
         return None
+    check_compiled_source(_coverage)
     return _coverage
+
+
+class StaleKernelError(InputError):
+    """The compiled kernel was built from another version of bamstore/_coverage.pyx: the
+    user's install to fix (exit 2, one line), not a bug in bamstore."""
+
+
+def check_compiled_source(module: Any) -> None:
+    """In a source checkout (the .pyx beside the extension), the extension must have been built
+    from that very .pyx: an editable install keeps an old build after `git pull`, and its
+    interface may no longer match this module's calls. Installed packages carry no .pyx."""
+    source = Path(module.__file__).with_name("_coverage.pyx")
+    if not source.is_file():
+        return
+    built_from = getattr(module, "SOURCE_SHA256", None)
+    if built_from != hashlib.sha256(source.read_bytes()).hexdigest():
+        raise StaleKernelError(
+            module.__file__,
+            f"the compiled kernel was built from another version of {source.name}",
+            "rebuild it with `make install` (or `pip install -e .`)",
+        )
 
 
 class FedCoverageReader:

@@ -53,6 +53,8 @@ STRUCTURE = "per-chromosome (sample x position)"
 BIN_SIZE = 1
 DEFAULT_CHUNK_LEN = 1_048_576
 SHARD_BY_DEFAULT = False  # new stores' layout (docs/scaling.md says why); records say their own
+# unmapped, secondary, QC-fail, duplicate: samtools depth's default filter (and ours)
+DEFAULT_EXCLUDE_FLAGS = 0x704
 COVERAGE_DTYPE = np.dtype("<u4")
 HASH_PREFIX_BYTES = 16384  # sample_hashes: MD5 of the first 16 KiB of the BAM file (QuantNado)
 HASH_WIDTH = 16
@@ -388,7 +390,7 @@ class StoreSettings:
     chunk_len: int = _setting(DEFAULT_CHUNK_LEN, "--chunk-len", root=True)
     compression: str = _setting("default", "--compression", root=True)
     chromosome_selection: str = _setting("primary", "--chromosomes")
-    exclude_flags: int = _setting(0x704, "--exclude-flags", lambda v: f"{v:#x}")
+    exclude_flags: int = _setting(DEFAULT_EXCLUDE_FLAGS, "--exclude-flags", lambda v: f"{v:#x}")
     min_mapq: int = _setting(0, "--min-mapq")
     count_deletions: bool = _setting(False, "--count-deletions")
     mode: str = _setting("reads", "--mode")

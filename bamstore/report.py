@@ -9,6 +9,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from bamstore.inspect_store import settings_facts
+
 BAR_HEIGHT = 22
 CHART_WIDTH = 640
 LABEL_WIDTH = 180
@@ -50,16 +52,7 @@ def html_report(summary: dict[str, Any], title: str) -> str:
         ("strand arrays", "yes" if summary["stranded_arrays"] else "no"),
         ("metadata columns", ", ".join(summary["metadata_columns"]) or "(none)"),
     ]
-    coverage = (summary.get("settings") or {}).get("coverage") or {}
-    if coverage:
-        facts.append(
-            (
-                "read filter",
-                f"exclude flags {coverage.get('exclude_flags', 0):#x}, min MAPQ "
-                f"{coverage.get('min_mapq')}, deletions "
-                f"{'counted' if coverage.get('count_deletions') else 'not counted'}",
-            )
-        )
+    facts += settings_facts(summary.get("settings"))
     fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
     columns = list(summary["metadata_columns"])
     head = ["sample", "library size", "sparsity %", "strand", "complete", *columns]

@@ -1,4 +1,4 @@
-"""The reading benchmark (issue 13): bamstore summarize/profile/export against deeptools.
+"""The reading benchmark: bamstore summarize/profile/export against deeptools.
 
 Same data on both sides: the consolidated store of the main BAM as N samples, and N bigWigs
 exported from that store by `bamstore export` (so deeptools reads exactly our coverage, zeros
@@ -394,7 +394,7 @@ def compare_profiles(ours: Path, theirs: Path) -> tuple[str, str, bool]:
 
 
 def format_read_section(report: ReadReport) -> list[str]:
-    lines = ["", "## Reading (issue 13): bamstore vs deeptools on the same coverage", ""]
+    lines = ["", "## Reading: bamstore vs deeptools on the same coverage", ""]
     lines += [f"- {item}" for item in report.setup]
     lines += [
         "",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The benchmark of issue 3: bamstore against samtools, mosdepth, pysam.depth and QuantNado.
+"""The core benchmark: bamstore against samtools, mosdepth, pysam.depth and QuantNado.
 
     make bench                             # full run (about 7 min the first time, then 4.5)
     .venv/bin/python benchmarks/run.py --quick
@@ -7,9 +7,9 @@
 Generates (and caches under benchmarks/.cache/) a deterministic 5 M-record paired-end BAM over
 155 Mbp in four contigs and a 5 M-record BAM on one 250 Mbp contig; runs every command as a
 subprocess, once to warm up and then --repeat times, measuring wall time, user+sys CPU and peak
-RSS of the child with os.wait4; prints one markdown table plus the target checks of issue 3
-and saves it to benchmarks/results/latest.md. Outside the timing it checks the benchmarked
-stores against `pysam.depth -a`; a mismatch makes the run exit 1. See benchmarks/README.md.
+RSS of the child with os.wait4; prints one markdown table plus the checks of the speed and
+memory targets (benchmarks/README.md) and saves it to benchmarks/results/latest.md. Outside the
+timing it checks the benchmarked stores against `pysam.depth -a`; a mismatch makes the run exit 1.
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ QUICK_MAIN_CONTIGS = [
 MEM_CONTIGS = [("chr1", 250_000_000)]  # hg38 chr1 length, rounded
 MAIN_SEED, MEM_SEED = 7, 8
 RSS_TARGET_MIB = 300
-MODE_TARGET = 1.2  # issue 12: fragments and cut sites within 1.2x the wall time of read mode
+MODE_TARGET = 1.2  # fragments and cut sites within 1.2x the wall time of read mode
 COUNTING_MODES = ("fragments", "cutsites")
 BUSY_CORES = 0.1  # other processes using more than this during a run: flagged in the table
 MERGE_TARGET = 0.10
 BUILD_TARGET = 3.0
-# issue 3: QuantNado's BamStore.from_bam_files took about 10.6 s per 5 M reads on this machine kind
+# QuantNado's BamStore.from_bam_files took about 10.6 s per 5 M reads on this machine kind
 QUANTNADO_REFERENCE_S = 10.6
 QUANTNADO_REFERENCE_READS = 5_000_000
 QUANTNADO_SCRIPT = (
@@ -602,9 +602,9 @@ def check_rows_equal(
 def expected_mode_coverage(bam: Path, contig: str, length: int, coverage: dict) -> np.ndarray:
     """One contig's coverage in the store's counting mode, from pysam's records and numpy.
 
-    The rules of issue 12, written out independently of the kernels: primary records that pass
-    the read filter; fragments from proper pairs' TLEN (> 0) or single-end spans (or --extend);
-    cut sites at start+P / end-1+M, off-contig ones dropped.
+    The counting modes' rules (README: counting modes), written out independently of the
+    kernels: primary records that pass the read filter; fragments from proper pairs' TLEN (> 0)
+    or single-end spans (or --extend); cut sites at start+P / end-1+M, off-contig ones dropped.
     """
     import pysam
 
@@ -760,7 +760,7 @@ class Report:
     sizes: list[tuple[str, str, str]]  # (what, bytes per sample, note)
     checks: list[tuple[str, str]]  # (what, summary)
     notes: list[str] = field(default_factory=list)
-    read: ReadReport | None = None  # the reading section (issue 13)
+    read: ReadReport | None = None  # the reading section (read_bench.py)
 
 
 def fmt_s(x: float | None) -> str:
@@ -800,7 +800,7 @@ def format_report(report: Report) -> str:
 
 
 def _format_core(report: Report) -> list[str]:
-    """The extraction, merge, build and size tables (issue 3)."""
+    """The extraction, merge, build and size tables."""
     anchors = {row.label: row for row in report.rows if row.label in ANCHORS}
     lines = [f"- {item}" for item in report.setup]
     lines.append("")
@@ -854,7 +854,7 @@ def _format_core(report: Report) -> list[str]:
     ]
     for t in report.targets:
         lines.append(f"| {t.number} | {t.text} | {t.measured} | **{t.verdict}** |")
-    if report.sizes:  # none with --only extract
+    if report.sizes:  # none with --section extract
         lines += [
             "",
             "## Size on disk",
@@ -947,7 +947,7 @@ def run_benchmark(config: Config, args: argparse.Namespace) -> tuple[Report, boo
 
     qn_python: Path | None = None
     qn_text = "not measured (--no-quantnado)"
-    extract_only = args.only == "extract"
+    extract_only = args.section == "extract"
     if config.quantnado and not extract_only:
         qn_python, qn_text = ensure_quantnado(Path(args.quantnado_venv), args.quantnado_python)
 
@@ -1043,7 +1043,7 @@ def run_benchmark(config: Config, args: argparse.Namespace) -> tuple[Report, boo
     )
     mem_row = rows[-1]
 
-    # --- counting modes (issue 12): the same BAMs counted as fragments and as cut sites
+    # --- counting modes: the same BAMs counted as fragments and as cut sites
     main_mode_rows: dict[str, Row] = {}
     mem_mode_rows: dict[str, Row] = {}
     main_mode_stores: dict[str, Path] = {}
@@ -1187,7 +1187,7 @@ def run_benchmark(config: Config, args: argparse.Namespace) -> tuple[Report, boo
             notes.append(f"QuantNado {qn_text}; target 4 uses the issue's reference number.")
         rows.append(
             Row(
-                "QuantNado reference (issue 3)",
+                "QuantNado reference (recorded figure)",
                 f"{n} × {QUANTNADO_REFERENCE_S} s per 5 M reads, sequential",
                 reads=n * main_reads,
                 status="reference, not measured",
@@ -1517,10 +1517,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strict", action="store_true", help="exit 3 if a target FAILs")
     ap.add_argument(
         "--section",
-        choices=("all", "core", "read"),
+        choices=("all", "core", "extract", "read"),
         default="all",
-        help="core: extraction, merge, build, size (issue 3); read: summarize, profile and "
-        "export vs deeptools (issue 13); default both",
+        help="core: extraction, merge, build, size; extract: only the bamstore extract rows "
+        "(every counting mode, both BAMs) and their checks, for a shared machine; read: "
+        "summarize, profile and export vs deeptools; all (default): core and read",
     )
     ap.add_argument(
         "--bamcoverage",
@@ -1533,13 +1534,6 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="reading section: time bamstore only (deeptools takes minutes per command)",
     )
-    ap.add_argument(
-        "--only",
-        choices=["extract"],
-        default=None,
-        help="extract: only the bamstore extract rows (every counting mode, both BAMs) and "
-        "their checks; no anchors, merge, build, QuantNado or sizes (for a shared machine)",
-    )
     args = ap.parse_args(argv)
     config = Config.from_args(args)
     started = time.monotonic()
@@ -1549,7 +1543,7 @@ def main(argv: list[str] | None = None) -> int:
             correct = True
         else:
             report, correct = run_benchmark(config, args)
-        if args.section != "core":
+        if args.section in ("all", "read"):
             built = Path(args.cache_dir) / "work" / "build.zarr"
             read, seconds = run_read_section(config, args, built if args.section == "all" else None)
             report.read = read

@@ -259,7 +259,7 @@ def mode_oracle(
     min_mapq: int = 0,
     strand: str = "",
 ) -> ModeOracle:
-    """Fragment or cut-site coverage per contig, straight from the rules of issue 12.
+    """Fragment or cut-site coverage per contig, straight from the counting modes' rules (README).
 
     Each counted record (primary, passing the filter, starting on a kept contig) adds 1 to a
     slice of a per-contig array: no windows, no difference arrays, nothing shared with the

@@ -153,7 +153,7 @@ def test_table_formatting() -> None:
         row("bamstore extract --threads 2", 2.0, note="main"),
         row("bamstore merge", 0.5, compare=False),
         bench.Row(
-            "QuantNado reference (issue 3)",
+            "QuantNado reference (recorded figure)",
             "8 × 10.6 s",
             reads=40_000_000,
             status="reference, not measured",

@@ -27,6 +27,16 @@ def test_version_and_help(run_cli) -> None:
         assert sub.returncode == 0 and "--debug" in sub.stdout and "--quiet" in sub.stdout
 
 
+def test_exclude_flags_help_says_the_value_replaces_the_default(run_cli) -> None:
+    """`--exclude-flags F` replaces the default filter (samtools' -G adds to it); the oracle in
+    bamfactory.samtools_depth runs `samtools depth -g 0x704 -G F`, the equivalence stated here."""
+    for command in ("extract", "build"):
+        text = " ".join(run_cli(command, "--help").stdout.split())
+        assert "The value replaces the default 0x704" in text
+        assert "samtools depth -g 0x704 -G F" in text
+        assert "Unmapped reads (0x4) never count." in text
+
+
 def test_bin_runs_the_checkout_package(tmp_path: Path) -> None:
     """bin/bamstore imports bamstore from the checkout it sits in, wherever it is called from."""
     code = (

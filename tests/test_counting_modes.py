@@ -48,7 +48,7 @@ def _pair(contig: str, left: int, right: int, tlen: int, cigars=("50M", "50M"), 
 
 
 def mode_edge_reads() -> list[Read]:
-    """Every case issue 12 lists, placed at contig ends and chunk boundaries (1, 7, 64)."""
+    """Every case the counting modes' rules name, at contig ends and chunk boundaries (1, 7, 64)."""
     return [
         *_pair("m1", 0, 70, 120),  # first base
         *_pair("m1", 60, 65, 15, ("10M", "10M"), (F2R1_LEFT, F2R1_RIGHT)),  # crosses 63/64

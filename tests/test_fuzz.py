@@ -8,7 +8,8 @@ kernel. The store must equal samtools depth position for position, fwd + rev mus
 total, and the recorded sums and read count must match.
 
 The same random BAMs, with random TLENs, are also counted as fragments (with or without
---extend) and as cut sites (random --shift), against the independent oracle of issue 12.
+--extend) and as cut sites (random --shift), against the independent oracle
+(bamfactory.mode_oracle).
 """
 
 from __future__ import annotations

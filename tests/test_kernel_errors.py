@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import struct
@@ -154,3 +155,32 @@ def test_unsorted_records_raise_a_typed_error(tmp_path, kernel, mode):
     finally:
         reader.close()
     assert (caught.value.tid, caught.value.prev_pos, caught.value.pos) == (0, 100, 10)
+
+
+def test_a_stale_compiled_kernel_is_named_with_the_fix(tmp_path: Path) -> None:
+    """An extension built from another _coverage.pyx (an editable install after `git pull`)
+    is refused with the command that rebuilds it, before any of its calls can fail."""
+    from types import SimpleNamespace
+
+    from bamstore.kernel import StaleKernelError, check_compiled_source
+
+    (tmp_path / "_coverage.pyx").write_text("# the source as it is now\n")
+    built = tmp_path / "_coverage.cpython-311-x86_64-linux-gnu.so"
+    stale = SimpleNamespace(__file__=str(built), SOURCE_SHA256="0" * 64)
+    with pytest.raises(StaleKernelError, match=r"rebuild it with `make install`"):
+        check_compiled_source(stale)
+    current = hashlib.sha256((tmp_path / "_coverage.pyx").read_bytes()).hexdigest()
+    check_compiled_source(SimpleNamespace(__file__=str(built), SOURCE_SHA256=current))
+    # an installed package has no .pyx beside the extension: nothing to compare
+    (tmp_path / "_coverage.pyx").unlink()
+    check_compiled_source(stale)
+
+
+def test_this_checkout_runs_the_kernel_built_from_its_source() -> None:
+    from bamstore.kernel import _compiled_module
+
+    module = _compiled_module()
+    if module is None:
+        pytest.skip("the compiled kernel is not built")
+    source = Path(module.__file__).with_name("_coverage.pyx")
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == module.SOURCE_SHA256

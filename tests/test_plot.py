@@ -149,3 +149,9 @@ def test_inspect_html_has_table_and_library_chart(store: Path, tmp_path: Path) -
     assert widths[0] / widths[1] == pytest.approx(sizes["x"] / sizes["y"], rel=1e-3)
     for name, size in sizes.items():
         assert f"<td>{name}</td><td>{int(size):,}</td>" in page
+    # the counting settings, as the text summary shows them
+    assert (
+        "<tr><th>read filter</th><td>exclude flags 0x704, min MAPQ 0, deletions not counted;"
+        in page
+    )
+    assert "<tr><th>counting</th><td>reads</td></tr>" in page

@@ -113,7 +113,7 @@ def test_schema_accepts_the_defaults_and_rejects_bad_values(tmp_path: Path) -> N
         ("store_name", ".."),
         ("input", "sheet.xlsx"),
         ("publish_dir_mode", "move"),
-        ("container_registry", "ghcr.io/lab/"),
+        ("container_registry", "registry.example.org/lab/"),
         ("count_deletions", "false"),
         ("slurm_array_size", -1),
         ("slurm_queue", True),

@@ -121,21 +121,17 @@ class CoverageSource:
 
     @classmethod
     def from_group(cls, label: str, root: zarr.Group) -> CoverageSource:
-        attrs = dict(root.attrs)
-        missing = [a for a in layout.REQUIRED_ROOT_ATTRS if a not in attrs]
-        if missing:
+        try:
+            attrs = layout.StoreAttributes.from_json(dict(root.attrs))
+        except layout.FormatError as exc:
             raise QueryError(
                 label,
-                f"lacks root attribute(s) {', '.join(missing)}, so it is not a coverage store",
+                f"{exc}, so it is not a coverage store",
                 "give a store made by bamstore (or QuantNado)",
-            )
-        names = [str(s) for s in attrs["sample_names"]]
-        sizes = {str(k): int(v) for k, v in attrs["chromsizes"].items()}
-        strand_attr = attrs.get("stranded") or {}
-        if isinstance(strand_attr, str):  # older QuantNado stores: one code for all samples
-            stranded = dict.fromkeys(names, strand_attr)
-        else:
-            stranded = {s: str(strand_attr.get(s) or "") for s in names}
+            ) from None
+        names = list(attrs.sample_names)
+        sizes = dict(attrs.contigs)
+        stranded = dict(attrs.stranded)
         meta = root.get(layout.METADATA_GROUP)
         if not isinstance(meta, zarr.Group) or layout.COMPLETED not in meta:
             raise QueryError(label, "has no metadata/completed array", "rebuild the store")
@@ -151,7 +147,7 @@ class CoverageSource:
             root=root,
             sample_names=names,
             chromsizes=sizes,
-            chunk_len=int(attrs["chunk_len"]),
+            chunk_len=attrs.chunk_len,
             stranded=stranded,
             has_strand_arrays=bool(strands),
             completed=completed,

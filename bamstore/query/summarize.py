@@ -1,12 +1,13 @@
 """`bamstore summarize`: one value per BED region and sample (multiBigwigSummary BED-file).
 
 Rows come out in input order, one per BED line, as `chrom start end name` then one column per
-sample. The BED is read in batches (`batch_size`, about 127,000 regions for 8 samples), so memory
-depends on the batch and the samples, never on the length of the BED. Within a batch the regions
-are sorted and reduced chunk by chunk (`reduce`): each chunk is decoded once per batch, and a
-cache carries the last chunks into the next batch, so a BED sorted by position decodes each
-chunk once however long it is; an unsorted BED longer than one batch may decode a chunk once
-per batch that touches it.
+sample. The BED is read in batches (`batch_size`, about 127,000 regions for 8 samples), so the
+working set depends on the batch and the samples, not on the length of the BED (measured peak
+RSS still creeps up by about 8 MiB per 100,000 regions past one batch: benchmarks/README.md).
+Within a batch the regions are sorted and reduced chunk by chunk (`reduce`): each chunk is
+decoded once per batch, and a cache carries the last chunks into the next batch, so a BED
+sorted by position decodes each chunk once however long it is; an unsorted BED longer than one
+batch may decode a chunk once per batch that touches it.
 
 Statistics over a region's positions [start, end): `mean`, `sum`, `max`, `min` of the per-base
 depth. Normalisation (library size = `metadata/total_reads`, as `extract_region`):

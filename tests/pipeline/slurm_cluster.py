@@ -153,22 +153,12 @@ def stop_cluster() -> None:
 # Nextflow
 
 
-def find_nextflow() -> Path:
-    """The Nextflow launcher: $NEXTFLOW, else the one `make nextflow` installs."""
-    launcher = Path(os.environ.get("NEXTFLOW", REPO / ".tools" / "bin" / "nextflow"))
-    if not launcher.is_file():
-        raise FileNotFoundError(
-            f"no Nextflow launcher at {launcher}: run `make nextflow` or set NEXTFLOW"
-        )
-    return launcher
-
-
 @dataclass(frozen=True)
 class TaskAttempt:
     """One task attempt as `nextflow log` reports it."""
 
-    name: str  # "BAMSTORE_EXTRACT (s1)"
-    process: str
+    name: str  # "BAMSTORE:BAMSTORE_EXTRACT (chip_a)"
+    process: str  # "BAMSTORE:BAMSTORE_EXTRACT"
     tag: str | None
     native_id: str
     status: str  # COMPLETED, FAILED, CACHED, ABORTED
@@ -180,10 +170,14 @@ class TaskAttempt:
 LOG_FIELDS = ("name", "process", "tag", "native_id", "status", "attempt", "exit", "workdir")
 
 
-def nextflow_tasks(nextflow: Path, launch_dir: Path, run_name: str) -> list[TaskAttempt]:
+def nextflow_tasks(
+    nextflow: Path, launch_dir: Path, run_name: str, env: dict[str, str]
+) -> list[TaskAttempt]:
+    """Every task attempt of a run, from `nextflow log` in its launch directory."""
     out = subprocess.run(
         [nextflow, "log", run_name, "-f", ",".join(LOG_FIELDS)],
         cwd=launch_dir,
+        env=env,
         capture_output=True,
         text=True,
         check=True,

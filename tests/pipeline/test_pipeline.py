@@ -101,7 +101,7 @@ def test_store_equals_bamstore_build(test_run: Run, tmp_path: Path) -> None:
     attrs = zarr.open_group(str(store), mode="r").attrs
     assert attrs["sample_names"] == TEST_SAMPLES  # samplesheet row order, not sorted
     assert attrs["metadata_condition"] == ["treated", "control", "treated", "control"]
-    assert attrs["bamstore"]["coverage"]["count_deletions"] is False
+    assert attrs["bamstore"]["settings"]["count_deletions"] is False
 
 
 def test_store_is_valid(test_run: Run) -> None:
@@ -423,6 +423,32 @@ def test_bad_params_are_refused_before_any_task(tmp_path: Path) -> None:
         "--store_name: 'a/b': ",
         "--chromsizes: file missing.sizes does not exist",
         "--count_deletions: must be true or false, not 'maybe'",
+    ):
+        assert line in run.output, (line, run.output)
+    assert not task_dirs(tmp_path)
+
+
+def test_slurm_params_are_refused_before_any_task(tmp_path: Path) -> None:
+    """Two mistakes of the slurm profile, caught before anything is submitted: sbatch options
+    given without '=' (Nextflow reads them as a flag and a parameter of their own), and an
+    array size from a -c config, read after the profile built its job arrays."""
+    config = tmp_path / "array_size.config"
+    config.write_text("params.slurm_array_size = 7\n")
+    run = nextflow(
+        REPO,
+        tmp_path,
+        "-profile",
+        "test,slurm",
+        "-c",
+        config,
+        "--slurm_options",
+        "--qos=long",
+    )
+    assert run.returncode != 0
+    for line in (
+        "--slurm_options: needs a value: write --slurm_options='--qos=long --constraint=skylake'",
+        "--qos: unknown parameter",
+        "--slurm_array_size: 7 was set after the slurm profile built its job arrays from 100",
     ):
         assert line in run.output, (line, run.output)
     assert not task_dirs(tmp_path)

@@ -35,27 +35,34 @@ def schemaParameters(schemaPath) {
 def validateParameters(given, schemaPath) {
     def specs = schemaParameters(schemaPath)
     def problems = []
-    given.keySet().findAll { name -> !specs.containsKey(name) }.sort().each { name ->
+    def unknown = given.keySet().findAll { name -> !specs.containsKey(name) && !(name in profileParameters()) }
+    unknown.sort().each { name ->
         def hint = closestName(name, specs.keySet())
         problems << "--${name}: unknown parameter" + (hint ? " (did you mean --${hint}?)" : '')
     }
     def typed = [:]
     specs.each { name, spec ->
-        def result = typedValue(given[name], spec)
+        def result = typedValue(name, given[name], spec)
         if (result.problem) {
             problems << "--${name}: ${result.problem}"
         }
         typed[name] = result.value
     }
+    problems += slurmProfileProblems(given, typed)
     if (problems) {
         error("Invalid parameters (run with --help to list them):\n  " + problems.join('\n  '))
     }
     return typed
 }
 
-def typedValue(value, spec) {
+def typedValue(name, value, spec) {
     if (value == null || value == '') {
         return spec.required ? [problem: "required: ${spec.description}"] : [value: null]
+    }
+    // a flag without a value arrives as true; `--slurm_options --qos=long` also makes Nextflow
+    // read --qos=long as a parameter of its own (reported as unknown)
+    if (spec.type == 'string' && value == true) {
+        return [problem: "needs a value: write --${name}='${spec.examples ? spec.examples[0] : '...'}'"]
     }
     def converted = convertType(value, spec.type)
     if (converted.problem) {
@@ -105,11 +112,37 @@ def convertType(value, type) {
         def text = value.toString().trim()
         return text.isBigDecimal() ? [value: text as BigDecimal] : [problem: "must be a number, not ${shown(value)}"]
     }
-    // string: a flag given without a value arrives as true
-    if (value instanceof Boolean && value) {
-        return [problem: 'needs a value']
-    }
     return [value: value.toString()]
+}
+
+/*
+========================================================================================
+    THE SLURM PROFILE (conf/slurm.config)
+========================================================================================
+*/
+
+//
+// Parameters a profile sets for the pipeline's own checks, not for users: conf/slurm.config
+// records the slurm_array_size it built its job arrays and queue size from
+//
+def profileParameters() {
+    return ['slurm_profile_array_size']
+}
+
+//
+// The job arrays are built when Nextflow reads the profile, before any -c config: a
+// slurm_array_size set in a -c config arrives too late to change them, so the run is refused
+// rather than run with arrays of another size than asked for
+//
+def slurmProfileProblems(given, typed) {
+    def applied = given.slurm_profile_array_size
+    def wanted = typed.slurm_array_size
+    if (applied == null || wanted == null || (applied as long) == wanted) {
+        return []
+    }
+    return [
+        "--slurm_array_size: ${wanted} was set after the slurm profile built its job arrays from ${applied} (a -c config is read after the profiles): give --slurm_array_size ${wanted} on the command line or in -params-file"
+    ]
 }
 
 def shown(value) {
