@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-pipeline lint bench quantnado nextflow image lock clean slurm-up \
+.PHONY: install demo test test-pipeline lint bench bench-scale quantnado nextflow image lock clean slurm-up \
         slurm-down test-slurm
 
 # Nextflow from Maven Central (tools/nextflow/pom.xml), launched by .tools/bin/nextflow
@@ -65,6 +65,9 @@ quantnado: install  ## QuantNado 0.4.3 in .venv-quantnado (Python >= 3.12): the 
 
 bench: install  ## benchmark table (benchmarks/README.md); BENCH_ARGS=--quick for a short run
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+bench-scale: install  ## merge and append of 100/1,000/5,000-sample cohorts, with and without --shard (docs/scaling.md)
+	$(BIN)/python benchmarks/scale.py $(BENCH_ARGS)
 
 image:  ## the pipeline's image, localhost/bamstore:<version>, with podman (docs/containers.md)
 	bash containers/build-image.sh

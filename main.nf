@@ -36,6 +36,12 @@ workflow {
         log.info(paramsSummary(opts, schema))
         dumpParametersToJSON(opts.outdir, opts.trace_report_suffix, opts)
 
+        // The grown store is published beside the one it grows, never over it
+        def append_to = opts.append_to ? file(opts.append_to, type: 'dir') : []
+        if (append_to && append_to.toAbsolutePath().normalize() == file("${opts.outdir}/${opts.store_name}.zarr").toAbsolutePath().normalize()) {
+            error("--append_to ${opts.append_to} is the store this run would publish: give another --store_name or --outdir (the new store replaces nothing)")
+        }
+
         def fasta = opts.fasta ? file(opts.fasta) : []
         def fasta_fai = opts.fasta && file("${opts.fasta}.fai").exists() ? file("${opts.fasta}.fai") : []
 
@@ -50,6 +56,7 @@ workflow {
             fasta,
             fasta_fai,
             packageDigest(projectDir),
+            append_to,
         )
 
         //

@@ -296,6 +296,7 @@ def build_samples(
             overwrite=overwrite,
             copy=copy,
             threads=options.threads,
+            shard=options.shard,
         )
         if not keep_parts:
             remove_parts(parts_dir, [job.part for job in all_jobs])
@@ -320,8 +321,9 @@ def summary_lines(result: BuildResult) -> list[str]:
         f" ({len(result.extracted)} extracted, {len(result.reused)} reused)"
     ]
     if merge is not None:
+        files = "shard files" if merge.sharded else "chunk files"
         lines.append(
-            f"merge: {merge.chunks_linked} chunks linked, {merge.chunks_copied} copied, "
+            f"merge: {merge.chunks_linked} {files} linked, {merge.chunks_copied} copied, "
             f"{merge.seconds:.1f} s"
         )
     return lines

@@ -81,9 +81,11 @@ def command_options(func: F) -> F:
                 and exc.errno in _SPACE_ERRNOS
                 and func.__name__ in ("extract", "merge", "build")  # staged, published by rename
             ):
-                # Out of space: name the output, not the temporary file (already removed).
+                # Out of space: name the output, not the temporary file (already removed);
+                # merge --replace writes over its first store.
+                output = kwargs.get("out") or next(iter(kwargs.get("parts") or ()), "output")
                 click.echo(
-                    f"bamstore: error: {kwargs['out']}: cannot be written: {exc.strerror}; "
+                    f"bamstore: error: {output}: cannot be written: {exc.strerror}; "
                     "nothing was published and the partial output was removed; "
                     f"fix: {_SPACE_ERRNOS[exc.errno]}, then re-run",
                     err=True,
@@ -232,6 +234,14 @@ def extract_options(func: F) -> F:
             help="default: blosc zstd 3; fast: zstd 1; none (as QuantNado).",
         ),
         click.option(
+            "--shard/--no-shard",
+            default=layout.SHARD_BY_DEFAULT,
+            show_default=True,
+            help="Store each sample's row of a contig as one file (a Zarr v3 shard of "
+            "(1, chunk-len) chunks, which QuantNado reads unchanged) instead of one file per "
+            "chunk: at most samples x contigs files (docs/scaling.md).",
+        ),
+        click.option(
             "--reference",
             type=click.Path(path_type=Path),
             default=None,
@@ -275,6 +285,7 @@ def _extract_settings(kw: dict[str, Any], strandedness: str = ""):
         reference=kw["reference"],
         threads=kw["threads"],
         tmp_dir=kw["tmp_dir"],
+        shard=kw["shard"],
     )
 
 
@@ -337,7 +348,19 @@ def extract(
 
 @main.command()
 @click.argument("parts", nargs=-1, type=click.Path(path_type=Path))
-@out_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output store, NAME.zarr (missing folders above it are created); not with --replace.",
+)
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Add samples to an existing cohort in place: the first PARTS store is replaced by "
+    "the merge, in one atomic swap once it is complete and checked (its files are linked, "
+    "not copied; it survives any failure).",
+)
 @click.option(
     "--parts-file",
     type=click.Path(path_type=Path),
@@ -356,6 +379,12 @@ def extract(
     show_default=True,
     help="Column of --metadata that holds the sample names.",
 )
+@click.option(
+    "--shard/--no-shard",
+    default=None,
+    help="One file per sample row per contig (Zarr v3 sharding), or one file per chunk; parts "
+    "stored the other way are converted as bytes [default: as the first store].",
+)
 @overwrite_option
 @copy_option
 @click.option(
@@ -363,34 +392,50 @@ def extract(
     type=click.IntRange(1),
     default=1,
     show_default=True,
-    help="Threads for the post-merge check.",
+    help="Threads for placing and checking rows.",
 )
 @command_options
 def merge(
     parts: tuple[Path, ...],
-    out: Path,
+    out: Path | None,
+    replace: bool,
     parts_file: Path | None,
     metadata: Path | None,
     sample_column: str,
+    shard: bool | None,
     overwrite: bool,
     copy: bool,
     threads: int,
 ) -> None:
-    """Per-sample stores → one consolidated store (sample order as given)."""
-    from bamstore.merge import merge_stores, read_parts_file
+    """Per-sample stores → one consolidated store (sample order as given).
+
+    Stores that already hold several samples merge like per-sample ones, so a cohort grows by
+    merging it with the new samples' stores: `--out NEW.zarr COHORT.zarr NEW_PARTS...` writes a
+    new store, `--replace COHORT.zarr NEW_PARTS...` replaces the cohort in place.
+    """
+    from bamstore.merge import append_samples, merge_stores, read_parts_file
     from bamstore.samplesheet import read_metadata_table
 
     paths = list(parts) + (read_parts_file(parts_file) if parts_file else [])
+    if replace and (out is not None or overwrite):
+        raise click.UsageError("--replace publishes at the first store's path: omit --out")
+    if not replace and out is None:
+        raise click.UsageError("give --out NAME.zarr, or --replace to update the first store")
+    if replace and not paths:
+        raise click.UsageError("--replace needs the store to add samples to, then the parts")
     tables = [read_metadata_table(metadata, sample_column)] if metadata else []
-    result = merge_stores(
-        paths,
-        out,
-        metadata_tables=tables,
-        metadata_source=str(metadata),
-        overwrite=overwrite,
-        copy=copy,
-        threads=threads,
-    )
+    merge_args: dict[str, Any] = {
+        "metadata_tables": tables,
+        "metadata_source": str(metadata),
+        "copy": copy,
+        "threads": threads,
+        "shard": shard,
+    }
+    if replace:
+        result = append_samples(paths[0], paths[1:], **merge_args)
+    else:
+        assert out is not None
+        result = merge_stores(paths, out, overwrite=overwrite, **merge_args)
     for part in result.reordered:
         log.info(
             "%s lists its contigs in another order than %s; the store follows %s's order",
@@ -398,13 +443,17 @@ def merge(
             paths[0],
             paths[0].name,
         )
+    files = "shard files" if result.sharded else "chunk files"
+    converted = f", {result.rows_converted} rows converted" if result.rows_converted else ""
     log.info(
-        "merged %d samples into %s in %.1f s (%d chunks linked, %d copied)",
+        "merged %d samples into %s in %.1f s (%d %s linked, %d copied%s)",
         len(result.sample_names),
-        out,
+        result.out,
         result.seconds,
         result.chunks_linked,
+        files,
         result.chunks_copied,
+        converted,
     )
 
 
@@ -554,12 +603,33 @@ def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
     help="Skip the checks that the bam and bai files exist and can be read (the pipeline "
     "checks them where the files are visible; every other rule still applies).",
 )
+@click.option(
+    "--new-samples-for",
+    "cohort",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="An existing store the samples are to be added to: --out lists only the samples it "
+    "does not hold yet (the pipeline's --append_to extracts those).",
+)
 @command_options
-def check_samplesheet(samplesheets: tuple[Path, ...], out: Path | None, check_files: bool) -> None:
+def check_samplesheet(
+    samplesheets: tuple[Path, ...], out: Path | None, check_files: bool, cohort: Path | None
+) -> None:
     """Report every problem of the samplesheet(s) at once, with line numbers."""
-    from bamstore.samplesheet import read_samplesheets, write_normalised
+    from bamstore.samplesheet import read_samplesheets, without_samples, write_normalised
 
     sheet = read_samplesheets(list(samplesheets), check_files=check_files)
+    if cohort is not None:
+        from bamstore.store import read_store_info
+
+        stored = read_store_info(cohort).sample_names
+        sheet, skipped = without_samples(sheet, stored)
+        log.info(
+            "%d of the samples are already in %s and are left out%s",
+            len(skipped),
+            cohort,
+            f": {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}" if skipped else "",
+        )
     if out is not None:
         write_normalised(sheet, out)
     stranded = sum(1 for r in sheet.rows if r.strandedness)

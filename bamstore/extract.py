@@ -59,7 +59,7 @@ from bamstore.samplesheet import (
     sample_name_problem,
     strandedness_problem,
 )
-from bamstore.writer import StoreWriter
+from bamstore.writer import ContigRows, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class ExtractOptions:
     threads: int = 1
     kernel: KernelName | None = None
     tmp_dir: Path | None = None
+    shard: bool = layout.SHARD_BY_DEFAULT
 
     def __post_init__(self) -> None:
         if self.chunk_len < 1:
@@ -134,6 +135,7 @@ class ExtractOptions:
             chromosomes=settings.chromosome_selection,
             chunk_len=settings.chunk_len,
             compression=settings.compression,
+            shard=settings.shard,
             **other,
         )
 
@@ -146,6 +148,7 @@ class ExtractOptions:
             chunk_len=self.chunk_len,
             compression=layout.compression_profile(self.compression).name,
             chromosome_selection=rule if isinstance(rule, str) else ",".join(rule),
+            shard=self.shard,
         )
 
 
@@ -259,24 +262,36 @@ def _count_windows(
     failure: list[BaseException] = []
     stop = threading.Event()
 
+    kinds = ("total", "fwd", "rev") if stranded else ("total",)
+
     def encode_and_write(
-        bufs: _WindowBuffers, contig: str, col: int, has: tuple[bool, ...], result: ContigResult
+        bufs: _WindowBuffers,
+        rows: ContigRows,
+        ticket: int,
+        col: int,
+        has: tuple[bool, ...],
+        result: ContigResult,
     ) -> None:
+        chunks: list[bytes | None] = [None] * len(kinds)
         try:
-            arrays = [("total", contig, bufs.total, has[0])]
-            if stranded:
-                fwd_name, rev_name = layout.strand_array_names(contig)
-                arrays += [("fwd", fwd_name, bufs.fwd, has[1]), ("rev", rev_name, bufs.rev, has[2])]
-            for kind, name, values, nonzero in arrays:
-                if nonzero:  # all-zero chunks are not stored (zarr's write_empty_chunks=False)
-                    data = encoder.encode(values)
-                    writer.write_chunk(name, 0, col, data)
+            values = (bufs.total, bufs.fwd, bufs.rev)
+            for i in range(len(kinds)):
+                if has[i]:  # all-zero chunks are not stored (zarr's write_empty_chunks=False)
+                    chunks[i] = encoder.encode(values[i])
+        except BaseException as exc:
+            failure.append(exc)
+            stop.set()
+            chunks = [None] * len(kinds)
+        finally:
+            free.put(bufs)
+        try:
+            rows.put(ticket, col, chunks)  # every ticket is put, so a sharded row never waits
+            for kind, data in zip(kinds, chunks, strict=True):
+                if data is not None:
                     result.chunk_crcs[kind].append((col, zlib.crc32(data)))
         except BaseException as exc:
             failure.append(exc)
             stop.set()
-        finally:
-            free.put(bufs)
 
     results: dict[str, ContigResult] = {}
     tids = alignment.tids
@@ -284,6 +299,9 @@ def _count_windows(
     for name, length in contigs if order is None else order:
         started = time.monotonic()
         result = ContigResult(name, length)
+        rows = writer.contig_rows(
+            layout.coverage_array_names([name], stranded), 0, length, 2 * (workers + 2)
+        )
         reader.start_contig(tids[name], length)
         while not stop.is_set():
             if cancel is not None and cancel.is_set():
@@ -296,11 +314,11 @@ def _count_windows(
                 free.put(bufs)
                 break
             has = (reader.window_has_total, reader.window_has_fwd, reader.window_has_rev)
-            futures.append(
-                pool.submit(encode_and_write, bufs, name, start // options.chunk_len, has, result)
-            )
+            col = start // options.chunk_len
+            futures.append(pool.submit(encode_and_write, bufs, rows, rows.take(), col, has, result))
         if stop.is_set():
             break
+        rows.finish()
         for key in (
             "sum_total",
             "sum_fwd",
@@ -459,6 +477,9 @@ def count_sample(
             results = _count_windows(
                 reader, alignment, contigs, writer, options, sample, pool, cancel
             )
+        except BaseException:
+            writer.abort_rows()  # unfinished shards: their files are closed and removed
+            raise
         finally:
             reader.close()
     return SampleResult(
@@ -666,6 +687,7 @@ def extract_sample(
             stranded=bool(options.strandedness),
             chunk_len=options.chunk_len,
             profile=layout.compression_profile(options.compression),
+            sharded=options.shard,
         )
         if streamed is not None:
             result = count_stream(streamed, contigs, writer, options, sample, cancel)

@@ -42,6 +42,7 @@ def summarize(info: StoreInfo) -> dict[str, Any]:
         "chunk_len": info.chunk_len,
         "compression": info.compression,
         "stranded_arrays": info.has_strand_arrays,
+        "sharded": info.sharded,
         "contigs": [{"name": n, "length": length} for n, length in info.contigs],
         "settings": dataclasses.asdict(settings) if settings else None,
         "metadata_columns": info.metadata_columns,
@@ -81,7 +82,12 @@ def format_summary(summary: dict[str, Any], path: str, version: str | None) -> s
         f"contigs      {len(contigs)} ({total_bp:,} bp): "
         + ", ".join(c["name"] for c in contigs[:8])
         + (" ..." if len(contigs) > 8 else ""),
-        f"chunks       (1, {summary['chunk_len']:,}), compression {summary['compression']}",
+        f"chunks       (1, {summary['chunk_len']:,}), compression {summary['compression']}; "
+        + (
+            "sharded: one file per sample per contig"
+            if summary["sharded"]
+            else "one file per chunk (unsharded)"
+        ),
         f"strand       {'yes (_fwd/_rev arrays)' if summary['stranded_arrays'] else 'no'}",
     ]
     for label, text in settings_facts(summary.get("settings")):

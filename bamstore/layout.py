@@ -52,6 +52,7 @@ CHUNK_FOLDER = "c"  # zarr v3 default chunk key encoding: <array>/c/<row>/<col>
 STRUCTURE = "per-chromosome (sample x position)"
 BIN_SIZE = 1
 DEFAULT_CHUNK_LEN = 1_048_576
+SHARD_BY_DEFAULT = False  # new stores' layout (docs/scaling.md says why); records say their own
 # unmapped, secondary, QC-fail, duplicate: samtools depth's default filter (and ours)
 DEFAULT_EXCLUDE_FLAGS = 0x704
 COVERAGE_DTYPE = np.dtype("<u4")
@@ -379,6 +380,11 @@ class StoreSettings:
     `CountingMode` (`from_counting` fails for a field of theirs that is not recorded here).
     chunk_len and compression are QuantNado's root attributes, so the `bamstore` record does not
     repeat them (`root=True`).
+
+    `shard` says how the chunks are stored (one file per chunk, or one zarr v3 shard per sample
+    row per contig: `bamstore.shard`), not what they hold, so it is a storage setting
+    (`storage=True`): `differences` leaves it out, and merge converts a part stored the other
+    way (without decoding) instead of refusing it.
     """
 
     chunk_len: int = _setting(DEFAULT_CHUNK_LEN, "--chunk-len", root=True)
@@ -393,6 +399,7 @@ class StoreSettings:
         None, "--shift", lambda v: "none" if v is None else f"{v[0]},{v[1]}"
     )
     coverage_definition: str = _setting(COVERAGE_DEFINITION, "bamstore version")
+    shard: bool = _setting(False, "--shard", storage=True)
 
     def __post_init__(self) -> None:
         if self.shift is not None:  # JSON gives a list; compare as the tuple the kernel uses
@@ -428,11 +435,13 @@ class StoreSettings:
         return cls(chunk_len=chunk_len, compression=compression, **data)
 
     def differences(self, other: StoreSettings) -> list[SettingDifference]:
-        """The settings whose values differ, in declaration order."""
+        """The settings that decide values and differ, in declaration order (storage settings
+        such as `shard` are left out: stores that differ only in them hold the same values)."""
         return [
             SettingDifference(f.name, f.metadata["option"], f.metadata["show"], mine, theirs)
             for f in dataclasses.fields(self)
-            if (mine := getattr(self, f.name)) != (theirs := getattr(other, f.name))
+            if not f.metadata.get("storage")
+            and (mine := getattr(self, f.name)) != (theirs := getattr(other, f.name))
         ]
 
 

@@ -2,9 +2,16 @@
 
 Row r of a part's array `<contig>/c/r/<col>` becomes row R of the store's array
 `<contig>/c/R/<col>`: the bytes are the same because parts share chunk_len and codecs (checked).
-Files are hard-linked when the filesystem allows (zarr replaces chunk files atomically, so a
-later write to either store never changes the other) and copied otherwise. Parts are never
-modified.
+In a sharded store a row is one shard file `<contig>/c/r/0`, placed the same way. Files are
+hard-linked when the filesystem allows (zarr and `shard.ShardWriter` replace files atomically,
+so a later write to either store never changes the other) and copied otherwise. Parts are never
+modified. A part stored in the other layout is converted row by row, as bytes (`rows.place_row`):
+the store's layout is `shard` if given, else the first part's, so appending samples to a
+sharded cohort keeps it sharded.
+
+Growing a cohort is a merge whose first part is the existing store: its files are linked into
+the new store, the new samples follow, and `replace_store` publishes the result at the old
+store's path in one atomic swap (`publish.staged_output`).
 
 Nothing corrupt is published: as each part row is placed, the placed chunk files are read once
 and checked against the digests recorded at extraction. A hard link is the same inode as the
@@ -28,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -37,7 +45,9 @@ from bamstore import layout
 from bamstore.bam_input import check_same_contigs
 from bamstore.errors import InputError, InputErrors
 from bamstore.publish import check_output_path, remove_tree, staged_output
+from bamstore.rows import ArrayLayout, chunk_codecs, place_row
 from bamstore.samplesheet import metadata_columns, unknown_samples
+from bamstore.shard import DamagedShardError
 from bamstore.store import StoreInfo, read_store_info
 from bamstore.writer import StoreWriter
 
@@ -55,12 +65,16 @@ _LINK_UNSUPPORTED = {
 
 @dataclass
 class MergeResult:
+    """What a merge did; files are chunk files, or shards in a sharded store."""
+
     out: Path
     sample_names: list[str]
     chunks_linked: int
     chunks_copied: int
     seconds: float
     reordered: list[Path] = field(default_factory=list)  # parts listing the contigs otherwise
+    sharded: bool = False
+    rows_converted: int = 0  # part rows stored in the other layout, packed or cut as bytes
 
 
 def read_parts_file(path: Path) -> list[Path]:
@@ -129,7 +143,8 @@ def fit_problems(
         ]
     if isinstance(target, StoreInfo) and not problems and info.contigs:
         contig = info.contigs[0][0]  # same settings, so the codecs must be the same too
-        if info.array_document(contig)["codecs"] != target.array_document(contig)["codecs"]:
+        mine_codecs = chunk_codecs(info.array_document(contig))
+        if mine_codecs != chunk_codecs(target.array_document(contig)):
             problems.append(
                 InputError(
                     info.path,
@@ -174,6 +189,7 @@ class _ChunkPlacer:
         self.link = not copy
         self.linked = 0
         self.copied = 0
+        self.converted = 0  # rows packed into a shard or cut into chunk files
         self._lock = threading.Lock()
 
     def place(self, src: Path, dst: Path) -> None:
@@ -193,6 +209,10 @@ class _ChunkPlacer:
         with self._lock:
             self.copied += 1
 
+    def count_converted(self) -> None:
+        with self._lock:
+            self.converted += 1
+
 
 @dataclass(frozen=True)
 class _RowJob:
@@ -206,33 +226,58 @@ class _RowJob:
 
 
 def _place_rows(
-    jobs: Sequence[_RowJob], target: Path, placer: _ChunkPlacer, threads: int
+    jobs: Sequence[_RowJob],
+    target: Path,
+    target_layouts: Mapping[str, ArrayLayout],
+    placer: _ChunkPlacer,
+    threads: int,
 ) -> list[str]:
-    """Place every job's chunk files and check each placed row against the digest recorded at
-    extraction; return the problems (none: all placed and sound)."""
+    """Place every job's rows (chunk files or shards, converted to the target's layout where
+    the part's differs) and check each placed row against the digest recorded at extraction;
+    return the problems (none: all placed and sound)."""
     tasks = []
+    part_layouts: dict[Path, dict[str, ArrayLayout]] = {}
     for job in jobs:
         part = job.part
+        if part.path not in part_layouts:
+            part_layouts[part.path] = part.array_layouts()
         for array_row in job.record.rows(part.attrs.contig_names, part.has_strand_arrays):
             tasks.append((job, array_row))
 
     def place(task: tuple[_RowJob, layout.ArrayRow]) -> str | None:
         job, array_row = task
-        files = layout.row_chunk_files(job.part.path, array_row.array, job.part_row)
-        crcs = []
-        if files:
-            folder = layout.row_folder(target, array_row.array, job.row)
-            folder.mkdir(parents=True, exist_ok=True)
-            for col, src in files.items():
-                dst = folder / str(col)
-                placer.place(src, dst)
-                crcs.append((col, layout.file_crc32(dst)))
+        array, part_layout = array_row.array, part_layouts[job.part.path][array_row.array]
+        try:
+            crcs, converted = place_row(
+                array,
+                (job.part.path, job.part_row, part_layout),
+                (target, job.row, target_layouts[array]),
+                placer.place,
+            )
+        except DamagedShardError as exc:
+            return _damaged_problem(job.name, array, exc, job.part.path, job.part_row)
+        if converted:
+            placer.count_converted()
         return _digest_problem(
-            job.name, array_row, crcs, f"{len(files)} chunk files in {job.part.path}"
+            job.name, array_row, crcs, f"{_files(part_layout, crcs)} in {job.part.path}"
         )
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return [p for p in pool.map(place, tasks) if p]
+
+
+def _files(array_layout: ArrayLayout, crcs: list[tuple[int, int]]) -> str:
+    """What was read of a row, for a digest problem."""
+    if array_layout.sharded:
+        return f"a shard of {len(crcs)} chunks"
+    return f"{len(crcs)} chunk files"
+
+
+def _damaged_problem(name: str, array: str, exc: DamagedShardError, store: Path, row: int) -> str:
+    """The problem of a row whose shard cannot be read, naming the shard in `store` (a hard
+    link is the same file; a damaged copy or packed shard comes from a damaged source)."""
+    shard_file = layout.chunk_path(store, array, row, 0)
+    return f"sample {name!r}, array {array!r}: shard {shard_file} is damaged: {exc.reason}"
 
 
 def _digest_problem(
@@ -285,11 +330,20 @@ def verify_rows(
         for array_row in record.rows(attrs.contig_names, attrs.has_strand_arrays):
             jobs.append((names[row], row, array_row))
 
+    layouts = {
+        array: ArrayLayout(length, attrs.chunk_len, attrs.bamstore.settings.shard)
+        for contig, length in attrs.contigs
+        for array in layout.coverage_array_names([contig], attrs.has_strand_arrays)
+    }
+
     def check(job: tuple[str, int, layout.ArrayRow]) -> str | None:
         name, row, array_row = job
-        files = layout.row_chunk_files(store, array_row.array, row)
-        crcs = [(col, layout.file_crc32(f)) for col, f in files.items()]
-        return _digest_problem(name, array_row, crcs, f"{len(files)} chunk files")
+        array_layout = layouts[array_row.array]
+        try:
+            crcs = array_layout.chunk_crcs(store, array_row.array, row)
+        except DamagedShardError as exc:
+            return _damaged_problem(name, array_row.array, exc, Path("."), row)
+        return _digest_problem(name, array_row, crcs, _files(array_layout, crcs))
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return [p for p in pool.map(check, jobs) if p]
@@ -304,48 +358,38 @@ def merge_stores(
     overwrite: bool = False,
     copy: bool = False,
     threads: int = 1,
+    shard: bool | None = None,
 ) -> MergeResult:
     """Merge `parts` (in the given order) into a new store published atomically at `out`.
 
     The store lists the contigs in the first part's order; a part whose header listed the
-    same contigs in another order joins it (its records are reordered).
+    same contigs in another order joins it (its records are reordered). Its rows are sharded
+    if `shard`, unsharded if False, and stored as the first part's if None. `out` may be the
+    first part itself with `overwrite` (`append_samples`): the parts are read under the
+    output's lock, and the old store is replaced only once the new one is complete.
     """
     started = time.monotonic()
     if not parts:
         raise InputError(None, "no stores to merge", "give per-sample stores or --parts-file")
     check_output_path(out, overwrite=overwrite)
-    infos = [read_store_info(p) for p in parts]
-    check_parts(infos)
-    first = infos[0]
-    assert first.record is not None
-    order = first.attrs.contig_names
-    reordered = [info.path for info in infos[1:] if info.attrs.contig_names != order]
-    names = [n for info in infos for n in info.sample_names]
-    stranded = {n: code for info in infos for n, code in info.stranded.items()}
-    records = {n: r for info in infos for n, r in _records_in_order(info, order).items()}
-    for table in metadata_tables:
-        extra = unknown_samples(table, names)
-        if extra:
-            log.warning(
-                "%s: rows for samples not in the store are ignored: %s",
-                metadata_source,
-                ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else ""),
-            )
-    part_tables = [
-        {
-            n: {c: v[i] for c, v in info.attrs.metadata.items()}
-            for i, n in enumerate(info.sample_names)
-        }
-        for info in infos
-    ]
-    columns = metadata_columns(names, [*part_tables, *metadata_tables], metadata_source)
-    layout_check = layout.contig_name_problems(order, any(stranded.values()))
-    if layout_check:
-        name, problem = layout_check[0]
-        raise InputError(first.path, f"contig {name!r} cannot be stored: {problem}", None)
-    placer = _ChunkPlacer(copy)
-    meta = layout.MetadataArrays.concatenate([info.metadata_arrays for info in infos])
     with staged_output(out, overwrite=overwrite) as tmp:
+        infos = [read_store_info(p) for p in parts]
+        check_parts(infos)
+        first = infos[0]
+        assert first.record is not None
+        order = first.attrs.contig_names
+        reordered = [info.path for info in infos[1:] if info.attrs.contig_names != order]
+        names = [n for info in infos for n in info.sample_names]
+        stranded = {n: code for info in infos for n, code in info.stranded.items()}
+        records = {n: r for info in infos for n, r in _records_in_order(info, order).items()}
+        columns = _metadata(infos, names, metadata_tables, metadata_source)
+        layout_check = layout.contig_name_problems(order, any(stranded.values()))
+        if layout_check:
+            name, problem = layout_check[0]
+            raise InputError(first.path, f"contig {name!r} cannot be stored: {problem}", None)
+        sharded = first.sharded if shard is None else shard
+        placer = _ChunkPlacer(copy)
+        meta = layout.MetadataArrays.concatenate([info.metadata_arrays for info in infos])
         writer = StoreWriter(
             tmp,
             first.contigs,
@@ -353,15 +397,22 @@ def merge_stores(
             stranded=any(stranded.values()),
             chunk_len=first.chunk_len,
             profile=layout.compression_profile(first.compression),
+            sharded=sharded,
         )
         jobs = []
         for info in infos:
             for part_row, name in enumerate(info.sample_names):
                 jobs.append(_RowJob(info, part_row, name, len(jobs), info.record.samples[name]))  # type: ignore[union-attr]
-        problems = _place_rows(jobs, tmp, placer, threads)
+        target_layouts = {
+            array: writer.array_layout(length)
+            for contig, length in first.contigs
+            for array in layout.coverage_array_names([contig], writer.stranded)
+        }
+        problems = _place_rows(jobs, tmp, target_layouts, placer, threads)
         if problems:
             raise _refuse(out, problems)
         writer.write_metadata(meta)
+        record = first.record.with_samples(records)
         writer.write_root_attributes(
             layout.StoreAttributes(
                 contigs=tuple(first.contigs),
@@ -371,11 +422,65 @@ def merge_stores(
                 stranded=stranded,
                 metadata=columns,
                 average_sparsity=layout.average_sparsity(meta.sparsity.tolist()),
-                bamstore=first.record.with_samples(records),
+                bamstore=dataclasses.replace(
+                    record, settings=dataclasses.replace(record.settings, shard=sharded)
+                ),
             )
         )
     seconds = time.monotonic() - started
-    return MergeResult(Path(out), names, placer.linked, placer.copied, seconds, reordered)
+    return MergeResult(
+        Path(out),
+        names,
+        placer.linked,
+        placer.copied,
+        seconds,
+        reordered,
+        sharded=sharded,
+        rows_converted=placer.converted,
+    )
+
+
+def append_samples(store: Path, parts: Sequence[Path], **merge: Any) -> MergeResult:
+    """Grow the cohort `store` by the samples of `parts` (per-sample or merged stores), in
+    place: the merge of [store, *parts] replaces `store` in one atomic swap once it is complete
+    and checked (the old store is only read, and survives any failure or kill before that).
+    A symlink is followed, so the store it points to is the one replaced. `merge` takes the
+    keywords of `merge_stores` other than `overwrite`."""
+    store = Path(store).resolve()
+    if not layout.written_by_bamstore(store):
+        read_store_info(store)  # says what is wrong with it, if it is not a store at all
+        raise InputError(
+            store,
+            "is not a store written by bamstore, so --replace does not replace it",
+            "merge into a new store with --out",
+        )
+    return merge_stores([store, *parts], store, overwrite=True, **merge)
+
+
+def _metadata(
+    infos: Sequence[StoreInfo],
+    names: Sequence[str],
+    tables: Sequence[Mapping[str, Mapping[str, str]]],
+    source: str,
+) -> dict[str, list[str]]:
+    """The metadata columns of the merged store: the union of the parts' columns and the
+    tables' (later ones win; a sample without a value gets "")."""
+    for table in tables:
+        extra = unknown_samples(table, names)
+        if extra:
+            log.warning(
+                "%s: rows for samples not in the store are ignored: %s",
+                source,
+                ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else ""),
+            )
+    part_tables = [
+        {
+            n: {c: v[i] for c, v in info.attrs.metadata.items()}
+            for i, n in enumerate(info.sample_names)
+        }
+        for info in infos
+    ]
+    return metadata_columns(names, [*part_tables, *tables], source)
 
 
 def insert_part(store: Path, part: Path, row: int) -> layout.SampleRecord:
@@ -404,11 +509,13 @@ def insert_part(store: Path, part: Path, row: int) -> layout.SampleRecord:
     group = zarr.open_group(LocalStore(store), mode="r+")
     meta = group[layout.METADATA_GROUP]
     meta[layout.COMPLETED][row] = False
-    for array in layout.coverage_array_names(target.attrs.contig_names, target.has_strand_arrays):
+    target_layouts = target.array_layouts()
+    for array in target_layouts:
         remove_tree(layout.row_folder(store, array, row))  # an earlier attempt's
     problems_text = _place_rows(
         [_RowJob(info, 0, name, row, info.record.samples[name])],  # type: ignore[union-attr]
         store,
+        target_layouts,
         _ChunkPlacer(copy=False),
         threads=1,
     )

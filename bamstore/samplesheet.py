@@ -18,6 +18,7 @@ that passes the check is one that `build` and the pipeline accept.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -453,6 +454,16 @@ def read_samplesheets(paths: Sequence[Path], *, check_files: bool = True) -> Sam
 
 
 NORMALISED_COLUMNS = ("sample", "bam", "bai", "strandedness")
+
+
+def without_samples(sheet: Samplesheet, names: Sequence[str]) -> tuple[Samplesheet, list[str]]:
+    """The sheet without the rows of the samples `names` (those a cohort already holds), and
+    the names of the rows left out, in sheet order. The metadata columns stay as they were, so
+    the new samples' values keep their columns even where every new value is empty."""
+    held = set(names)
+    kept = [row for row in sheet.rows if row.sample not in held]
+    left_out = [row.sample for row in sheet.rows if row.sample in held]
+    return dataclasses.replace(sheet, rows=kept), left_out
 
 
 def write_normalised(sheet: Samplesheet, out: Path) -> None:

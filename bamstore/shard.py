@@ -196,6 +196,19 @@ def pack_chunk_files(chunk_files: Mapping[int, Path], path: Path, n_inner: int) 
         return writer.close()
 
 
+def unpack_shard(path: Path, n_inner: int, folder: Path) -> list[int]:
+    """Cut the shard at `path` into the unsharded chunk files of its row, `folder/<col>`, as
+    bytes (the reverse of `pack_chunk_files`); returns the columns written. Raises
+    DamagedShardError if its index cannot be read."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(path, "rb") as fh:
+        index = _read_index(fh, Path(path), n_inner)
+        for col, data in _chunks(fh, index):
+            with open(folder / str(col), "wb") as out:
+                out.write(data)
+    return index.columns()
+
+
 # ---------------------------------------------------------------------------- reading
 
 

@@ -15,6 +15,7 @@ from zarr.storage import LocalStore
 
 from bamstore import layout
 from bamstore.errors import InputError
+from bamstore.rows import ArrayLayout, is_sharded_document
 
 
 @dataclass
@@ -64,6 +65,26 @@ class StoreInfo:
 
     def array_document(self, name: str) -> dict[str, Any]:
         return layout.read_json(self.path / name / layout.ZARR_JSON)
+
+    @cached_property
+    def sharded(self) -> bool:
+        """Whether each row is one shard: as recorded; in a store that bamstore did not make,
+        as its first array's zarr.json says."""
+        if self.settings is not None:
+            return self.settings.shard
+        first = self.attrs.contig_names[:1]
+        try:
+            return bool(first) and is_sharded_document(self.array_document(first[0]))
+        except (OSError, ValueError):
+            return False
+
+    def array_layouts(self) -> dict[str, ArrayLayout]:
+        """Every coverage array (strand arrays included) and how its rows are stored."""
+        return {
+            array: ArrayLayout(length, self.chunk_len, self.sharded)
+            for contig, length in self.contigs
+            for array in layout.coverage_array_names([contig], self.has_strand_arrays)
+        }
 
     @cached_property
     def metadata_arrays(self) -> layout.MetadataArrays:

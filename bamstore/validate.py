@@ -3,7 +3,9 @@
 Content means: every sample's per-contig coverage sums recorded at extraction equal the sums
 decoded back through zarr, and every row's chunk files match the digests recorded when they were
 written. A lost, truncated, altered or swapped chunk is caught and named. `quick=True` checks
-structure and completeness only.
+structure and completeness only; in a sharded store that includes reading every shard's index
+(a few bytes at its end, checked by its CRC32C), so a truncated or overwritten shard is named
+without reading any chunk.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from bamstore import layout
+from bamstore import layout, shard
 from bamstore.merge import verify_rows
+from bamstore.rows import ArrayLayout, is_sharded_document
 from bamstore.store import StoreInfo, read_store_info
 
 
@@ -51,6 +54,9 @@ def validate_store(path: Path, *, quick: bool = False, threads: int = 1) -> Vali
         if not done:
             report.problems.append(f"sample {name!r} is not complete (metadata/completed is false)")
     report.problems += list(_record_problems(info))
+    if report.problems:
+        return report
+    report.problems += _shard_index_problems(info, threads)
     if quick or report.problems:
         return report
     report.problems += verify_rows(info.path, info.attrs, threads)
@@ -112,13 +118,8 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
         yield f"contig {contig!r} cannot be an array of this store: {problem}"
     if unsafe:
         return  # never look up an unsafe name as a path
-    chunk_len = attrs.chunk_len
-    lengths = {  # every coverage array and the length of its contig
-        array: length
-        for contig, length in attrs.contigs
-        for array in layout.coverage_array_names([contig], attrs.has_strand_arrays)
-    }
-    expected = {*lengths, layout.METADATA_GROUP}
+    layouts = info.array_layouts()  # every coverage array: its contig's length, sharded or not
+    expected = {*layouts, layout.METADATA_GROUP}
     members = {p.name for p in info.path.iterdir() if p.is_dir()}
     for extra in sorted(members - expected):
         yield (
@@ -129,14 +130,22 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
     for missing in sorted(expected - members):
         yield f"array or group {missing!r} is missing"
     for array in sorted(expected & members - {layout.METADATA_GROUP}):
-        length = lengths[array]
+        array_layout = layouts[array]
         try:
             doc = layout.read_json(info.path / array / layout.ZARR_JSON)
         except (OSError, ValueError):
             yield f"array {array!r}: zarr.json is missing or not JSON"
             continue
-        want = layout.coverage_array_document(n, length, chunk_len, profile)
-        if doc != want:
+        want = array_layout.document(n, profile)
+        if doc != want and is_sharded_document(doc) != array_layout.sharded:
+            stored, recorded = (
+                ("unsharded", "sharded") if array_layout.sharded else ("sharded", "unsharded")
+            )
+            yield (
+                f"array {array!r}: its zarr.json is {stored}, but the store is recorded as "
+                f"{recorded}"
+            )
+        elif doc != want:
             diffs = sorted(k for k in set(doc) | set(want) if doc.get(k) != want.get(k))
             yield f"array {array!r}: metadata differs from the layout in {', '.join(diffs)}"
         rows = info.path / array / layout.CHUNK_FOLDER
@@ -145,9 +154,8 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
                 if not row_dir.name.isdigit() or int(row_dir.name) >= n:
                     yield f"array {array!r}: unexpected chunk folder c/{row_dir.name}"
                     continue
-                n_cols = layout.n_chunks(length, chunk_len)
                 for f in row_dir.iterdir():
-                    if not f.name.isdigit() or int(f.name) >= n_cols:
+                    if not array_layout.is_row_file(f.name):
                         yield f"array {array!r}: unexpected file c/{row_dir.name}/{f.name}"
     yield from _metadata_problems(info, n)
 
@@ -197,12 +205,42 @@ def _record_problems(info: StoreInfo) -> Iterator[str]:
             )
 
 
+def _shard_index_problems(info: StoreInfo, threads: int) -> list[str]:
+    """Every shard's index must be readable (its CRC32C holds, its entries tile the file):
+    a truncated, extended or overwritten shard is named by sample, array and file."""
+    if not info.sharded:
+        return []
+    layouts = info.array_layouts()
+    jobs = [
+        (row, name, array)
+        for row, name in enumerate(info.sample_names)
+        for array in layouts
+        if shard.shard_path(info.path, array, row).is_file()
+    ]
+
+    def check(job: tuple[int, str, str]) -> str | None:
+        row, name, array = job
+        n_inner = layouts[array].n_chunks
+        try:
+            shard.read_shard_index(shard.shard_path(info.path, array, row), n_inner)
+        except shard.DamagedShardError as exc:
+            return (
+                f"sample {name!r}, array {array!r}: shard {array}/c/{row}/0 is damaged: "
+                f"{exc.reason}"
+            )
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return [p for p in pool.map(check, jobs) if p]
+
+
 def _content_problems(info: StoreInfo, report: ValidationReport, threads: int) -> list[str]:
     """Decode every stored chunk through zarr and compare sums and sparsity with the records."""
     assert info.record is not None
     group = zarr.open_group(LocalStore(info.path, read_only=True), mode="r")
     chunk_len = info.chunk_len
     lengths = [length for _, length in info.contigs]
+    layouts: dict[str, ArrayLayout] = info.array_layouts()
     jobs: list[tuple[int, str, layout.ArrayRow]] = []
     for row, name in enumerate(info.sample_names):
         record = info.record.samples[name]
@@ -213,7 +251,7 @@ def _content_problems(info: StoreInfo, report: ValidationReport, threads: int) -
         row, name, array_row = job
         array, length = array_row.array, lengths[array_row.contig_index]
         total = nonzero = chunks = 0
-        columns = sorted(layout.row_chunk_files(info.path, array, row))
+        columns = layouts[array].columns(info.path, array, row)
         if not columns:  # nothing stored: all zeros (opening the array costs ~1 ms; 100k contigs)
             return total, nonzero, chunks
         arr = group[array]

@@ -198,3 +198,28 @@ def test_nothing_written_on_error(tmp_path: Path) -> None:
     assert bamstore("check-samplesheet", sheet, "--out", out).returncode == 2
     assert not out.exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".v.csv")]
+
+
+def test_new_samples_for_a_store_leaves_out_the_samples_it_holds(tmp_path: Path) -> None:
+    """--new-samples-for STORE (the pipeline's append_to): --out lists only the samples the
+    store does not hold, in sheet order, with every metadata column of the sheet."""
+    from bamstore.build import build_store
+    from bamstore.extract import ExtractOptions
+
+    store = tmp_path / "cohort.zarr"
+    first = tmp_path / "first.csv"
+    data = Path(__file__).resolve().parent / "data"
+    first.write_text(f"sample,bam\nchip_a,{data / 'chip_a.bam'}\n")
+    build_store([first], store, ExtractOptions(chunk_len=4096))
+    out = tmp_path / "new.csv"
+    done = bamstore("check-samplesheet", data / "samplesheet.csv", "--out", out,
+                    "--new-samples-for", store)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "1 of the samples are already in" in done.stderr and "chip_a" in done.stderr
+    with out.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["sample"] for r in rows] == ["chip_b", "atac_se", "rna_r"]
+    assert list(rows[0]) == ["sample", "bam", "bai", "strandedness", "condition", "replicate"]
+    done = bamstore("check-samplesheet", data / "samplesheet.csv",
+                    "--new-samples-for", tmp_path / "none.zarr")  # fmt: skip
+    assert done.returncode == 2 and "none.zarr" in done.stderr

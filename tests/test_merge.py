@@ -171,3 +171,35 @@ def test_merge_never_decodes(parts: list[Path], tmp_path: Path, monkeypatch) -> 
     out = merge_stores(parts, tmp_path / "nodecode.zarr").out
     assert {p.name for p in out.iterdir()} >= {"chr1", "metadata"}
     assert os.path.getsize(out / layout.ZARR_JSON) > 0
+
+
+def test_merge_and_append_of_sharded_parts_never_decode(
+    random_bam, random_se_bam, extract, tmp_path: Path, monkeypatch, read_rows
+) -> None:
+    """The same with shards: neither blosc nor zarr's sharding codec may run while sharded
+    parts merge, nor while the merged cohort grows by another sharded part (`--replace`)."""
+    import numcodecs
+    from zarr.codecs import ShardingCodec
+
+    from bamstore.merge import append_samples
+
+    parts = [
+        extract(random_bam, "pe", chunk_len=5000, shard=True),
+        extract(random_se_bam, "se", chunk_len=5000, shard=True),
+        extract(random_bam, "pe_r", chunk_len=5000, strandedness="R", shard=True),
+    ]
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("merge decoded a chunk")
+
+    monkeypatch.setattr(numcodecs.Blosc, "decode", refuse)
+    for method in ("_decode_single", "_decode_partial_single"):
+        monkeypatch.setattr(ShardingCodec, method, refuse)
+    cohort = merge_stores(parts[:2], tmp_path / "cohort.zarr")
+    grown = append_samples(cohort.out, parts[2:])
+    monkeypatch.undo()
+    assert cohort.sharded and grown.sharded and grown.rows_converted == 0
+    assert grown.chunks_copied == 0 and grown.sample_names == ["pe", "se", "pe_r"]
+    assert validate_store(grown.out).ok
+    for row, part in enumerate(parts):
+        np.testing.assert_array_equal(read_rows(grown.out, "chr1")[row], read_rows(part, "chr1")[0])

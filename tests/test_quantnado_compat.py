@@ -1,4 +1,5 @@
-"""QuantNado itself reads our consolidated store and gets the same numbers.
+"""QuantNado itself reads our consolidated store, unsharded and sharded, and gets the same
+numbers.
 
 QuantNado needs Python >= 3.12; `make quantnado` installs quantnado 0.4.3 (the multi-sample
 BamStore layout of commit 64ea0a4, with bamnado 0.4.4) into .venv-quantnado, and .ci/run does so
@@ -60,10 +61,16 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=[False, True], ids=["unsharded", "sharded"])
+def store(request, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cohort in both layouts: QuantNado reads the sharded one (`--shard`) unchanged, as
+    zarr-python 3 reads the shards' inner (1, chunk_len) chunks."""
     out = tmp_path_factory.mktemp("qn") / "cohort.zarr"
-    build_store([TEST_DATA / "samplesheet.csv"], out, ExtractOptions(chunk_len=4096), jobs=2)
+    options = ExtractOptions(chunk_len=4096, shard=request.param)
+    build_store([TEST_DATA / "samplesheet.csv"], out, options, jobs=2)
+    array = zarr.open_group(str(out), mode="r")["chr1"]
+    assert (array.shards is not None) is request.param
+    assert array.chunks == (1, 4096)
     return out
 
 

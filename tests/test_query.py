@@ -39,8 +39,14 @@ REV = 0x10
 BIN = Path(__file__).resolve().parents[1] / "bin" / "bamstore"
 
 
+@pytest.fixture(scope="module", params=[False, True], ids=["unsharded", "sharded"])
+def sharded(request: pytest.FixtureRequest) -> bool:
+    """Every read is checked on both layouts: one file per chunk, and one shard per row."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def store(tmp_path_factory: pytest.TempPathFactory, sharded: bool) -> Path:
     """Three samples (b and c stranded), chunks of 64."""
     folder = tmp_path_factory.mktemp("query")
     bams = [
@@ -48,12 +54,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for seed, name in enumerate(NAMES, start=31)
     ]
     out = folder / "cov.zarr"
-    BamStore.from_bam_files(bams, store_path=out, chunk_len=CHUNK, stranded=STRANDED)
+    BamStore.from_bam_files(bams, store_path=out, chunk_len=CHUNK, stranded=STRANDED, shard=sharded)
     return out
 
 
 @pytest.fixture(scope="module")
-def edge_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def edge_store(tmp_path_factory: pytest.TempPathFactory, sharded: bool) -> Path:
     """Two stranded samples with reads on the first and last base of each contig, chunks of 7."""
     folder = tmp_path_factory.mktemp("edge")
     reads = [
@@ -85,6 +91,7 @@ def edge_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         chunk_len=7,
         stranded="U",
         filter_chromosomes=False,
+        shard=sharded,
     )
     return out
 
@@ -221,32 +228,91 @@ def test_summarize_first_last_base_and_chunks_of_7(edge_store: Path, read_rows, 
     assert (got.name == ".").all()
 
 
-def test_summarize_decodes_each_chunk_once(store: Path, tmp_path: Path) -> None:
-    """Thousands of regions in few chunks: each needed chunk is read from the store once."""
+def many_regions_in_few_chunks(tmp_path: Path) -> Path:
+    """Thousands of regions in chunks 0..16 of chr1 and chunks 9 and 10 of chr3."""
+    rng = np.random.default_rng(1)
+    starts = rng.integers(0, 1000, size=3000)
+    regions = [("chr1", int(s), int(s) + 30) for s in starts] + [("chr3", 600, 700)]
+    return write_bed(tmp_path / "many.bed", regions)
+
+
+NEEDED_CHUNKS = [("chr1", c) for c in range(0, 1030 // CHUNK + 1)] + [("chr3", 9), ("chr3", 10)]
+
+
+def test_summarize_decodes_each_chunk_once(store: Path, tmp_path: Path, sharded: bool) -> None:
+    """Thousands of regions in few chunks, read through zarr: each needed chunk is read from
+    the store once (sharded: each inner chunk's byte range once; the shard index is read by
+    zarr on each of its reads)."""
+    from zarr.abc.store import SuffixByteRequest
 
     class Counting(WrapperStore):
         def __init__(self, inner) -> None:
             super().__init__(inner)
-            self.gets: list[str] = []
+            self.gets: list[tuple[str, object]] = []
 
         async def get(self, key, prototype, byte_range=None):
-            self.gets.append(key)
+            self.gets.append((key, byte_range))
             return await self._store.get(key, prototype, byte_range)
 
     counting = Counting(LocalStore(store, read_only=True))
     source = CoverageSource.from_group(str(store), zarr.open_group(store=counting, mode="r"))
-    rng = np.random.default_rng(1)
-    starts = rng.integers(0, 1000, size=3000)
-    regions = [("chr1", int(s), int(s) + 30) for s in starts] + [("chr3", 600, 700)]
-    bed = write_bed(tmp_path / "many.bed", regions)
+    bed = many_regions_in_few_chunks(tmp_path)
     counting.gets.clear()
     summarize_frame(source, bed, stat="max", threads=2)
-    chunk_reads = [k for k in counting.gets if "/c/" in k]
+    chunk_reads = [
+        (key, byte_range)
+        for key, byte_range in counting.gets
+        if "/c/" in key and not isinstance(byte_range, SuffixByteRequest)  # not an index
+    ]
     assert len(chunk_reads) == len(set(chunk_reads))  # never twice
-    needed = {f"chr1/c/{r}/{c}" for r in range(3) for c in range(0, 1030 // CHUNK + 1)}
-    needed |= {f"chr3/c/{r}/{c}" for r in range(3) for c in (9, 10)}
-    assert set(chunk_reads) <= needed  # only chunks the regions touch (empty ones are absent)
-    assert {k.split("/c/")[0] for k in chunk_reads} == {"chr1", "chr3"}
+    keys = {key for key, _ in chunk_reads}
+    if sharded:
+        assert keys <= {f"{a}/c/{r}/0" for a in ("chr1", "chr3") for r in range(3)}
+        assert len(chunk_reads) <= 3 * len(NEEDED_CHUNKS)
+    else:
+        needed = {f"{a}/c/{r}/{c}" for a, c in NEEDED_CHUNKS for r in range(3)}
+        assert keys <= needed  # only chunks the regions touch (empty ones are absent)
+    assert {k.split("/c/")[0] for k in keys} == {"chr1", "chr3"}
+
+
+def test_local_reads_decode_each_chunk_once(
+    store: Path, tmp_path: Path, read_rows, monkeypatch, sharded: bool
+) -> None:
+    """The direct path (local files, no zarr) decodes each stored chunk the regions touch
+    exactly once, and, sharded, reads each row's shard index once."""
+    import numcodecs
+
+    from bamstore import shard
+
+    decoded: list[int] = []
+    indexes: list[Path] = []
+    real_decode, real_index = numcodecs.Blosc.decode, shard.read_shard_index
+
+    def count_decode(self, buf, out=None):
+        decoded.append(1)
+        return real_decode(self, buf, out=out)
+
+    def count_index(path, n_inner):
+        indexes.append(Path(path))
+        return real_index(path, n_inner)
+
+    rows = {contig: read_rows(store, contig) for contig in ("chr1", "chr3")}
+    monkeypatch.setattr(numcodecs.Blosc, "decode", count_decode)
+    monkeypatch.setattr(shard, "read_shard_index", count_index)
+    summarize_frame(CoverageSource.open(store), many_regions_in_few_chunks(tmp_path), stat="max")
+    monkeypatch.undo()
+    stored = [
+        (contig, r, c)
+        for contig, c in NEEDED_CHUNKS
+        for r in range(3)
+        if rows[contig][r, c * CHUNK : (c + 1) * CHUNK].any()
+    ]
+    assert len(decoded) == len(stored)
+    if sharded:
+        assert sorted(indexes) == sorted(set(indexes))
+        assert len(indexes) == len({(contig, r) for contig, r, _ in stored})
+    else:
+        assert indexes == []
 
 
 def test_summarize_cli_tsv(store: Path, tmp_path: Path, run_cli, read_rows) -> None:
@@ -746,22 +812,23 @@ def test_batches_give_the_same_table(store: Path, tmp_path: Path) -> None:
     assert list(zip(batched.chrom, batched.start, batched.end, strict=True)) == regions
 
 
-def test_local_chunk_files_read_what_zarr_reads(store: Path, tmp_path: Path) -> None:
+def test_local_chunk_files_read_what_zarr_reads(store: Path, tmp_path: Path, sharded: bool) -> None:
     """The direct chunk path (local stores in the layout's codecs) equals zarr's own reading,
     for blosc and for uncompressed stores; other stores go through zarr."""
-    from bamstore.query.reduce import ChunkReader, LocalChunkFiles
+    from bamstore.query.reduce import ChunkReader, LocalChunkFiles, LocalShardFiles
 
     bams = [make_bam(tmp_path / f"n{i}.bam", 300, CONTIGS, seed=70 + i, threads=1) for i in (0, 1)]
     plain = tmp_path / "plain.zarr"
     BamStore.from_bam_files(
-        bams, store_path=plain, chunk_len=CHUNK, construction_compression="none"
+        bams, store_path=plain, chunk_len=CHUNK, construction_compression="none", shard=sharded
     )
     for path, rows in ((store, [2, 0]), (plain, [1, 0])):
         source = CoverageSource.open(path)
         reader = ChunkReader(source, rows, threads=1)
         for name, length in CONTIGS:
             array = source.root[name]
-            assert LocalChunkFiles.of(array, CHUNK) is not None
+            direct = LocalChunkFiles.of(array, CHUNK)
+            assert direct is not None and isinstance(direct, LocalShardFiles) == sharded
             last = (length - 1) // CHUNK
             got = np.concatenate(reader.fetch(name, 0, 0, last), axis=1)
             np.testing.assert_array_equal(got, zarr.open_group(str(path), mode="r")[name][rows, :])

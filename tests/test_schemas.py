@@ -34,6 +34,7 @@ PIPELINE_ONLY = {
     "input": "the samplesheet (bamstore build --input); checked by BAMSTORE_CHECKSAMPLESHEET",
     "outdir": "where the store, reports/ and pipeline_info/ are published",
     "store_name": "the merge's --out is <store_name>.zarr",
+    "append_to": "the store the merge starts from (check-samplesheet --new-samples-for)",
     "fasta": "extract's --reference (CRAM), staged as a file",
     "publish_dir_mode": "Nextflow publishDir mode of the store",
     "container_registry": "the registry of the bamstore image (docker.registry, ...)",

@@ -21,15 +21,17 @@ workflow BAMSTORE {
     fasta        // path or []: reference FASTA for CRAM input
     fasta_fai    // path or []: its .fai index
     code_digest  // string: digest of the bamstore package the tasks run (part of every task hash)
+    append_to    // path or []: an existing store to grow (only the samples it lacks are extracted)
 
     main:
     ch_versions = channel.empty()
 
     //
     // The samplesheet, checked by `bamstore check-samplesheet` with the rules `bamstore build`
-    // applies; the workflow reads its normalised copy (absolute paths, samples in row order)
+    // applies; the workflow reads its normalised copy (absolute paths, samples in row order).
+    // With append_to, the copy lists only the samples that store does not hold yet.
     //
-    BAMSTORE_CHECKSAMPLESHEET(samplesheet, code_digest)
+    BAMSTORE_CHECKSAMPLESHEET(samplesheet, append_to, code_digest)
     ch_versions = ch_versions.mix(BAMSTORE_CHECKSAMPLESHEET.out.versions)
 
     // All rows at once: every BAM and index must exist before the first extraction starts
@@ -46,15 +48,16 @@ workflow BAMSTORE {
     //
     // One merge of every part, in samplesheet row order: the store's sample axis follows the
     // samplesheet (as `bamstore build`), and the merge's inputs, hence its task hash, are the
-    // same on every run whatever order the extractions finish in (-resume)
+    // same on every run whatever order the extractions finish in (-resume). A store to grow
+    // comes first: the merge links its files and the new samples follow (it is only read)
     //
     ch_row_of = ch_rows.flatMap { rows -> rows.collect { row -> [row.meta.id, row.number] } }
     ch_parts = BAMSTORE_EXTRACT.out.zarr
         .map { meta, zarr -> [meta.id, zarr] }
         .join(ch_row_of, failOnDuplicate: true, failOnMismatch: true)
         .toSortedList { a, b -> a[2] <=> b[2] }
-        .map { parts -> [[id: store_name], parts.collect { part -> part[1] }] }
-    BAMSTORE_MERGE(ch_parts, BAMSTORE_CHECKSAMPLESHEET.out.csv, code_digest)
+        .map { parts -> [[id: store_name], (append_to ? [append_to] : []) + parts.collect { part -> part[1] }] }
+    BAMSTORE_MERGE(ch_parts, BAMSTORE_CHECKSAMPLESHEET.out.csv, settings.shard, code_digest)
     ch_versions = ch_versions.mix(BAMSTORE_MERGE.out.versions)
 
     //

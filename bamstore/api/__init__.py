@@ -91,6 +91,7 @@ class BamStore(StoreReader):
         resume: bool = False,
         read_only: bool = False,
         stranded: Stranded = None,
+        shard: bool = layout.SHARD_BY_DEFAULT,
     ) -> None:
         self._setup(
             store_path,
@@ -103,6 +104,7 @@ class BamStore(StoreReader):
             read_only=read_only,
             stranded=stranded,
             rule="all",
+            shard=shard,
         )
 
     def _setup(
@@ -118,8 +120,10 @@ class BamStore(StoreReader):
         read_only: bool,
         stranded: Stranded,
         rule: str,
+        shard: bool = layout.SHARD_BY_DEFAULT,
     ) -> None:
-        """Create or attach; a new store records `rule` as its chromosome selection."""
+        """Create or attach; a new store records `rule` as its chromosome selection and is
+        sharded if `shard` (an existing store keeps its own layout)."""
         self.path = Path(store_path)
         self.store_path = normalize_store_path(self.path)
         names = [str(s) for s in sample_names]
@@ -132,7 +136,7 @@ class BamStore(StoreReader):
         elif exists and overwrite:
             if read_only:
                 raise ValueError("Cannot overwrite store in read-only mode.")
-            self._create(names, chromsizes, chunk_len, compression, stranded, rule)
+            self._create(names, chromsizes, chunk_len, compression, stranded, rule, shard)
         elif exists:
             raise FileExistsError(
                 f"Store already exists at {self.store_path}; set overwrite=True or resume=True"
@@ -140,7 +144,7 @@ class BamStore(StoreReader):
         elif read_only:
             raise FileNotFoundError(f"Store does not exist at {self.store_path} (read_only=True)")
         else:
-            self._create(names, chromsizes, chunk_len, compression, stranded, rule)
+            self._create(names, chromsizes, chunk_len, compression, stranded, rule, shard)
 
     def _create(
         self,
@@ -150,6 +154,7 @@ class BamStore(StoreReader):
         compression: str,
         stranded: Stranded,
         rule: str,
+        shard: bool,
     ) -> None:
         if chromsizes is None:
             raise ValueError("chromsizes is needed to create a store (None only attaches)")
@@ -167,6 +172,7 @@ class BamStore(StoreReader):
             chunk_len=builder.resolve_chunk_len(chunk_len, sizes, self.store_path),
             compression=layout.compression_profile(compression).name,
             chromosome_selection=rule,
+            shard=shard,
         )
         self._attach(read_only=False)
 
@@ -325,6 +331,7 @@ class BamStore(StoreReader):
         log_file: PathLike | None = None,
         test: bool = False,
         stranded: Stranded = None,
+        shard: bool = layout.SHARD_BY_DEFAULT,
     ) -> BamStore:
         """Build a store from BAM files (QuantNado's parameters) and return it writable.
 
@@ -338,6 +345,10 @@ class BamStore(StoreReader):
         is replaced only then. With `resume`, the store at the path is created or reopened and
         filled in place, skipping completed samples, so an interrupted build continues where it
         stopped.
+
+        `shard` (bamstore's own, not QuantNado's): store each sample's row of a contig as one
+        file, a Zarr v3 shard that QuantNado reads unchanged (`bamstore build --shard`); a
+        resumed store keeps the layout it was created with.
         """
         with builder.log_to_file(log_file):
             bams = [Path(b) for b in bam_files]
@@ -385,6 +396,7 @@ class BamStore(StoreReader):
                     read_only=False,
                     stranded=stranded,
                     rule=rule,
+                    shard=shard,
                 )
                 store.process_samples(bams, max_workers=max_workers)
                 if tables:
@@ -412,5 +424,6 @@ class BamStore(StoreReader):
                 parts_root=builder.staging_root(final, local_staging, staging_dir),
                 metadata_tables=tables,
                 metadata_source="metadata",
+                shard=shard,
             )
             return cls.open(final, read_only=False)

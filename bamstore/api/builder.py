@@ -266,12 +266,13 @@ def create_store(
     chunk_len: int,
     compression: str,
     chromosome_selection: str,
+    shard: bool = layout.SHARD_BY_DEFAULT,
 ) -> None:
     """An empty store (every sample incomplete), published atomically at `path`; the settings
     its samples will be counted with are recorded now."""
     check_output_path(path, overwrite=True)
     settings = ExtractOptions(
-        chromosomes=chromosome_selection, chunk_len=chunk_len, compression=compression
+        chromosomes=chromosome_selection, chunk_len=chunk_len, compression=compression, shard=shard
     ).store_settings()
     n = len(names)
     with staged_output(path, overwrite=True) as tmp:
@@ -282,6 +283,7 @@ def create_store(
             stranded=any(strand_map.values()),
             chunk_len=settings.chunk_len,
             profile=layout.compression_profile(settings.compression),
+            sharded=settings.shard,
         )
         writer.write_metadata(layout.MetadataArrays.incomplete(n))
         writer.write_root_attributes(
@@ -379,11 +381,16 @@ def build_from_bams(
     parts_root: Path,
     metadata_tables: Sequence[Mapping[str, Mapping[str, str]]],
     metadata_source: str,
+    shard: bool = layout.SHARD_BY_DEFAULT,
 ) -> None:
     """`bamstore build` of these BAMs into `final`; parts under `parts_root`."""
     given = GivenContigs(tuple(chromsizes.items()), "chromsizes") if chromsizes else None
     options = ExtractOptions(
-        chromosomes=rule, chromsizes=given, chunk_len=chunk_len, compression=compression
+        chromosomes=rule,
+        chromsizes=given,
+        chunk_len=chunk_len,
+        compression=compression,
+        shard=shard,
     )
     build_samples(
         [

@@ -23,14 +23,18 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numcodecs
 import numpy as np
 import zarr
+from zarr.codecs import ShardingCodec, ShardingCodecIndexLocation
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import LocalStore
 
+from bamstore import shard
+from bamstore.errors import QueryError
 from bamstore.query.source import CoverageSource
 
 BLOCK_BYTES = 16 * 2**20  # decoded bytes per fetched block (samples x chunks), per thread
@@ -51,6 +55,17 @@ class Intervals:
         return len(self.start)
 
 
+def _plain_chunk_codecs(codecs: Sequence[Any]) -> bool | None:
+    """Whether chunks with these codecs are the layout's: True with blosc, False without,
+    None if they are anything else."""
+    names = [type(codec).__name__ for codec in codecs]
+    if names not in (["BytesCodec"], ["BytesCodec", "BloscCodec"]):
+        return None
+    if not str(getattr(codecs[0], "endian", "")).endswith("little"):
+        return None
+    return len(names) == 2
+
+
 class LocalChunkFiles:
     """Chunks of a local array in the layout's codecs, read from their files and decoded by
     numcodecs straight into the caller's buffer.
@@ -59,9 +74,10 @@ class LocalChunkFiles:
     pipeline, then a copy of every decoded chunk into the output; measured on the benchmark
     store: 6.5 ms vs 2.5 ms per 4 MiB chunk), and a summary of many regions decodes every chunk
     of every sample. Only arrays whose zarr.json says exactly what `layout` writes (uint32,
-    chunks (1, chunk_len), default '/' keys, little-endian bytes then optionally blosc) take
-    this path; any other array, and every remote store, is read through zarr. The tests read
-    the same stores both ways and compare them with numpy over zarr.
+    chunks (1, chunk_len), default '/' keys, little-endian bytes then optionally blosc; or the
+    same chunks in one shard per row, `LocalShardFiles`) take this path; any other array, and
+    every remote store, is read through zarr. The tests read the same stores both ways and
+    compare them with numpy over zarr.
     """
 
     def __init__(self, folder: Path, chunk_len: int, blosc: bool):
@@ -71,23 +87,45 @@ class LocalChunkFiles:
 
     @classmethod
     def of(cls, array: zarr.Array, chunk_len: int) -> LocalChunkFiles | None:
+        """The direct reader of `array` (unsharded or sharded), or None: read through zarr."""
         store = array.store_path.store
         meta = array.metadata
         if not isinstance(store, LocalStore) or not isinstance(meta, ArrayV3Metadata):
             return None
-        names = [type(codec).__name__ for codec in meta.codecs]
-        plain = (
+        if not (
             array.dtype == np.dtype(np.uint32)
-            and tuple(meta.chunk_grid.chunk_shape) == (1, chunk_len)  # type: ignore[attr-defined]
             and isinstance(meta.chunk_key_encoding, DefaultChunkKeyEncoding)
             and meta.chunk_key_encoding.separator == "/"
             and int(meta.fill_value) == 0
-            and names in (["BytesCodec"], ["BytesCodec", "BloscCodec"])
-            and str(getattr(meta.codecs[0], "endian", "")).endswith("little")
-        )
-        if not plain:
+            and len(array.shape) == 2
+        ):
             return None
-        return cls(Path(store.root) / array.store_path.path, chunk_len, len(names) == 2)
+        folder = Path(store.root) / array.store_path.path
+        outer = tuple(meta.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
+        if len(meta.codecs) == 1 and isinstance(meta.codecs[0], ShardingCodec):
+            sharding = meta.codecs[0]
+            n_inner = -(-int(array.shape[1]) // chunk_len)
+            blosc = _plain_chunk_codecs(sharding.codecs)
+            index_codecs = [type(codec).__name__ for codec in sharding.index_codecs]
+            if (
+                blosc is None
+                or tuple(sharding.chunk_shape) != (1, chunk_len)
+                or outer != (1, n_inner * chunk_len)
+                or index_codecs != ["BytesCodec", "Crc32cCodec"]
+                or sharding.index_location != ShardingCodecIndexLocation.end
+            ):
+                return None
+            return LocalShardFiles(folder, chunk_len, blosc, n_inner)
+        blosc = _plain_chunk_codecs(meta.codecs)
+        if blosc is None or outer != (1, chunk_len):
+            return None
+        return cls(folder, chunk_len, blosc)
+
+    def _decode(self, raw: bytes, view: np.ndarray) -> None:
+        if self._codec is None:
+            view[:] = np.frombuffer(raw, dtype="<u4")
+        else:
+            self._codec.decode(raw, out=view)
 
     def read(self, rows: Sequence[int], first: int, last: int) -> np.ndarray:
         """(rows, (last - first + 1) * chunk_len) uint32; missing chunk files are all zero."""
@@ -101,10 +139,73 @@ class LocalChunkFiles:
                 except FileNotFoundError:
                     view[:] = 0
                     continue
-                if self._codec is None:
-                    view[:] = np.frombuffer(raw, dtype="<u4")
-                else:
-                    self._codec.decode(raw, out=view)
+                self._decode(raw, view)
+        return slab
+
+
+class LocalShardFiles(LocalChunkFiles):
+    """The same chunks stored one shard per row (`bamstore.shard`): each is read from its
+    row's shard at the offset the shard's index gives.
+
+    zarr reads (and checks) a shard's index on every read of the array; here each row's index
+    is read and checked once per command and kept (16 bytes per chunk, up to `INDEX_CACHE_BYTES`
+    in all), so a summary of many regions reads each index once and each chunk once, as
+    unsharded. A shard whose index cannot be read is named in a QueryError.
+    """
+
+    INDEX_CACHE_BYTES = 64 * 2**20
+
+    def __init__(self, folder: Path, chunk_len: int, blosc: bool, n_inner: int):
+        super().__init__(folder, chunk_len, blosc)
+        self.n_inner = n_inner
+        self._indexes: collections.OrderedDict[int, shard.ShardIndex | None] = (
+            collections.OrderedDict()
+        )
+        self._max_indexes = max(16, self.INDEX_CACHE_BYTES // shard.index_nbytes(n_inner))
+        self._lock = threading.Lock()
+
+    def _index(self, row: int) -> shard.ShardIndex | None:
+        """The index of row `row`'s shard; None if the row has none (all zeros)."""
+        with self._lock:
+            if row in self._indexes:
+                self._indexes.move_to_end(row)
+                return self._indexes[row]
+        path = self.folder / "c" / str(row) / str(shard.SHARD_COLUMN)
+        try:
+            index: shard.ShardIndex | None = shard.read_shard_index(path, self.n_inner)
+        except FileNotFoundError:
+            index = None
+        except shard.DamagedShardError as exc:
+            raise QueryError(
+                path, f"shard is damaged: {exc.reason}", "run bamstore validate on the store"
+            ) from None
+        with self._lock:
+            self._indexes[row] = index
+            while len(self._indexes) > self._max_indexes:
+                self._indexes.popitem(last=False)
+        return index
+
+    def read(self, rows: Sequence[int], first: int, last: int) -> np.ndarray:
+        width = self.chunk_len
+        slab = np.zeros((len(rows), (last - first + 1) * width), dtype=np.uint32)
+        for i, row in enumerate(rows):
+            index = self._index(row)
+            if index is None:
+                continue
+            with open(index.path, "rb") as fh:
+                for k, col in enumerate(range(first, last + 1)):
+                    span = index.byte_range(col)
+                    if span is None:
+                        continue  # an empty chunk: zeros
+                    fh.seek(span[0])
+                    raw = fh.read(span[1] - span[0])
+                    if len(raw) != span[1] - span[0]:
+                        raise QueryError(
+                            index.path,
+                            "shard is shorter than its index says (changed while read?)",
+                            "run bamstore validate on the store",
+                        )
+                    self._decode(raw, slab[i, k * width : (k + 1) * width])
         return slab
 
 

@@ -494,3 +494,72 @@ def test_a_missing_bam_stops_the_run_before_any_extraction(tmp_path: Path) -> No
     assert run.returncode != 0
     assert f"sample b: bam file {data / 'gone.bam'} does not exist" in run.output, run.output
     assert not run.statuses("BAMSTORE_EXTRACT")
+
+
+# ------------------------------------------------------------------ growing a cohort
+
+
+def store_files(store: Path) -> dict[str, tuple[int, int, float]]:
+    """Every file of a store: relative path -> (inode, size, mtime)."""
+    return {
+        str(p.relative_to(store)): (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime)
+        for p in sorted(store.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_append_to_extracts_only_new_samples_and_equals_a_fresh_build(tmp_path: Path) -> None:
+    """--append_to OLD --shard true: a sharded cohort of two samples grows by the two the
+    samplesheet adds; the published store equals `bamstore build --shard` of all four, its
+    old rows are OLD's shard files (same inodes), and OLD itself is untouched."""
+    first_two = tmp_path / "first_two.csv"
+    with (TEST_DATA / "samplesheet.csv").open() as fh:
+        lines = fh.read().splitlines()
+    absolute = [
+        ",".join(str(TEST_DATA / v) if v.endswith((".bam", ".bai")) else v for v in line.split(","))
+        for line in lines[:3]  # the header, chip_a, chip_b
+    ]
+    first_two.write_text("\n".join(absolute) + "\n")
+    old = build(first_two, tmp_path / "old.zarr", "--shard")
+    before = store_files(old)
+    run = succeeded(
+        nextflow(
+            REPO,
+            tmp_path / "launch",
+            "-profile",
+            "test",
+            "--append_to",
+            old,
+            "--shard",
+            "true",
+            "--store_name",
+            "grown",
+        )
+    )
+    assert sorted(run.statuses("BAMSTORE_EXTRACT")) == ["atac_se", "rna_r"]
+    grown = run.outdir / "grown.zarr"
+    assert_same_store(grown, build(TEST_DATA / "samplesheet.csv", tmp_path / "all.zarr", "--shard"))
+    assert store_files(old) == before
+    after = store_files(grown)
+    for name, (inode, _, _) in before.items():
+        if "/c/" in name and not name.startswith("metadata/"):  # a coverage shard of OLD
+            assert after[name][0] == inode, name
+    sheet = run.outdir / "pipeline_info" / "samplesheet.valid.csv"
+    assert [row["sample"] for row in csv.DictReader(sheet.open())] == ["atac_se", "rna_r"]
+    assert "2 of the samples are already in" in "".join(
+        (Path(row["workdir"]) / ".command.err").read_text()
+        for row in run.trace()
+        if row["process"].endswith(":BAMSTORE_CHECKSAMPLESHEET")
+    )
+
+
+def test_append_to_refuses_to_publish_over_the_store_it_grows(tmp_path: Path) -> None:
+    old = build(TEST_DATA / "samplesheet.csv", tmp_path / "launch" / "results" / "old.zarr")
+    before = store_files(old)
+    run = nextflow(
+        REPO, tmp_path / "launch", "-profile", "test", "--append_to", old, "--store_name", "old"
+    )
+    assert run.returncode != 0
+    assert f"--append_to {old} is the store this run would publish" in run.output, run.output
+    assert not task_dirs(run.launch_dir)
+    assert store_files(old) == before

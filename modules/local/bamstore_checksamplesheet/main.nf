@@ -6,6 +6,7 @@ process BAMSTORE_CHECKSAMPLESHEET {
 
     input:
     path samplesheet
+    path cohort, stageAs: 'cohort/*'  // [] for none; else the store to grow: rows it holds are left out
     val code_digest   // the bamstore package's digest: a change of its code re-runs the task
 
     output:
@@ -17,6 +18,7 @@ process BAMSTORE_CHECKSAMPLESHEET {
 
     script:
     def args = task.ext.args ?: ''
+    def cohort_arg = cohort ? "--new-samples-for ${cohort}" : ''
     // Every rule of `bamstore check-samplesheet` but the existence of the BAM and index files:
     // inside a container only the samplesheet's own folder is mounted, so the workflow checks
     // them where they are visible. Relative paths resolve against the samplesheet's real folder.
@@ -25,6 +27,7 @@ process BAMSTORE_CHECKSAMPLESHEET {
         ${samplesheet} \\
         --out samplesheet.valid.csv \\
         --no-check-files \\
+        ${cohort_arg} \\
         ${args}
 
     cat <<-END_VERSIONS > versions.yml
@@ -36,8 +39,9 @@ process BAMSTORE_CHECKSAMPLESHEET {
 
     stub:
     // the check is cheap and its output drives every later task: run it for real
+    def cohort_arg = cohort ? "--new-samples-for ${cohort}" : ''
     """
-    bamstore check-samplesheet ${samplesheet} --out samplesheet.valid.csv --no-check-files
+    bamstore check-samplesheet ${samplesheet} --out samplesheet.valid.csv --no-check-files ${cohort_arg}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

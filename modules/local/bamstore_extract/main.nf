@@ -28,6 +28,7 @@ process BAMSTORE_EXTRACT {
     def extend_arg = settings.extend ? "--extend ${settings.extend}" : ''
     def shift_arg = settings.shift ? "--shift '${settings.shift}'" : ''
     def chromsizes_arg = chromsizes ? "--chromsizes ${chromsizes}" : ''
+    def shard_arg = settings.shard ? '--shard' : '--no-shard'
     def reference_arg = fasta ? "--reference ${fasta}" : ''
     // Without an index, extract builds one in a scratch folder of the task directory (CSI when
     // a contig is longer than 2^29 bases, which BAI cannot address).
@@ -47,6 +48,7 @@ process BAMSTORE_EXTRACT {
         ${shift_arg} \\
         --chunk-len ${settings.chunk_len} \\
         --compression ${settings.compression} \\
+        ${shard_arg} \\
         ${chromsizes_arg} \\
         ${reference_arg} \\
         --threads ${task.cpus} \\

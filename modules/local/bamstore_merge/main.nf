@@ -10,6 +10,7 @@ process BAMSTORE_MERGE {
     // written beside them, its chunk files hard-linked from theirs (scratch = false).
     tuple val(meta), path(parts, arity: '1..*', stageAs: 'parts/?/*')
     path samplesheet, stageAs: 'metadata/*'  // the checked samplesheet: per-sample metadata
+    val shard                                // true: shard the store; false: the first part's layout
     val code_digest                          // the bamstore package's digest (task hash)
 
     output:
@@ -22,6 +23,7 @@ process BAMSTORE_MERGE {
     script:
     def args = task.ext.args ?: ''
     prefix = task.ext.prefix ?: "${meta.id}"
+    def shard_arg = shard ? '--shard' : ''
     // The parts file keeps bamstore's command line short whatever the number of samples
     // (printf is a shell builtin: no exec, so no argument-length limit)
     """
@@ -33,6 +35,7 @@ process BAMSTORE_MERGE {
         --sample-column sample \\
         --out ${prefix}.zarr \\
         --threads ${task.cpus} \\
+        ${shard_arg} \\
         ${args}
 
     cat <<-END_VERSIONS > versions.yml

@@ -84,6 +84,9 @@ def typedValue(name, value, spec) {
     if (spec.format == 'file-path' && spec.exists && !file(typed).isFile()) {
         return [problem: "file ${typed} does not exist"]
     }
+    if (spec.format == 'directory-path' && spec.exists && !file(typed).isDirectory()) {
+        return [problem: "directory ${typed} does not exist"]
+    }
     return [value: typed]
 }
 
@@ -182,7 +185,7 @@ def editDistance(a, b) {
 def extractionSettings(typed) {
     def names = [
         'chromosomes', 'min_mapq', 'exclude_flags', 'count_deletions', 'mode', 'extend', 'shift',
-        'chunk_len', 'compression',
+        'chunk_len', 'compression', 'shard',
     ]
     return names.collectEntries { name -> [name, typed[name]] }
 }
