@@ -232,24 +232,22 @@ class BamStore(StoreReader):
         order. `bed`: a BED path, "-" or a DataFrame; options `stat` (mean, sum, max, min),
         `normalise`, `samples`, `strand` ("fwd"/"rev"), `skip_missing`, `threads`
         (`bamstore.query.summarize`)."""
-        return query.summarize_frame(query.CoverageSource.of(self), bed, **options)
+        return query.summarize_frame(self.source, bed, **options)
 
     def profile(self, bed: Any, **options: Any) -> query.Profile:
         """Mean signal in bins around each BED line's reference point: `.matrix` is samples x
         regions x bins. Options `upstream`, `downstream`, `bin_size`, `normalise`, `samples`,
         `strand`, `skip_missing`, `threads` (`bamstore.query.profile`)."""
-        return query.profile(query.CoverageSource.of(self), bed, **options)
+        return query.profile(self.source, bed, **options)
 
     def to_bigwig(self, out: PathLike, sample: str | int, **options: Any) -> query.ExportResult:
         """One sample's coverage as a bigWig (`bamstore[bigwig]`). Options `normalise`,
         `bin_size`, `chromosomes`, `strand`, `skip_zeros`, `threads` (`bamstore.query.export`)."""
-        return query.export_track(query.CoverageSource.of(self), sample, out, **options)
+        return query.export_track(self.source, sample, out, **options)
 
     def to_bedgraph(self, out: PathLike, sample: str | int, **options: Any) -> query.ExportResult:
         """The same runs as `to_bigwig`, as a bedGraph text file."""
-        return query.export_track(
-            query.CoverageSource.of(self), sample, out, fmt="bedgraph", **options
-        )
+        return query.export_track(self.source, sample, out, fmt="bedgraph", **options)
 
     # ------------------------------------------------------------------ metadata
 
