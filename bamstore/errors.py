@@ -64,6 +64,10 @@ class OutputLockedError(InputError):
         )
 
 
+class StoreNotFoundError(InputError, FileNotFoundError):
+    """No store at the path given; also a FileNotFoundError, as QuantNado's `open` raises."""
+
+
 class QueryError(InputError, ValueError):
     """A read query that cannot be answered as asked (bad BED line, unknown sample or contig).
 

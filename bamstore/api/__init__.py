@@ -29,6 +29,7 @@ from bamstore.api.reader import (
 )
 from bamstore.api.regions import format_region, parse_region
 from bamstore.bam_input import open_alignment
+from bamstore.errors import StoreNotFoundError
 from bamstore.publish import check_output_path
 from bamstore.query import source as query_source
 from bamstore.samplesheet import MetadataTable
@@ -138,7 +139,9 @@ class BamStore(StoreReader):
                 f"Store already exists at {self.store_path}; set overwrite=True or resume=True"
             )
         elif read_only:
-            raise FileNotFoundError(f"Store does not exist at {self.store_path} (read_only=True)")
+            raise StoreNotFoundError(
+                None, f"Store does not exist at {self.store_path} (read_only=True)"
+            )
         else:
             self._create(names, chromsizes, chunk_len, compression, stranded, rule)
 
@@ -205,7 +208,7 @@ class BamStore(StoreReader):
             return self
         path = normalize_store_path(store_path)
         if not path.exists():
-            raise FileNotFoundError(f"Store does not exist at {path}")
+            raise StoreNotFoundError(None, f"Store does not exist at {path}")
         self.path = Path(store_path)
         self.store_path = path
         self._attach(read_only)
