@@ -709,6 +709,12 @@ def test_metadata_values_are_kept_as_written_and_never_hidden(
     # store's own and are left out, the rest is kept as it is
     out_csv = tmp_path / "round.csv"
     store.metadata_to_csv(out_csv)
-    store.set_metadata(BamStore.metadata_from_csv(out_csv, dtype=str, keep_default_na=False))
+    table = BamStore.metadata_from_csv(out_csv)  # text as written, no type guessing
+    assert table["lane"].tolist() == ["", "07", "x"] and table["batch"].tolist() == ["1", "2", ""]
+    assert table["completed"].tolist() == ["True"] * 3
+    store.set_metadata(table)
     assert store.list_metadata_columns() == ["batch", "lane"]
     assert store.attrs["metadata_lane"] == ["", "07", "x"]
+    assert store.attrs["metadata_batch"] == ["1", "2", ""]
+    guessed = BamStore.metadata_from_csv(out_csv, dtype=None, keep_default_na=True)
+    assert guessed["lane"].tolist()[1:] == ["07", "x"] and guessed["batch"].tolist()[0] == 1.0

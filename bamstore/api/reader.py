@@ -234,7 +234,10 @@ class StoreReader:
 
     @classmethod
     def metadata_from_csv(cls, path: PathLike, **kwargs: Any) -> pd.DataFrame:
-        return pd.read_csv(path, **kwargs)
+        """A CSV (e.g. from `metadata_to_csv`) with its values as written: text, an empty cell
+        "" (metadata is stored as text, so "07" stays "07" and "1" does not come back "1.0").
+        `kwargs` go to `pandas.read_csv` and may override that (`dtype`, `keep_default_na`)."""
+        return pd.read_csv(path, **{"dtype": str, "keep_default_na": False, **kwargs})
 
     @classmethod
     def metadata_from_json(cls, path: PathLike) -> pd.DataFrame:
