@@ -677,23 +677,19 @@ def plot(
     height: int | None,
 ) -> None:
     """Coverage of a region, one track per sample on shared axes (needs bamstore[plot])."""
-    from bamstore.api import ReadOnlyStoreError
     from bamstore.plot import plot_region
 
     names = [s.strip() for s in samples.split(",") if s.strip()] if samples else None
-    try:
-        info = plot_region(
-            store,
-            region,
-            out,
-            samples=names,
-            normalise=normalise,
-            strand=strand,
-            width=width,
-            height=height,
-        )
-    except (ValueError, FileNotFoundError, ReadOnlyStoreError) as exc:
-        raise InputError(store, str(exc)) from exc
+    info = plot_region(
+        store,
+        region,
+        out,
+        samples=names,
+        normalise=normalise,
+        strand=strand,
+        width=width,
+        height=height,
+    )
     log.info(
         "%s: %s, %d sample(s), %dx%d px",
         info.path,

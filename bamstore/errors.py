@@ -64,6 +64,10 @@ class OutputLockedError(InputError):
         )
 
 
+class StoreNotFoundError(InputError, FileNotFoundError):
+    """No store at the path given; also a FileNotFoundError, as QuantNado's `open` raises."""
+
+
 class QueryError(InputError, ValueError):
     """A read query that cannot be answered as asked (bad BED line, unknown sample or contig).
 
@@ -71,4 +75,18 @@ class QueryError(InputError, ValueError):
     """
 
     def __reduce__(self):
-        return (QueryError, (self.subject, self.problem, self.fix))
+        return (type(self), (self.subject, self.problem, self.fix))
+
+
+class UnanswerableError(QueryError, RuntimeError):
+    """The store cannot answer as it stands: chosen samples whose build did not finish, or no
+    library sizes to normalise by. Also a RuntimeError, which QuantNado's `extract_region`
+    raises for these."""
+
+
+class ArgumentTypeError(InputError, TypeError):
+    """An argument of the wrong type (a float where a sample or a position is expected); also
+    a TypeError, as Python callers expect."""
+
+    def __reduce__(self):
+        return (type(self), (self.subject, self.problem, self.fix))

@@ -221,6 +221,16 @@ def sample_names_hash(names: Sequence[str]) -> str:
     return hashlib.sha256("|".join(names).encode()).hexdigest()[:16]
 
 
+def sample_names_hash_problem(raw: Mapping[str, Any], names: Sequence[str]) -> str | None:
+    """Why QuantNado's `open` refuses root attributes `raw` whose `sample_names_hash` is not
+    that of `names` (their sample order), or None; a store without the hash is opened."""
+    stored = raw.get("sample_names_hash")
+    expected = sample_names_hash(names)
+    if stored and stored != expected:
+        return f"Sample names hash mismatch (stored={stored}, current={expected})"
+    return None
+
+
 # ---------------------------------------------------------------------------- contig names
 
 # Root members that a contig array must never replace: the metadata group, the group's own

@@ -1,9 +1,10 @@
 """A picture of a region: one coverage track per sample, for `bamstore plot`.
 
 Reads through `BamStore.extract_region`, so the region string means exactly what it means there
-and in QuantNado (0-based start, end exclusive, commas allowed). Drawn on a bare matplotlib
-`Figure` with the Agg canvas, never pyplot, so calling it from a notebook does not change the
-notebook's backend. matplotlib is an optional extra (`pip install 'bamstore[plot]'`).
+and in QuantNado (0-based start, end exclusive, commas allowed), and bad input (a region, sample
+or strand the store lacks) raises its typed errors (`bamstore.errors.InputError`). Drawn on a
+bare matplotlib `Figure` with the Agg canvas, never pyplot, so calling it from a notebook does
+not change the notebook's backend. matplotlib is an optional extra (`pip install 'bamstore[plot]'`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from bamstore.api import BamStore, MissingExtraError, format_region
+from bamstore.api.regions import resolve_region
+from bamstore.errors import QueryError
 
 DPI = 100
 DEFAULT_WIDTH = 1200  # pixels
@@ -81,12 +84,13 @@ def plot_region(
     """
     figure_cls, canvas_cls = _matplotlib()
     bs = store if isinstance(store, BamStore) else BamStore.open(store)
-    chrom, start, end = bs.resolve_region(region)
+    label = bs.source.label
+    chrom, start, end = resolve_region(bs.chromsizes, region, subject=label)
     if samples is None:
         names = bs.sample_names
         samples = [n for n in names if bs.stranded.get(n)] if strand else names
         if not samples:
-            raise ValueError("no sample in this store was built stranded; omit --strand")
+            raise QueryError(label, "no sample in this store was built stranded", "omit --strand")
     method = None if normalise is None else normalise.lower()
     if strand:
         upper = bs.extract_region(

@@ -21,7 +21,8 @@ import csv
 import dataclasses
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,24 @@ def sample_name_problem(name: str) -> str | None:
             f"sample name {name!r} has characters other than ASCII letters, digits and ._+- "
             "(it is used as a file name)"
         )
+    return None
+
+
+def repeated_names(names: Iterable[str]) -> list[str]:
+    """The names that occur more than once, sorted."""
+    counts = Counter(names)
+    return sorted(name for name, count in counts.items() if count > 1)
+
+
+def sample_names_problem(names: Sequence[str]) -> str | None:
+    """Why `names` cannot be a store's samples (a repeated or unusable name), or None."""
+    dupes = repeated_names(names)
+    if dupes:
+        return f"sample names must be unique; repeated: {dupes}"
+    for name in names:
+        problem = sample_name_problem(name)
+        if problem:
+            return problem
     return None
 
 
@@ -229,7 +248,7 @@ def _header_problems(
                 "name every column, or remove trailing separators",
             )
         )
-    dups = sorted({h for h in header if h and header.count(h) > 1})
+    dups = repeated_names(h for h in header if h)
     if dups:
         problems.append(
             InputError(

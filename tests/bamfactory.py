@@ -99,6 +99,15 @@ def write_bam(
     return Path(path)
 
 
+def write_unaligned_bam(path: Path) -> Path:
+    """A BAM whose header has no @SQ line, holding one unmapped read (an unaligned BAM)."""
+    with pysam.AlignmentFile(str(path), "wb", header={"HD": {"VN": "1.6"}}) as fh:
+        seg = pysam.AlignedSegment(fh.header)
+        seg.query_name, seg.flag, seg.query_sequence = "r1", 4, "ACGT"
+        fh.write(seg)
+    return path
+
+
 def samtools_depth(
     bam: Path,
     contigs: Contigs,

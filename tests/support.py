@@ -28,6 +28,21 @@ def cli_argv(*args: object) -> list[str]:
     return [sys.executable, str(BIN), *map(str, args)]
 
 
+def assert_identical_chunks(stores: dict[str, Path]) -> list[Path]:
+    """Every store holds the same chunk files, byte for byte outside `metadata/` (whose
+    sparsity and totals are compared by value elsewhere); returns the chunk paths, relative."""
+    first = next(iter(stores.values()))
+    files = sorted(p.relative_to(first) for p in first.rglob("c/*/*") if p.is_file())
+    assert files, "no chunk files written"
+    for name, store in stores.items():
+        other = sorted(p.relative_to(store) for p in store.rglob("c/*/*") if p.is_file())
+        assert other == files, name
+        for rel in files:
+            if rel.parts[0] != "metadata":
+                assert (store / rel).read_bytes() == (first / rel).read_bytes(), (name, rel)
+    return files
+
+
 def store_attrs(store: Path) -> dict:
     group = zarr.open_group(LocalStore(Path(store), read_only=True), mode="r")
     return dict(group.attrs)

@@ -6,9 +6,12 @@ expected values come from pysam, plain zarr or QuantNado's reader rules, never f
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -170,6 +173,25 @@ def test_library_sizes_equal_an_independent_count(built: Path, bams: dict[str, P
     assert sizes.to_dict() == {n: float(count_library(bams[n], KEPT)) for n in NAMES}
 
 
+def test_open_refuses_a_reordered_sample_list(built: Path, tmp_path: Path) -> None:
+    """QuantNado's rule (layout.sample_names_hash_problem): the stored hash must be that of
+    the sample names, else the rows may not be the samples they are named after."""
+    copy = tmp_path / "reordered.zarr"
+    shutil.copytree(built, copy)
+    doc = json.loads((copy / "zarr.json").read_text())
+    stored = doc["attributes"]["sample_names_hash"]
+    doc["attributes"]["sample_names"] = ["b", "a", "c"]
+    (copy / "zarr.json").write_text(json.dumps(doc))
+    current = layout.sample_names_hash(["b", "a", "c"])
+    with pytest.raises(ValueError) as err:
+        BamStore.open(copy)
+    assert str(err.value) == f"Sample names hash mismatch (stored={stored}, current={current})"
+    assert isinstance(err.value, InputError)
+    del doc["attributes"]["sample_names_hash"]  # a store without the hash is opened
+    (copy / "zarr.json").write_text(json.dumps(doc))
+    assert BamStore.open(copy).sample_names == ["b", "a", "c"]
+
+
 def test_open_is_read_only_for_real(built: Path, bams: dict[str, Path]) -> None:
     before = {p: p.read_bytes() for p in built.rglob("*") if p.is_file()}
     store = BamStore.open(built)
@@ -220,28 +242,33 @@ def test_extract_region_errors(built: Path, tmp_path: Path, bams: dict[str, Path
     store = BamStore.open(built)
     cases: list[tuple[dict[str, Any], type[Exception], str]] = [
         ({"region": "chr7:0-10"}, ValueError, "Chromosome 'chr7' not in store"),
-        ({"chrom": "chr1_fwd"}, ValueError, "strand='\\+' or '-'"),
+        ({"chrom": "chr1_fwd"}, ValueError, "strand='+' or '-'"),
         ({"region": "chr2:11,990-12,001"}, ValueError, "exceeds chromosome size 12000"),
         ({"chrom": "chr2", "start": -1, "end": 5}, ValueError, "must be >= 0"),
         ({"chrom": "chr2", "start": 5, "end": 5}, ValueError, "must be greater than start"),
         ({"chrom": "chr2", "start": 2.5, "end": 5}, TypeError, "must be integers"),
         ({"region": "chr1:0-5", "chrom": "chr1"}, ValueError, "either 'region' or 'chrom'"),
         ({}, ValueError, "Must specify"),
-        ({"region": "chr1:0-5", "samples": ["zz"]}, ValueError, "Sample 'zz' not found"),
-        ({"region": "chr1:0-5", "samples": [3]}, ValueError, "out of range"),
+        ({"region": "chr1:0-5", "samples": ["zz"]}, ValueError, "sample 'zz' is not in the"),
+        ({"region": "chr1:0-5", "samples": [3]}, ValueError, "sample 3 is not in the store"),
         ({"region": "chr1:0-5", "samples": [1.5]}, TypeError, "strings or integers"),
-        ({"region": "chr1:0-5", "strand": "x"}, ValueError, "strand must be"),
+        ({"region": "chr1:0-5", "samples": []}, ValueError, "samples is empty"),
+        ({"region": "chr1:0-5", "strand": "x"}, ValueError, "unknown strand 'x'"),
         ({"region": "chr1:0-5", "samples": ["a"], "strand": "+"}, ValueError, "not built"),
+        ({"region": "chr1:0-5", "strand": "+"}, ValueError, "sample(s) a, b were not built"),
     ]
     for kwargs, kind, message in cases:
-        with pytest.raises(kind, match=message):
+        with pytest.raises(kind, match=re.escape(message)) as err:
             store.extract_region(**kwargs)
+        assert isinstance(err.value, InputError)  # the CLI reports it as bad input
     flat = BamStore.from_bam_files([bams["a"]], store_path=tmp_path / "u.zarr", chunk_len=CHUNK)
     with pytest.raises(ValueError, match="no strand arrays"):
         flat.extract_region("chr1:0-5", strand="-")
     empty = BamStore(tmp_path / "e.zarr", KEPT, ["x", "y"], chunk_len=CHUNK)
     with pytest.raises(RuntimeError, match="incomplete"):
         empty.extract_region("chr1:0-5", samples=["y"])
+    with pytest.raises(RuntimeError, match="no metadata/total_reads"):
+        dataclasses.replace(flat.source, total_reads=None).per_million([0], "cpm")
 
 
 class _CountingStore(WrapperStore):
@@ -682,6 +709,12 @@ def test_metadata_values_are_kept_as_written_and_never_hidden(
     # store's own and are left out, the rest is kept as it is
     out_csv = tmp_path / "round.csv"
     store.metadata_to_csv(out_csv)
-    store.set_metadata(BamStore.metadata_from_csv(out_csv, dtype=str, keep_default_na=False))
+    table = BamStore.metadata_from_csv(out_csv)  # text as written, no type guessing
+    assert table["lane"].tolist() == ["", "07", "x"] and table["batch"].tolist() == ["1", "2", ""]
+    assert table["completed"].tolist() == ["True"] * 3
+    store.set_metadata(table)
     assert store.list_metadata_columns() == ["batch", "lane"]
     assert store.attrs["metadata_lane"] == ["", "07", "x"]
+    assert store.attrs["metadata_batch"] == ["1", "2", ""]
+    guessed = BamStore.metadata_from_csv(out_csv, dtype=None, keep_default_na=True)
+    assert guessed["lane"].tolist()[1:] == ["07", "x"] and guessed["batch"].tolist()[0] == 1.0

@@ -28,6 +28,7 @@ from support import (
     write_samplesheet,
 )
 
+from bamstore.errors import InputError
 from bamstore.kernel import available_kernels
 from bamstore.simulate import make_bam
 
@@ -243,6 +244,32 @@ def test_truncated_bam_is_refused(tmp_path: Path, multiblock_bam: Path, cut: str
     out = tmp_path / "out.zarr"
     assert_clean_refusal(extract_cli(bam, out), f"{bam}: is truncated", "re-create or re-download")
     _assert_nothing_at(out)
+
+
+def test_truncation_is_decided_from_the_bytes_not_htslibs_message(
+    tmp_path: Path, multiblock_bam: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An intact BAM that fails to open for another reason, whatever the message says, is
+    not called truncated; a BAM without the BGZF end-of-file block is, whatever it says."""
+    from bamstore.bam_input import header
+
+    whole = tmp_path / "whole.bam"
+    shutil.copy(multiblock_bam, whole)
+    cut = tmp_path / "cut.bam"
+    cut.write_bytes(multiblock_bam.read_bytes()[:-28])
+
+    def refusing(path: str, *_args: object, **_kwargs: object) -> None:
+        if path == str(whole):
+            raise OSError("unexpected EOF while reading (truncated?)")
+        raise OSError("could not read header")
+
+    monkeypatch.setattr(header.pysam, "AlignmentFile", refusing)
+    with pytest.raises(InputError) as err:
+        header.open_alignment(whole)
+    assert err.value.problem == "cannot be read as BAM (unexpected EOF while reading (truncated?))"
+    with pytest.raises(InputError) as err:
+        header.open_alignment(cut)
+    assert err.value.problem == "is truncated (the BGZF end-of-file marker is missing)"
 
 
 @pytest.mark.parametrize("with_index", [True, False], ids=["fresh_index", "no_index"])

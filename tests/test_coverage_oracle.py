@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bamfactory import EDGE_CONTIGS, RANDOM_CONTIGS, count_library, samtools_depth, subset_bam
+from support import assert_identical_chunks
 
 from bamstore.kernel import available_kernels, is_sense_strand
 from bamstore.store import read_store_info
@@ -73,15 +74,7 @@ def test_simulated_bams_match_samtools_depth(
 def test_kernels_write_identical_chunks(random_bam, extract):
     """The compiled paths and the Python fallback produce byte-identical stores."""
     stores = {k: extract(random_bam, kernel=k, chunk_len=5000) for k in KERNELS}
-    first = next(iter(stores.values()))
-    files = sorted(p.relative_to(first) for p in first.rglob("c/*/*") if p.is_file())
-    assert files, "no chunk files written"
-    for kernel, store in stores.items():
-        other = sorted(p.relative_to(store) for p in store.rglob("c/*/*") if p.is_file())
-        assert other == files, kernel
-        for rel in files:
-            if rel.parts[0] != "metadata":
-                assert (store / rel).read_bytes() == (first / rel).read_bytes(), (kernel, rel)
+    assert_identical_chunks(stores)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

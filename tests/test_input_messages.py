@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-import resource
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from bamfactory import Read, write_bam
+from bamfactory import Read, write_bam, write_unaligned_bam
+from support import REPO, cli_argv, limit_file_size
 
-REPO = Path(__file__).resolve().parents[1]
 CONTIGS = [("chr1", 2000), ("chr2", 1500)]
 
 
@@ -106,13 +103,7 @@ def test_a_foreign_index_beside_the_bam_is_replaced_with_a_warning(bam, tmp_path
 
 
 def test_bam_without_sq_lines_says_so(tmp_path, run_cli):
-    import pysam
-
-    unaligned = tmp_path / "unaligned.bam"
-    with pysam.AlignmentFile(str(unaligned), "wb", header={"HD": {"VN": "1.6"}}) as fh:
-        seg = pysam.AlignedSegment(fh.header)
-        seg.query_name, seg.flag, seg.query_sequence = "r1", 4, "ACGT"
-        fh.write(seg)
+    unaligned = write_unaligned_bam(tmp_path / "unaligned.bam")
     for selection in ("primary", "all"):
         result = run_cli("extract", "--bam", unaligned, "--sample", "s", "--out",
                          tmp_path / "o.zarr", "--chromosomes", selection)  # fmt: skip
@@ -127,20 +118,13 @@ def test_bam_without_sq_lines_says_so(tmp_path, run_cli):
 
 
 def _bamstore(*args: object, **kw: object) -> subprocess.CompletedProcess[str]:
-    """bin/bamstore with what run_cli does not offer (stdin, resource limits)."""
-    argv = [sys.executable, str(REPO / "bin" / "bamstore"), *map(str, args)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, **kw)
+    """bin/bamstore with what run_cli does not offer (a standard input)."""
+    return subprocess.run(
+        cli_argv(*args), capture_output=True, text=True, timeout=300, check=False, **kw
+    )
 
 
-def _file_size_limit(max_bytes: int):
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
-
-    return apply
-
-
-def test_full_temporary_folder_is_one_clean_line(tmp_path):
+def test_full_temporary_folder_is_one_clean_line(tmp_path, run_cli):
     """No room for the index the BAM needs (a file size limit stands in for a full disk):
     it used to print samtools' error as a Python repr with \\n and a quickcheck fix. The
     header's 20,000 scaffolds make the index larger than the limit; the store (two contigs
@@ -150,9 +134,9 @@ def test_full_temporary_folder_is_one_clean_line(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     out = tmp_path / "out.zarr"
-    result = _bamstore("extract", "--bam", bam, "--sample", "s", "--out", out,
-                       "--chromosomes", "chr1,chr2", env={**os.environ, "TMPDIR": str(scratch)},
-                       preexec_fn=_file_size_limit(32 * 1024))  # fmt: skip
+    result = run_cli("extract", "--bam", bam, "--sample", "s", "--out", out,
+                     "--chromosomes", "chr1,chr2", env={"TMPDIR": str(scratch)},
+                     preexec_fn=limit_file_size(32 * 1024))  # fmt: skip
     assert _only_line(result) == (
         f"bamstore: error: {scratch}: cannot hold the index this BAM needs (File too large); "
         f"{bam} has no usable index; fix: pass --tmp-dir (or set TMPDIR) to a writable folder "
@@ -166,8 +150,8 @@ def test_full_temporary_folder_is_one_clean_line(tmp_path):
 
 
 def test_stdin_pipe_is_refused_naming_dev_stdin(bam, tmp_path):
-    argv = [sys.executable, str(REPO / "bin" / "bamstore"), "extract", "--bam", "/dev/stdin",
-            "--sample", "s", "--out", str(tmp_path / "out.zarr")]  # fmt: skip
+    argv = cli_argv("extract", "--bam", "/dev/stdin", "--sample", "s", "--out",
+                    tmp_path / "out.zarr")  # fmt: skip
     piped = subprocess.run(argv, input=bam.read_bytes(), capture_output=True, timeout=300,
                            check=False)  # fmt: skip
     result = subprocess.CompletedProcess(argv, piped.returncode, "", piped.stderr.decode())

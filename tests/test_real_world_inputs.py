@@ -25,7 +25,8 @@ import numpy as np
 import pysam
 import pytest
 import zarr
-from bamfactory import Read, random_reads, samtools_depth, write_bam
+from bamfactory import Read, random_reads, samtools_depth, write_bam, write_unaligned_bam
+from support import cli_argv
 
 from bamstore.kernel import available_kernels
 
@@ -345,8 +346,8 @@ def test_no_reference_server_is_ever_asked(cram_inputs, tmp_path, proxy_log, run
                     f"{control.stderr[-500:]})")  # fmt: skip
     seen.clear()
     result = subprocess.run(
-        [*_bamstore_argv(), "extract", "--bam", cram, "--sample", "s", "--out",
-         tmp_path / "o.zarr", "--reference", partial, "--chromosomes", "all"],
+        cli_argv("extract", "--bam", cram, "--sample", "s", "--out",
+                 tmp_path / "o.zarr", "--reference", partial, "--chromosomes", "all"),
         env=run_env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert seen == []
@@ -358,20 +359,7 @@ def test_no_reference_server_is_ever_asked(cram_inputs, tmp_path, proxy_log, run
     assert not (home / ".cache" / "hts-ref").exists()
 
 
-def _bamstore_argv() -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve().parents[1] / "bin" / "bamstore")]
-
-
 # ---------------------------------------------------------------------------- the sweep
-
-
-def _no_sq_bam(tmp_path: Path, plain_bam: Path) -> Path:
-    out = tmp_path / "unaligned.bam"
-    with pysam.AlignmentFile(str(out), "wb", header={"HD": {"VN": "1.6"}}) as fh:
-        seg = pysam.AlignedSegment(fh.header)
-        seg.query_name, seg.flag, seg.query_sequence = "r1", 4, "ACGT"
-        fh.write(seg)
-    return out
 
 
 def _sweep_inputs(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, tuple[Path, int]]:
@@ -383,7 +371,7 @@ def _sweep_inputs(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, t
         "two_hd": (request.getfixturevalue("two_hd_bam"), 0),
         "zero_length_with_reads": (request.getfixturevalue("zero_length_with_reads"), 2),
         "zero_length_without_reads": (request.getfixturevalue("zero_length_without_reads"), 0),
-        "no_sq_lines": (_no_sq_bam(tmp_path, plain), 2),
+        "no_sq_lines": (write_unaligned_bam(tmp_path / "unaligned.bam"), 2),
         "cram_embed_ref": (crams["embed_ref"], 0),
         "cram_no_ref": (crams["no_ref"], 0),
         "cram_without_its_reference": (crams["plain"], 2),

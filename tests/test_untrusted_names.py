@@ -5,6 +5,7 @@ meet it, through the CLI (or the Python API where the report was about it)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -222,8 +223,6 @@ def test_same_contigs_in_another_order_build_in_the_first_samples_order(
         f"sample b ({b}) lists its contigs in another order than sample a ({a}); the store "
         "follows sample a's order" in result.stderr
     )
-    import json
-
     summary = json.loads(run_cli("inspect", out, "--json").stdout)
     assert [c["name"] for c in summary["contigs"]] == ["chr1", "chr2", "chrX"]
     for name, _ in contigs:

@@ -29,6 +29,7 @@ from bamstore.api.reader import (
 )
 from bamstore.api.regions import format_region, parse_region
 from bamstore.bam_input import open_alignment
+from bamstore.errors import StoreNotFoundError
 from bamstore.publish import check_output_path
 from bamstore.query import source as query_source
 from bamstore.samplesheet import MetadataTable
@@ -142,7 +143,9 @@ class BamStore(StoreReader):
                 f"Store already exists at {self.store_path}; set overwrite=True or resume=True"
             )
         elif read_only:
-            raise FileNotFoundError(f"Store does not exist at {self.store_path} (read_only=True)")
+            raise StoreNotFoundError(
+                None, f"Store does not exist at {self.store_path} (read_only=True)"
+            )
         else:
             self._create(names, chromsizes, chunk_len, compression, stranded, rule, shard)
 
@@ -211,7 +214,7 @@ class BamStore(StoreReader):
             return self
         path = normalize_store_path(store_path)
         if not path.exists():
-            raise FileNotFoundError(f"Store does not exist at {path}")
+            raise StoreNotFoundError(None, f"Store does not exist at {path}")
         self.path = Path(store_path)
         self.store_path = path
         self._attach(read_only)
@@ -238,24 +241,22 @@ class BamStore(StoreReader):
         order. `bed`: a BED path, "-" or a DataFrame; options `stat` (mean, sum, max, min),
         `normalise`, `samples`, `strand` ("fwd"/"rev"), `skip_missing`, `threads`
         (`bamstore.query.summarize`)."""
-        return query.summarize_frame(query.CoverageSource.of(self), bed, **options)
+        return query.summarize_frame(self.source, bed, **options)
 
     def profile(self, bed: Any, **options: Any) -> query.Profile:
         """Mean signal in bins around each BED line's reference point: `.matrix` is samples x
         regions x bins. Options `upstream`, `downstream`, `bin_size`, `normalise`, `samples`,
         `strand`, `skip_missing`, `threads` (`bamstore.query.profile`)."""
-        return query.profile(query.CoverageSource.of(self), bed, **options)
+        return query.profile(self.source, bed, **options)
 
     def to_bigwig(self, out: PathLike, sample: str | int, **options: Any) -> query.ExportResult:
         """One sample's coverage as a bigWig (`bamstore[bigwig]`). Options `normalise`,
         `bin_size`, `chromosomes`, `strand`, `skip_zeros`, `threads` (`bamstore.query.export`)."""
-        return query.export_track(query.CoverageSource.of(self), sample, out, **options)
+        return query.export_track(self.source, sample, out, **options)
 
     def to_bedgraph(self, out: PathLike, sample: str | int, **options: Any) -> query.ExportResult:
         """The same runs as `to_bigwig`, as a bedGraph text file."""
-        return query.export_track(
-            query.CoverageSource.of(self), sample, out, fmt="bedgraph", **options
-        )
+        return query.export_track(self.source, sample, out, fmt="bedgraph", **options)
 
     # ------------------------------------------------------------------ metadata
 

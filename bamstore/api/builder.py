@@ -34,7 +34,7 @@ from bamstore.build import (
 from bamstore.extract import ExtractOptions, GivenContigs
 from bamstore.merge import insert_part
 from bamstore.publish import check_output_path, output_lock, remove_tree, staged_output
-from bamstore.samplesheet import sample_name_problem, strandedness_problem
+from bamstore.samplesheet import sample_names_problem, strandedness_problem
 from bamstore.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -125,13 +125,9 @@ def load_chromsizes(source: Mapping[str, int] | PathLike) -> dict[str, int]:
 
 def check_sample_names(names: Sequence[str]) -> None:
     """Names become file names of per-sample parts, and rows are looked up by name."""
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"sample names must be unique; repeated: {dupes}")
-    for name in names:
-        problem = sample_name_problem(name)
-        if problem:
-            raise ValueError(problem)
+    problem = sample_names_problem(names)
+    if problem:
+        raise ValueError(problem)
 
 
 def check_contigs(chromsizes: Mapping[str, int], stranded: bool) -> None:

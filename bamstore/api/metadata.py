@@ -19,7 +19,13 @@ import pandas as pd
 
 from bamstore import layout
 from bamstore.api.reader import PathLike, StoreReader, is_missing
-from bamstore.samplesheet import MetadataTable, metadata_column_problems, read_metadata_table
+from bamstore.samplesheet import (
+    DERIVED_COLUMNS,
+    MetadataTable,
+    metadata_column_problems,
+    read_metadata_table,
+    repeated_names,
+)
 
 
 def to_strings(values: Iterable[Any]) -> list[str]:
@@ -32,7 +38,7 @@ def frame_table(frame: pd.DataFrame, sample_column: str) -> MetadataTable:
     if sample_column not in frame.columns:
         raise ValueError(f"Sample column '{sample_column}' not found in metadata DataFrame")
     keys = frame[sample_column].astype(str).tolist()
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    dupes = repeated_names(keys)
     if dupes:
         raise ValueError(f"samples appear more than once in '{sample_column}': {dupes}")
     columns = [str(c) for c in frame.columns if c != sample_column]
@@ -80,8 +86,10 @@ def set_columns(
         if bad:
             raise ValueError(f"Sample hash mismatch for: {', '.join(bad)}.")
     incoming = [c for row in table.values() for c in row]
-    skip = {"sample_hash"} | {
-        c for c in ("completed", "sparsity") if c in incoming and _own_values(store, c, table)
+    skip = {
+        c
+        for c in DERIVED_COLUMNS
+        if c == "sample_hash" or (c in incoming and _own_values(store, c, table))
     }
     columns = {} if not merge else {c: list(v) for c, v in store.store_attributes.metadata.items()}
     for column in dict.fromkeys(incoming):

@@ -20,10 +20,10 @@ from zarr.storage import LocalStore
 
 from bamstore import layout
 from bamstore.api.regions import resolve_region
-from bamstore.errors import InputError
-from bamstore.samplesheet import QUANTNADO_LABEL_COLUMN
+from bamstore.errors import InputError, QueryError
+from bamstore.query.source import CoverageSource, check_normalise, check_strand
+from bamstore.samplesheet import DERIVED_COLUMNS, QUANTNADO_LABEL_COLUMN
 
-NORMALISATIONS = ("cpm", "rpkm")
 PathLike = str | os.PathLike[str]
 
 
@@ -60,35 +60,43 @@ class StoreReader:
         self._reload()
 
     def _reload(self) -> None:
-        """Open (or reopen after a write) the zarr group and check what readers need."""
+        """Open (or reopen after a write) the zarr group and check what readers need.
+
+        A store that is not one is bad input (`QueryError`, a ValueError as in QuantNado)."""
         try:
             root = zarr.open_group(
                 store=self._zarr_store, mode="r" if self.read_only else "r+", zarr_format=3
             )
         except Exception as exc:
-            raise ValueError(f"{self._label} is not a Zarr v3 group ({exc})") from exc
+            raise QueryError(None, f"{self._label} is not a Zarr v3 group ({exc})") from exc
         raw: dict[str, Any] = dict(root.attrs)
         missing = [a for a in layout.REQUIRED_ROOT_ATTRS if a not in raw]
         if missing:
-            raise ValueError(f"Missing required attribute in store: {', '.join(missing)}")
+            raise QueryError(None, f"Missing required attribute in store: {', '.join(missing)}")
         try:
             attrs = layout.StoreAttributes.from_json(raw)
         except (layout.FormatError, ValueError) as exc:
-            raise ValueError(f"{self._label}: {exc}") from None
-        stored_hash = raw.get("sample_names_hash")
-        expected = layout.sample_names_hash(attrs.sample_names)
-        if stored_hash and stored_hash != expected:
-            raise ValueError(
-                f"Sample names hash mismatch (stored={stored_hash}, current={expected})"
-            )
+            raise QueryError(None, f"{self._label}: {exc}") from None
+        problem = layout.sample_names_hash_problem(raw, attrs.sample_names)
+        if problem:
+            raise QueryError(None, problem)
         meta = root.get(layout.METADATA_GROUP)
         if not isinstance(meta, zarr.Group) or layout.COMPLETED not in meta:
-            raise ValueError(f"{self._label} has no metadata/completed array")
+            raise QueryError(None, f"{self._label} has no metadata/completed array")
         self.root = root
         self._raw = raw
         self._attrs = attrs
         self._metadata_cache: pd.DataFrame | None = None
-        self._completed: np.ndarray | None = None
+        self._source: CoverageSource | None = None
+
+    @property
+    def source(self) -> CoverageSource:
+        """The store as the readers and queries see it (`CoverageSource`): samples, strand
+        arrays, completed and library sizes. Read once when read-only (nothing can change it
+        through us); re-read on every use when writable."""
+        if self._source is None or not self.read_only:
+            self._source = CoverageSource.from_group(self._label, self.root)
+        return self._source
 
     # ------------------------------------------------------------------ properties
 
@@ -156,10 +164,8 @@ class StoreReader:
 
     @property
     def completed_mask(self) -> np.ndarray:
-        """Read from the store (cached when read-only: nothing can change it through us)."""
-        if self._completed is None or not self.read_only:
-            self._completed = np.asarray(self._meta_array(layout.COMPLETED)[...], dtype=bool)
-        return self._completed.copy()
+        """metadata/completed per sample."""
+        return self.source.completed.copy()
 
     @property
     def n_completed(self) -> int:
@@ -169,11 +175,10 @@ class StoreReader:
     def library_sizes(self) -> pd.Series | None:
         """metadata/total_reads per sample (float; NaN for incomplete samples), or None for a
         store without it, as QuantNado."""
-        if layout.TOTAL_READS not in self.meta:
+        reads = self.source.total_reads
+        if reads is None:
             return None
-        reads = np.asarray(self._meta_array(layout.TOTAL_READS)[...], dtype=float)
-        reads[~self.completed_mask] = np.nan
-        return pd.Series(reads, index=self.sample_names, name="library_size")
+        return pd.Series(reads.copy(), index=self.sample_names, name="library_size")
 
     @property
     def sample_hashes(self) -> list[str]:
@@ -192,17 +197,25 @@ class StoreReader:
             df = pd.DataFrame({QUANTNADO_LABEL_COLUMN: self.sample_names})
             for col, values in self._attrs.metadata.items():
                 df[col] = [pd.NA if v == "" else v for v in values]
-            meta = self.meta
-            if layout.SAMPLE_HASHES in meta:
-                rows = np.asarray(self._meta_array(layout.SAMPLE_HASHES)[...], dtype=np.uint8)
-                df["sample_hash"] = [pd.NA if not r.any() else bytes(r).hex() for r in rows]
-            df["completed"] = self.completed_mask
-            if layout.SPARSITY in meta:
-                df["sparsity"] = np.asarray(self._meta_array(layout.SPARSITY)[...])
+            for column, values in self._derived_columns().items():
+                df[column] = values
             front = [QUANTNADO_LABEL_COLUMN] + (["assay"] if "assay" in df.columns else [])
             df = df[front + [c for c in df.columns if c not in front]]
             self._metadata_cache = df.set_index(QUANTNADO_LABEL_COLUMN)
         return self._metadata_cache.copy()
+
+    def _derived_columns(self) -> dict[str, Any]:
+        """The columns `metadata` derives from the store (`samplesheet.DERIVED_COLUMNS`), in
+        that order; a store without `sample_hashes` or `sparsity` lacks that column."""
+        meta = self.meta
+        derived: dict[str, Any] = {"completed": self.completed_mask}
+        if layout.SAMPLE_HASHES in meta:
+            rows = np.asarray(self._meta_array(layout.SAMPLE_HASHES)[...], dtype=np.uint8)
+            derived["sample_hash"] = [pd.NA if not r.any() else bytes(r).hex() for r in rows]
+        if layout.SPARSITY in meta:
+            derived["sparsity"] = np.asarray(self._meta_array(layout.SPARSITY)[...])
+        assert set(derived) <= set(DERIVED_COLUMNS)
+        return {column: derived[column] for column in DERIVED_COLUMNS if column in derived}
 
     def get_metadata(self) -> pd.DataFrame:
         return self.metadata
@@ -221,7 +234,10 @@ class StoreReader:
 
     @classmethod
     def metadata_from_csv(cls, path: PathLike, **kwargs: Any) -> pd.DataFrame:
-        return pd.read_csv(path, **kwargs)
+        """A CSV (e.g. from `metadata_to_csv`) with its values as written: text, an empty cell
+        "" (metadata is stored as text, so "07" stays "07" and "1" does not come back "1.0").
+        `kwargs` go to `pandas.read_csv` and may override that (`dtype`, `keep_default_na`)."""
+        return pd.read_csv(path, **{"dtype": str, "keep_default_na": False, **kwargs})
 
     @classmethod
     def metadata_from_json(cls, path: PathLike) -> pd.DataFrame:
@@ -229,29 +245,6 @@ class StoreReader:
         return pd.DataFrame(json.loads(Path(path).read_text()))
 
     # ------------------------------------------------------------------ reading coverage
-
-    def _sample_indices(self, samples: Sequence[str | int] | str | int | None) -> list[int]:
-        names = self.sample_names
-        if samples is None:
-            return list(range(len(names)))
-        if isinstance(samples, str | int | np.integer):
-            samples = [samples]
-        lookup = {name: i for i, name in enumerate(names)}
-        out: list[int] = []
-        for s in samples:
-            if isinstance(s, str):
-                if s not in lookup:
-                    raise ValueError(f"Sample '{s}' not found in store (samples: {names})")
-                out.append(lookup[s])
-            elif isinstance(s, int | np.integer) and not isinstance(s, bool):
-                if not 0 <= int(s) < len(names):
-                    raise ValueError(f"Sample index {s} out of range [0, {len(names)})")
-                out.append(int(s))
-            else:
-                raise TypeError(f"Samples must be strings or integers, got {type(s).__name__}")
-        if not out:
-            raise ValueError("samples is empty")
-        return out
 
     def resolve_region(
         self,
@@ -279,79 +272,34 @@ class StoreReader:
 
         `region` is QuantNado's string (`chr1:1,000-2,000` = 0-based positions 1000..1999, see
         `parse_region`), or give `chrom`/`start`/`end` (0-based, end exclusive). `samples`:
-        names or row indices (default all). `strand`: "+" or "-" reads the `_fwd`/`_rev` arrays
-        of stranded samples. `normalise`: "cpm" = x / (library size / 1e6); "rpkm" = CPM per kb
-        of a 1 bp position = CPM x 1000 (QuantNado's per-position RPKM). `library_sizes`
-        overrides the stored ones. Only the chunks that overlap the region are read.
+        names or row indices (default all). `strand`: "+" or "-" ("fwd"/"rev") reads the
+        `_fwd`/`_rev` arrays of stranded samples. `normalise`: "cpm" = x / (library size /
+        1e6); "rpkm" = CPM per kb of a 1 bp position = CPM x 1000 (QuantNado's per-position
+        RPKM). `library_sizes` overrides the stored ones. Only the chunks that overlap the
+        region are read. The rules (and their errors) are the queries' (`CoverageSource`),
+        except that a sample may be asked for twice and, with a strand, the default is every
+        sample, so all must be stranded. Errors are ValueError (RuntimeError for incomplete
+        samples or a store without library sizes, TypeError for a wrong type), as QuantNado's,
+        and `InputError`s.
         """
         chrom, start, end = self.resolve_region(region, chrom, start, end)
-        rows = self._sample_indices(samples)
-        names = self.sample_names
-        method = None if normalise is None else str(normalise).lower()
-        if method is not None and method not in NORMALISATIONS:
-            raise ValueError(
-                f"Unknown normalisation {normalise!r}: use 'cpm' or 'rpkm' (TPM is not "
-                "defined for per-position signal)"
-            )
-        done = self.completed_mask
-        incomplete = [names[r] for r in rows if not done[r]]
-        if incomplete:
-            raise RuntimeError(
-                f"Cannot extract region: {len(incomplete)} sample(s) incomplete: {incomplete}"
-            )
-        array_name = chrom
-        if strand is not None:
-            array_name = self._strand_array(chrom, strand, [names[r] for r in rows])
-        array = self.root[array_name]
-        assert isinstance(array, zarr.Array)
-        data = np.asarray(array.oindex[np.asarray(rows, dtype=np.int64), start:end])
-        if method is not None:
-            data = self._normalised(data, [names[r] for r in rows], method, library_sizes)
+        if isinstance(samples, str | int | np.integer):
+            samples = [samples]
+        elif samples is None:  # every sample: with a strand, all must be stranded
+            samples = list(range(self.n_samples))
+        elif len(samples) == 0:
+            raise QueryError(None, "samples is empty")
+        method = check_normalise(normalise)
+        strand_name = check_strand(strand)
+        source = self.source
+        array_name = source.array_name(chrom, strand_name)
+        rows = source.rows(list(samples), strand_name, repeats=True)
+        data = source.normalised(
+            source.read(array_name, rows, start, end), rows, method, library_sizes
+        )
         if not as_xarray:
             return data
         return self._as_xarray(data, rows, chrom, start, end, strand, method)
-
-    def _strand_array(self, chrom: str, strand: str, names: list[str]) -> str:
-        if strand not in ("+", "-"):
-            raise ValueError(f"strand must be '+', '-', or None, got {strand!r}")
-        if not self.has_strand_arrays:
-            raise ValueError(
-                "strand given, but this store has no strand arrays (no sample was "
-                "built stranded); omit strand for total coverage"
-            )
-        unstranded = [n for n in names if not self.stranded.get(n)]
-        if unstranded:
-            raise ValueError(
-                f"strand given, but sample(s) {unstranded} were not built stranded "
-                "(their strand rows are empty); choose stranded samples"
-            )
-        fwd, rev = layout.strand_array_names(chrom)
-        return fwd if strand == "+" else rev
-
-    def _normalised(
-        self,
-        data: np.ndarray,
-        names: list[str],
-        method: str,
-        library_sizes: pd.Series | Mapping[str, float] | None,
-    ) -> np.ndarray:
-        if library_sizes is None:
-            sizes = self.library_sizes
-            if sizes is None:
-                raise RuntimeError(
-                    "This store has no metadata/total_reads; pass library_sizes explicitly"
-                )
-        else:
-            sizes = pd.Series(dict(library_sizes), dtype=float, name="library_size")
-        missing = [n for n in names if n not in sizes.index]
-        if missing:
-            raise ValueError(f"Library sizes missing for samples: {missing}")
-        lib = np.array([sizes[n] for n in names], dtype=np.float64)
-        scale = np.where(lib > 0, lib / 1e6, np.nan)  # a zero library gives NaN, not inf
-        out = data.astype(np.float64) / scale[:, None]
-        if method == "rpkm":
-            out = out / (layout.BIN_SIZE / 1000.0)
-        return out
 
     def _as_xarray(
         self,

@@ -25,6 +25,24 @@ from bamstore.layout import HASH_PREFIX_BYTES
 log = logging.getLogger(__name__)
 
 Contigs = list[tuple[str, int]]
+# The empty BGZF block every BAM ends with (the end-of-file marker of the BAM format); a copy
+# cut short lacks it, whatever htslib's message says.
+BGZF_EOF_BLOCK = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+
+def lacks_bgzf_eof(path: Path) -> bool:
+    """Whether the regular file at `path` does not end with the BGZF end-of-file block."""
+    try:
+        with Path(path).open("rb") as fh:
+            if not fh.seekable():
+                return False
+            size = fh.seek(0, 2)
+            if size < len(BGZF_EOF_BLOCK):
+                return True
+            fh.seek(size - len(BGZF_EOF_BLOCK))
+            return fh.read() != BGZF_EOF_BLOCK
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -92,8 +110,7 @@ def read_header(
             contigs = list(zip(bam.references, bam.lengths, strict=True))
             header_text = str(bam.header)
     except (OSError, ValueError) as exc:
-        text = str(exc)
-        if "EOF" in text or "truncated" in text:
+        if fmt == "bam" and lacks_bgzf_eof(path):
             raise InputError(
                 path,
                 "is truncated (the BGZF end-of-file marker is missing)",
@@ -101,7 +118,7 @@ def read_header(
             ) from exc
         raise InputError(
             path,
-            f"cannot be read as {fmt.upper()} ({text})",
+            f"cannot be read as {fmt.upper()} ({exc})",
             "check the file with: " + fixes.quickcheck(path),
         ) from exc
     sort_order, hd_lines = header_sort_order(header_text)

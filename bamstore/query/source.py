@@ -29,7 +29,8 @@ from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
 from bamstore import layout
-from bamstore.errors import QueryError
+from bamstore.errors import ArgumentTypeError, QueryError, UnanswerableError
+from bamstore.samplesheet import repeated_names
 
 # scheme -> (the packages fsspec needs for it, what they are called on PyPI)
 REMOTE_SCHEMES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -133,12 +134,14 @@ class CoverageSource:
         sizes = dict(attrs.contigs)
         stranded = dict(attrs.stranded)
         meta = root.get(layout.METADATA_GROUP)
-        if not isinstance(meta, zarr.Group) or layout.COMPLETED not in meta:
+        done = meta.get(layout.COMPLETED) if isinstance(meta, zarr.Group) else None
+        if not isinstance(done, zarr.Array):
             raise QueryError(label, "has no metadata/completed array", "rebuild the store")
-        completed = np.asarray(meta[layout.COMPLETED][...], dtype=bool)
+        completed = np.asarray(done[...], dtype=bool)
+        reads = meta.get(layout.TOTAL_READS) if isinstance(meta, zarr.Group) else None
         total: np.ndarray | None = None
-        if layout.TOTAL_READS in meta:
-            total = np.asarray(meta[layout.TOTAL_READS][...], dtype=np.float64)
+        if isinstance(reads, zarr.Array):
+            total = np.asarray(reads[...], dtype=np.float64)
             total[~completed] = np.nan
         first = next(iter(sizes), None)
         strands = first is not None and layout.strand_array_names(first)[0] in root
@@ -154,18 +157,20 @@ class CoverageSource:
             total_reads=total,
         )
 
-    @classmethod
-    def of(cls, store: Any) -> CoverageSource:
-        """The view of an open `BamStore` (any object with its `dataset` and `store_path`)."""
-        label = getattr(store, "url", None) or str(store.store_path)
-        return cls.from_group(label, store.dataset)
-
     # ---------------------------------------------------------------- choices -> arrays, rows
 
-    def rows(self, samples: Sequence[str | int] | str | None, strand: str | None) -> list[int]:
+    def rows(
+        self,
+        samples: Sequence[str | int] | str | None,
+        strand: str | None,
+        *,
+        repeats: bool = False,
+    ) -> list[int]:
         """Row indices of the chosen samples (default: all; with a strand, the stranded ones).
 
-        Incomplete samples are refused; so are unstranded ones when a strand is asked for.
+        Samples are names or row numbers; a string is a comma-separated list. Incomplete
+        samples are refused; so are unstranded ones when a strand is asked for, and a sample
+        chosen twice unless `repeats` (`extract_region` returns the rows asked for).
         """
         names = self.sample_names
         if isinstance(samples, str):
@@ -184,9 +189,13 @@ class CoverageSource:
             lookup = {name: i for i, name in enumerate(names)}
             rows = []
             for s in samples:
+                if isinstance(s, bool) or not isinstance(s, str | int | np.integer):
+                    raise ArgumentTypeError(
+                        None, f"Samples must be strings or integers, got {type(s).__name__}"
+                    )
                 if isinstance(s, str) and s in lookup:
                     rows.append(lookup[s])
-                elif isinstance(s, int | np.integer) and 0 <= int(s) < len(names):
+                elif not isinstance(s, str) and 0 <= int(s) < len(names):
                     rows.append(int(s))
                 else:
                     raise QueryError(
@@ -194,8 +203,8 @@ class CoverageSource:
                         f"sample {s!r} is not in the store",
                         f"choose from {', '.join(names)}",
                     )
-            dupes = sorted({names[r] for r in rows if rows.count(r) > 1})
-            if dupes:
+            dupes = repeated_names(names[r] for r in rows)
+            if dupes and not repeats:
                 raise QueryError(self.label, f"sample(s) {', '.join(dupes)} chosen twice")
             if strand is not None:
                 flat = [names[r] for r in rows if not self.stranded.get(names[r])]
@@ -206,9 +215,9 @@ class CoverageSource:
                         f"{strand} coverage",
                         "choose stranded samples, or omit --strand",
                     )
-        incomplete = [names[r] for r in rows if not self.completed[r]]
+        incomplete = list(dict.fromkeys(names[r] for r in rows if not self.completed[r]))
         if incomplete:
-            raise QueryError(
+            raise UnanswerableError(
                 self.label,
                 f"sample(s) {', '.join(incomplete)} are incomplete (their build did not finish)",
                 "finish or resume the build, or choose other samples",
@@ -230,20 +239,59 @@ class CoverageSource:
         fwd, rev = layout.strand_array_names(contig)
         return fwd if strand == "fwd" else rev
 
-    def per_million(self, rows: Sequence[int], normalise: str | None) -> np.ndarray | None:
-        """Divisors total_reads / 1e6 of the rows for CPM/RPKM (NaN for a zero library, never
-        inf, as `extract_region`); None without normalisation."""
+    def per_million(
+        self,
+        rows: Sequence[int],
+        normalise: str | None,
+        library_sizes: Mapping[str, float] | None = None,
+    ) -> np.ndarray | None:
+        """Divisors library size / 1e6 of the rows for CPM/RPKM (NaN for a zero library, never
+        inf); None without normalisation. Library sizes are metadata/total_reads unless
+        `library_sizes` ({sample: size}) are given."""
         method = check_normalise(normalise)
         if method is None:
             return None
-        if self.total_reads is None:
-            raise QueryError(
+        if library_sizes is not None:
+            sizes = {str(name): float(size) for name, size in dict(library_sizes).items()}
+            chosen = [self.sample_names[r] for r in rows]
+            missing = [n for n in chosen if n not in sizes]
+            if missing:
+                raise QueryError(None, f"Library sizes missing for samples: {missing}")
+            lib = np.array([sizes[n] for n in chosen], dtype=np.float64)
+        elif self.total_reads is None:
+            raise UnanswerableError(
                 self.label,
                 "has no metadata/total_reads, so it cannot be normalised",
-                "use --normalise none",
+                "use --normalise none (in Python, pass library_sizes)",
             )
-        lib = self.total_reads[np.asarray(rows, dtype=np.int64)]
+        else:
+            lib = self.total_reads[np.asarray(rows, dtype=np.int64)]
         return np.where(lib > 0, lib / 1e6, np.nan)
+
+    def read(self, array_name: str, rows: Sequence[int], start: int, end: int) -> np.ndarray:
+        """Coverage of `rows` over [start, end) of one array, reading only the chunks needed."""
+        array = self.root[array_name]
+        assert isinstance(array, zarr.Array)
+        return np.asarray(array.oindex[np.asarray(rows, dtype=np.int64), start:end])
+
+    def normalised(
+        self,
+        values: np.ndarray,
+        rows: Sequence[int],
+        normalise: str | None,
+        library_sizes: Mapping[str, float] | None = None,
+    ) -> np.ndarray:
+        """Per-position values of `rows` (samples on the first axis) as CPM = value / (library
+        size / 1e6), or RPKM = CPM per kb of a 1 bp position = CPM x 1000; unchanged for
+        none."""
+        per_million = self.per_million(rows, normalise, library_sizes)
+        if per_million is None:
+            return values
+        shape = (-1,) + (1,) * (values.ndim - 1)
+        out = values.astype(np.float64) / per_million.reshape(shape)
+        if check_normalise(normalise) == "rpkm":
+            out = out / (layout.BIN_SIZE / 1000.0)
+        return out
 
 
 def check_normalise(normalise: str | None) -> str | None:
@@ -255,7 +303,7 @@ def check_normalise(normalise: str | None) -> str | None:
         raise QueryError(
             None,
             f"unknown normalisation {normalise!r}",
-            f"use {', '.join(NORMALISE_CHOICES)}",
+            f"use {', '.join(NORMALISE_CHOICES)} (TPM is not defined for per-position signal)",
         )
     return None if method == "none" else method
 
@@ -266,5 +314,5 @@ def check_strand(strand: str | None) -> str | None:
         return None
     value = {"+": "fwd", "-": "rev"}.get(strand, strand)
     if value not in STRAND_CHOICES:
-        raise QueryError(None, f"unknown strand {strand!r}", "use fwd or rev")
+        raise QueryError(None, f"unknown strand {strand!r}", "use fwd or rev (or + or -)")
     return value
