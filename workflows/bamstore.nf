@@ -56,7 +56,11 @@ workflow BAMSTORE {
         .map { meta, zarr -> [meta.id, zarr] }
         .join(ch_row_of, failOnDuplicate: true, failOnMismatch: true)
         .toSortedList { a, b -> a[2] <=> b[2] }
-        .map { parts -> [[id: store_name], (append_to ? [append_to] : []) + parts.collect { part -> part[1] }] }
+        .map { parts -> (append_to ? [append_to] : []) + parts.collect { part -> part[1] } }
+        // nothing to merge when every extraction failed: the run is ending with their error, and
+        // an empty list would add a second, confusing one (MERGE takes one store or more)
+        .filter { stores -> !stores.isEmpty() }
+        .map { stores -> [[id: store_name], stores] }
     BAMSTORE_MERGE(ch_parts, BAMSTORE_CHECKSAMPLESHEET.out.csv, settings.shard, code_digest)
     ch_versions = ch_versions.mix(BAMSTORE_MERGE.out.versions)
 

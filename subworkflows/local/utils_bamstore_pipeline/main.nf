@@ -135,7 +135,8 @@ def profileParameters() {
 // rather than run with arrays of another size than asked for
 //
 def slurmProfileProblems(given, typed) {
-    def applied = given.slurm_profile_array_size
+    // containsKey: reading a param that no profile set would log a warning on every other run
+    def applied = given.containsKey('slurm_profile_array_size') ? given.slurm_profile_array_size : null
     def wanted = typed.slurm_array_size
     if (applied == null || wanted == null || (applied as long) == wanted) {
         return []
