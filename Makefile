@@ -28,8 +28,8 @@ demo: install  ## build a store from the bundled test BAMs and summarise it
 	$(BIN)/bamstore validate demo/demo.zarr
 	$(BIN)/bamstore inspect demo/demo.zarr
 
-test: install  ## the test suite (pytest), without the Nextflow runs (test-pipeline, test-slurm)
-	$(BIN)/python -m pytest -q
+test: install  ## the test suite (pytest, one worker per core), without test-pipeline and test-slurm
+	$(BIN)/python -m pytest -q -n auto --durations=10
 
 test-pipeline: install nextflow  ## the pipeline end to end with the real Nextflow (tests/pipeline)
 	BAMSTORE_REQUIRE_NEXTFLOW=1 $(BIN)/python -m pytest -q -m pipeline tests/pipeline
