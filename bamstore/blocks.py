@@ -111,15 +111,7 @@ class BgzfReader:
         while pos <= clast and pos < self._size:
             want = min(BATCH_BYTES, clast - pos + MAX_BLOCK)
             raw = os.pread(self._fd, want, pos)
-            spans: list[tuple[int, int, int]] = []
-            off = 0
-            while off + 18 <= len(raw) and pos + off <= clast:
-                total = block_size(raw, off, pos)
-                if off + total > len(raw):
-                    break
-                xlen = struct.unpack_from("<H", raw, off + 10)[0]
-                spans.append((off, off + 12 + xlen, total))
-                off += total
+            spans, off = whole_blocks(raw, pos, last_start=clast - pos)
             if not spans:
                 if pos + len(raw) >= self._size:
                     raise BgzfError(pos, "file ends inside a block (truncated)")
@@ -168,6 +160,24 @@ class BgzfReader:
             pos += total
 
 
+def whole_blocks(
+    raw: bytes | bytearray, base: int, last_start: int
+) -> tuple[list[tuple[int, int, int]], int]:
+    """The whole BGZF blocks at the front of `raw` (file offset `base`) that start at or before
+    offset `last_start` of `raw`: (start, payload start, size) per block, and where the first
+    block not taken starts. A block cut off by the end of `raw` is not taken."""
+    spans: list[tuple[int, int, int]] = []
+    off = 0
+    while off + 18 <= len(raw) and off <= last_start:
+        total = block_size(raw, off, base)
+        if off + total > len(raw):
+            break
+        xlen = struct.unpack_from("<H", raw, off + 10)[0]
+        spans.append((off, off + 12 + xlen, total))
+        off += total
+    return spans, off
+
+
 def stream_blocks(
     chunks: Iterable[bytes], executor: Executor, workers: int, start: int = 0
 ) -> Iterator[tuple[bytes, int]]:
@@ -188,15 +198,7 @@ def stream_blocks(
 
     def split(final: bool) -> tuple[bytes, list[tuple[int, int, int]]] | None:
         nonlocal base
-        spans: list[tuple[int, int, int]] = []
-        off = 0
-        while off + 18 <= len(buf) and (final or off < BATCH_BYTES):
-            total = block_size(buf, off, base)
-            if off + total > len(buf):
-                break
-            xlen = struct.unpack_from("<H", buf, off + 10)[0]
-            spans.append((off, off + 12 + xlen, total))
-            off += total
+        spans, off = whole_blocks(buf, base, last_start=len(buf) if final else BATCH_BYTES - 1)
         if not spans:
             return None
         raw = bytes(buf[:off])
