@@ -124,7 +124,7 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
     for extra in sorted(members - expected):
         yield (
             f"unexpected root member {extra!r} (QuantNado treats every root member as a contig)"
-            if not extra.endswith(("_fwd", "_rev"))
+            if not extra.endswith((layout.FWD_SUFFIX, layout.REV_SUFFIX))
             else f"strand array {extra!r} in a store without stranded samples"
         )
     for missing in sorted(expected - members):

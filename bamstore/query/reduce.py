@@ -33,7 +33,7 @@ from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import LocalStore
 
-from bamstore import shard
+from bamstore import layout, shard
 from bamstore.errors import QueryError
 from bamstore.query.source import CoverageSource
 
@@ -135,7 +135,7 @@ class LocalChunkFiles:
             for k, col in enumerate(range(first, last + 1)):
                 view = slab[i, k * width : (k + 1) * width]
                 try:
-                    raw = (self.folder / "c" / str(row) / str(col)).read_bytes()
+                    raw = (self.folder / layout.CHUNK_FOLDER / str(row) / str(col)).read_bytes()
                 except FileNotFoundError:
                     view[:] = 0
                     continue
@@ -170,7 +170,7 @@ class LocalShardFiles(LocalChunkFiles):
             if row in self._indexes:
                 self._indexes.move_to_end(row)
                 return self._indexes[row]
-        path = self.folder / "c" / str(row) / str(shard.SHARD_COLUMN)
+        path = self.folder / layout.CHUNK_FOLDER / str(row) / str(shard.SHARD_COLUMN)
         try:
             index: shard.ShardIndex | None = shard.read_shard_index(path, self.n_inner)
         except FileNotFoundError:
