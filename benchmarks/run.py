@@ -787,7 +787,7 @@ def anchor_ratio(row: Row, anchor: Row | None) -> str:
 
 
 def format_report(report: Report) -> str:
-    lines = ["# bamstore benchmark (issues 3 and 13)", ""]
+    lines = ["# bamstore benchmark", ""]
     lines += [f"- {item}" for item in report.machine]
     lines.append("")
     if report.rows:
@@ -848,7 +848,7 @@ def _format_core(report: Report) -> list[str]:
     )
     lines += [
         "",
-        "## Targets (issues 3 and 12)",
+        "## Targets",
         "",
         "| # | target | measured | result |",
         "|---|---|---|---|",
@@ -1204,7 +1204,7 @@ def run_benchmark(config: Config, args: argparse.Namespace) -> tuple[Report, boo
             qn_row.warmups = 1
             rows.append(qn_row)
         else:
-            notes.append(f"QuantNado {qn_text}; target 4 uses the issue's reference number.")
+            notes.append(f"QuantNado {qn_text}; target 4 uses the recorded reference figure.")
         rows.append(
             Row(
                 "QuantNado reference (recorded figure)",
