@@ -11,11 +11,11 @@ STAMP  := $(VENV)/.installed
 NEXTFLOW := .tools/bin/nextflow
 NXF_LIB  := .tools/nextflow/lib
 
-$(STAMP): pyproject.toml setup.py bamstore/_coverage.pyx
+$(STAMP): pyproject.toml setup.py bamstore/engine/_coverage.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,lint,plot,xarray,bench,bigwig,remote]'
-	$(BIN)/python -c "from bamstore.kernel import available_kernels as k; \
+	$(BIN)/python -c "from bamstore.engine.kernel import available_kernels as k; \
 	    assert 'compiled' in k(), 'compiled kernel did not build'; print('kernels:', k())"
 	touch $@
 
@@ -76,4 +76,4 @@ lock:  ## re-pin the image's Python dependencies (containers/*.lock) from pyproj
 	bash containers/update-locks.sh
 
 clean:
-	rm -rf $(VENV) .venv-quantnado .tools build demo *.egg-info bamstore/_coverage.c bamstore/*.so
+	rm -rf $(VENV) .venv-quantnado .tools build demo *.egg-info bamstore/engine/_coverage.c bamstore/engine/*.so

@@ -1,7 +1,7 @@
 """Builds the compiled coverage kernel against the htslib that pysam ships.
 
-The extension links to pysam's libchtslib by file name and finds it at run time through an rpath
-to the sibling `pysam` package (installed layout) or pysam's build-time directory (in-place builds).
+The extension (bamstore/engine/) links to pysam's libchtslib by file name and finds it at run
+time through an rpath to the `pysam` package beside `bamstore` (installed layout) or pysam's build-time directory (in-place builds).
 If no C compiler is available the package still installs and uses the pure-Python kernel.
 The SHA-256 of the .pyx it was built from is compiled in (`SOURCE_SHA256`), so a checkout whose
 .pyx changed after the build is told to rebuild instead of failing inside the kernel.
@@ -22,15 +22,15 @@ def coverage_extension():
 
     htslib = next(p for p in pysam.get_libraries() if os.path.basename(p).startswith("libchtslib"))
     pysam_dir = os.path.dirname(htslib)
-    with open("bamstore/_coverage.pyx", "rb") as source:
+    with open("bamstore/engine/_coverage.pyx", "rb") as source:
         source_sha256 = hashlib.sha256(source.read()).hexdigest()
     ext = Extension(
-        "bamstore._coverage",
-        ["bamstore/_coverage.pyx"],
+        "bamstore.engine._coverage",
+        ["bamstore/engine/_coverage.pyx"],
         include_dirs=pysam.get_include(),
         library_dirs=[pysam_dir],
         libraries=[":" + os.path.basename(htslib)],
-        runtime_library_dirs=["$ORIGIN/../pysam", pysam_dir],
+        runtime_library_dirs=["$ORIGIN/../../pysam", pysam_dir],
         extra_compile_args=["-O3"],
         define_macros=[*pysam.get_defines(), ("BAMSTORE_PYX_SHA256", f'"{source_sha256}"')],
     )

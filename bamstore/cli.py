@@ -43,7 +43,7 @@ def _configure_logging(quiet: bool, debug: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     if not debug:  # htslib's own [E::...] lines: bamstore reports those problems itself
-        from bamstore.bam_input import quiet_htslib
+        from bamstore.engine.bam_input import quiet_htslib
 
         quiet_htslib()
 
@@ -267,8 +267,8 @@ def extract_options(func: F) -> F:
 
 
 def _extract_settings(kw: dict[str, Any], strandedness: str = ""):
-    from bamstore.extract import ExtractOptions
-    from bamstore.kernel import CountingMode, ReadFilter
+    from bamstore.engine.extract import ExtractOptions
+    from bamstore.engine.kernel import CountingMode, ReadFilter
 
     return ExtractOptions(
         read_filter=ReadFilter(
@@ -331,7 +331,7 @@ def extract(
     **kw: Any,
 ) -> None:
     """One BAM → one per-sample store (the consolidated layout with one sample)."""
-    from bamstore.extract import extract_sample
+    from bamstore.engine.extract import extract_sample
 
     result = extract_sample(
         bam, sample, out, _extract_settings(kw, stranded or ""), index=index, overwrite=overwrite
@@ -413,8 +413,8 @@ def merge(
     merging it with the new samples' stores: `--out NEW.zarr COHORT.zarr NEW_PARTS...` writes a
     new store, `--replace COHORT.zarr NEW_PARTS...` replaces the cohort in place.
     """
-    from bamstore.merge import append_samples, merge_stores, read_parts_file
-    from bamstore.samplesheet import read_metadata_table
+    from bamstore.engine.merge import append_samples, merge_stores, read_parts_file
+    from bamstore.engine.samplesheet import read_metadata_table
 
     paths = list(parts) + (read_parts_file(parts_file) if parts_file else [])
     if replace and (out is not None or overwrite):
@@ -496,7 +496,7 @@ def build(
     **kw: Any,
 ) -> None:
     """The whole job on one machine: extract every sample in parallel, then merge."""
-    from bamstore.build import build_store, summary_lines
+    from bamstore.engine.build import build_store, summary_lines
 
     result = build_store(
         list(inputs),
@@ -520,7 +520,7 @@ def build(
 @command_options
 def validate(store: Path, quick: bool, threads: int, as_json: bool) -> None:
     """Check a store against the layout and its own recorded totals; exit 0 only if sound."""
-    from bamstore.validate import validate_store
+    from bamstore.engine.validate import validate_store
 
     report = validate_store(store, quick=quick, threads=threads)
     if as_json:
@@ -569,8 +569,8 @@ def validate(store: Path, quick: bool, threads: int, as_json: bool) -> None:
 @command_options
 def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
     """Samples, contigs, library sizes, metadata columns and the settings used."""
+    from bamstore.engine.store import read_store_info
     from bamstore.inspect_store import format_summary, summarize
-    from bamstore.store import read_store_info
 
     info = read_store_info(store)
     summary = summarize(info)
@@ -616,11 +616,11 @@ def check_samplesheet(
     samplesheets: tuple[Path, ...], out: Path | None, check_files: bool, cohort: Path | None
 ) -> None:
     """Report every problem of the samplesheet(s) at once, with line numbers."""
-    from bamstore.samplesheet import read_samplesheets, without_samples, write_normalised
+    from bamstore.engine.samplesheet import read_samplesheets, without_samples, write_normalised
 
     sheet = read_samplesheets(list(samplesheets), check_files=check_files)
     if cohort is not None:
-        from bamstore.store import read_store_info
+        from bamstore.engine.store import read_store_info
 
         stored = read_store_info(cohort).sample_names
         sheet, skipped = without_samples(sheet, stored)

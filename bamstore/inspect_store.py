@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from bamstore import layout
-from bamstore.store import StoreInfo
+from bamstore.engine.store import StoreInfo
 
 
 def summarize(info: StoreInfo) -> dict[str, Any]:

@@ -63,7 +63,7 @@ METADATA_ATTR_PREFIX = "metadata_"
 FORMAT_NAME = "bamstore"
 FORMAT_VERSION = 2
 STRAND_CODES = ("U", "F", "R")
-# What each counting mode stores, recorded with the settings (`bamstore.kernel.CountingMode`
+# What each counting mode stores, recorded with the settings (`bamstore.engine.kernel.CountingMode`
 # has the rules in full; the README's semantics table shows them side by side).
 COVERAGE_DEFINITIONS = {
     "reads": (
@@ -386,13 +386,13 @@ class StoreSettings:
 
     To add a setting, add a field here with `_setting`: recording it, reading it back, the
     merge refusal that names it, `build --resume` and `inspect` all follow from this class. The
-    read-filter and counting fields are those of `bamstore.kernel.ReadFilter` and
+    read-filter and counting fields are those of `bamstore.engine.kernel.ReadFilter` and
     `CountingMode` (`from_counting` fails for a field of theirs that is not recorded here).
     chunk_len and compression are QuantNado's root attributes, so the `bamstore` record does not
     repeat them (`root=True`).
 
     `shard` says how the chunks are stored (one file per chunk, or one zarr v3 shard per sample
-    row per contig: `bamstore.shard`), not what they hold, so it is a storage setting
+    row per contig: `bamstore.engine.shard`), not what they hold, so it is a storage setting
     (`storage=True`): `differences` leaves it out, and merge converts a part stored the other
     way (without decoding) instead of refusing it.
     """

@@ -908,7 +908,7 @@ def machine_info(config: Config, quantnado: str) -> list[str]:
     import pysam
 
     from bamstore import __version__
-    from bamstore.kernel import default_kernel
+    from bamstore.engine.kernel import default_kernel
 
     samtools = tool_version(["samtools", "--version"]) or "samtools not installed"
     mosdepth = tool_version(["mosdepth", "--version"]) or "mosdepth not installed"

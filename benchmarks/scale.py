@@ -41,7 +41,7 @@ from pathlib import Path
 from run import RunStats, bamstore_exe, run_once
 
 from bamstore import layout
-from bamstore.extract import ExtractOptions, extract_sample
+from bamstore.engine.extract import ExtractOptions, extract_sample
 from bamstore.simulate import make_bam
 
 REPO = Path(__file__).resolve().parents[1]

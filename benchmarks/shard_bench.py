@@ -30,7 +30,8 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.storage import LocalStore
 
-from bamstore import layout, shard
+from bamstore import layout
+from bamstore.engine import shard
 
 REPO = Path(__file__).resolve().parents[1]
 READ_LEN = 150

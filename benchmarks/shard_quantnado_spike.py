@@ -1,7 +1,8 @@
 """Spike: does QuantNado 0.4.3 read a sharded store unchanged? (`make quantnado` first.)
 
 Builds the bundled test cohort (chunk_len 4096, stranded sample included), makes a sharded copy
-by moving each row's chunk files into one shard with `bamstore.shard.ShardWriter` (no decoding),
+by moving each row's chunk files into one shard with `bamstore.engine.shard.ShardWriter` (no
+decoding),
 then asks QuantNado's `BamStore.open(...).extract_region(...)` (in .venv-quantnado, its own
 zarr-python) for the same regions from both stores and compares with plain numpy over the
 unsharded store. Replaced by tests/test_quantnado_compat.py once `--shard` is integrated.
@@ -21,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from bamstore import layout, shard
-from bamstore.build import build_store
-from bamstore.extract import ExtractOptions
+from bamstore import layout
+from bamstore.engine import shard
+from bamstore.engine.build import build_store
+from bamstore.engine.extract import ExtractOptions
 
 REPO = Path(__file__).resolve().parents[1]
 QUANTNADO_PYTHON = REPO / ".venv-quantnado" / "bin" / "python"

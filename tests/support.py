@@ -116,8 +116,8 @@ def without_permission_override() -> Callable[[], None] | None:
 
 def extract_options(**kw: object):
     """ExtractOptions for tests: chromosomes=all unless given, read-filter keywords mixed in."""
-    from bamstore.extract import ExtractOptions
-    from bamstore.kernel import ReadFilter
+    from bamstore.engine.extract import ExtractOptions
+    from bamstore.engine.kernel import ReadFilter
 
     read_filter = {
         k: kw.pop(k) for k in ("exclude_flags", "min_mapq", "count_deletions") if k in kw
@@ -129,7 +129,7 @@ def extract_options(**kw: object):
 def extract_here(bam: Path, out: Path, sample: str = "s", *, overwrite: bool = False, **kw: object):
     """`bamstore extract` in this process (faster than the CLI where exit codes do not matter);
     `kw` as for `extract_options`."""
-    from bamstore.extract import extract_sample
+    from bamstore.engine.extract import extract_sample
 
     return extract_sample(Path(bam), sample, Path(out), extract_options(**kw), overwrite=overwrite)
 

@@ -26,11 +26,12 @@ import zarr
 from bamfactory import Read, write_bam
 from zarr.storage import LocalStore, WrapperStore
 
-from bamstore import api, build, layout
+from bamstore import api, layout
 from bamstore.api import BamStore, MissingExtraError, ReadOnlyStoreError, parse_region
+from bamstore.engine import build
+from bamstore.engine.validate import validate_store
 from bamstore.errors import InputError, InputErrors
 from bamstore.simulate import make_bam
-from bamstore.validate import validate_store
 
 CONTIGS = [("chr1", 30_000), ("chr2", 12_000), ("chrUn_x", 3_000)]
 KEPT = {"chr1": 30_000, "chr2": 12_000}  # filter_chromosomes=True drops chrUn_x

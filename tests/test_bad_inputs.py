@@ -28,8 +28,8 @@ from support import (
     write_samplesheet,
 )
 
+from bamstore.engine.kernel import available_kernels
 from bamstore.errors import InputError
-from bamstore.kernel import available_kernels
 from bamstore.simulate import make_bam
 
 KERNELS = available_kernels()
@@ -251,7 +251,7 @@ def test_truncation_is_decided_from_the_bytes_not_htslibs_message(
 ) -> None:
     """An intact BAM that fails to open for another reason, whatever the message says, is
     not called truncated; a BAM without the BGZF end-of-file block is, whatever it says."""
-    from bamstore.bam_input import header
+    from bamstore.engine.bam_input import header
 
     whole = tmp_path / "whole.bam"
     shutil.copy(multiblock_bam, whole)
@@ -612,7 +612,7 @@ def test_100k_contigs_selection_stays_fast(
 
 
 def test_100k_contigs_selection_functions_are_linear():
-    from bamstore.bam_input import AlignmentInput, check_same_contigs, select_contigs
+    from bamstore.engine.bam_input import AlignmentInput, check_same_contigs, select_contigs
 
     contigs = [(f"scaffold_{i:06d}", 1000 + i) for i in range(MANY)]
     alignment = AlignmentInput(Path("x.bam"), "bam", contigs, "coordinate", "0" * 32)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bamstore.extract import ExtractOptions, extract_sample
-from bamstore.kernel import CountingMode
-from bamstore.merge import merge_stores
+from bamstore.engine.extract import ExtractOptions, extract_sample
+from bamstore.engine.kernel import CountingMode
+from bamstore.engine.merge import merge_stores
 from bamstore.simulate import make_bam
 
 ROOT = Path(__file__).resolve().parents[1]

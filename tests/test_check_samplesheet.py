@@ -1,4 +1,4 @@
-"""The samplesheet rules (bamstore/samplesheet.py): the one set that `bamstore build`,
+"""The samplesheet rules (bamstore/engine/samplesheet.py): the one set that `bamstore build`,
 `bamstore check-samplesheet` and the pipeline's BAMSTORE_CHECKSAMPLESHEET task apply.
 
 One table of samplesheets, good and bad, through `read_samplesheets`; the normalised sheet that
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bamstore.build import read_samplesheets
+from bamstore.engine.build import read_samplesheets
 from bamstore.errors import InputError
 
 FILES = ("a.bam", "a.bam.bai", "a.bam.csi", "b.bam", "sub/c.bam", "x.cram", "x.cram.crai")
@@ -424,8 +424,8 @@ def test_nothing_written_on_error(tmp_path: Path, run_cli) -> None:
 def test_new_samples_for_a_store_leaves_out_the_samples_it_holds(tmp_path: Path, run_cli) -> None:
     """--new-samples-for STORE (the pipeline's append_to): --out lists only the samples the
     store does not hold, in sheet order, with every metadata column of the sheet."""
-    from bamstore.build import build_store
-    from bamstore.extract import ExtractOptions
+    from bamstore.engine.build import build_store
+    from bamstore.engine.extract import ExtractOptions
 
     store = tmp_path / "cohort.zarr"
     first = tmp_path / "first.csv"

@@ -26,12 +26,12 @@ from support import (
 )
 
 from bamstore import layout
-from bamstore.build import build_store
+from bamstore.engine.build import build_store
+from bamstore.engine.extract import ExtractOptions
+from bamstore.engine.merge import append_samples, merge_stores
+from bamstore.engine.store import read_store_info
+from bamstore.engine.validate import validate_store
 from bamstore.errors import InputError
-from bamstore.extract import ExtractOptions
-from bamstore.merge import append_samples, merge_stores
-from bamstore.store import read_store_info
-from bamstore.validate import validate_store
 
 OLD = [("chip_a", "treated", "1"), ("chip_b", "control", "1")]  # sample, condition, replicate
 NEW = [("atac_se", "treated", "b2"), ("rna_r", "control", "b2")]  # sample, condition, batch
@@ -142,7 +142,7 @@ def test_an_append_that_fails_before_publishing_keeps_the_cohort(
     store = tmp_path / "cohort.zarr"
     merge_stores([cohort["old"]], store)
     before, attrs = chunk_files(store), everything(store)[0]
-    from bamstore.writer import StoreWriter
+    from bamstore.engine.writer import StoreWriter
 
     def fail(*_args, **_kwargs):
         raise OSError(28, "No space left on device")

@@ -17,7 +17,7 @@ import pytest
 import zarr
 from bamfactory import Read, samtools_depth, write_bam
 
-from bamstore.bam_input import AlignmentInput, select_contigs
+from bamstore.engine.bam_input import AlignmentInput, select_contigs
 
 ASSEMBLIES = Path(__file__).parent / "data" / "assemblies"
 

@@ -14,8 +14,8 @@ import pytest
 from bamfactory import EDGE_CONTIGS, RANDOM_CONTIGS, count_library, samtools_depth, subset_bam
 from support import assert_identical_chunks
 
-from bamstore.kernel import available_kernels, is_sense_strand
-from bamstore.store import read_store_info
+from bamstore.engine.kernel import available_kernels, is_sense_strand
+from bamstore.engine.store import read_store_info
 
 KERNELS = available_kernels()
 

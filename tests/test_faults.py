@@ -25,10 +25,10 @@ from support import (
     write_samplesheet,
 )
 
-from bamstore.merge import merge_stores, verify_rows
+from bamstore.engine.merge import merge_stores, verify_rows
+from bamstore.engine.store import read_store_info
+from bamstore.engine.validate import validate_store
 from bamstore.simulate import make_bam
-from bamstore.store import read_store_info
-from bamstore.validate import validate_store
 
 SIM_CONTIGS = [("chr1", 2_000_000), ("chr2", 600_000)]
 CHUNK = 2000  # ~1300 chunk files per sample: extraction and merge take a second or two
@@ -181,7 +181,7 @@ def test_store_set_aside_by_a_crash_between_renames_is_restored(tmp_path: Path, 
 
 
 def test_publish_without_renameat2_replaces_the_store(tmp_path: Path, monkeypatch):
-    from bamstore import publish
+    from bamstore.engine import publish
 
     monkeypatch.setattr(publish, "_renameat2", None)
     bam = write_bam(tmp_path / "a.bam", random_reads(4, 50), CONTIGS)
@@ -196,7 +196,7 @@ def test_a_late_write_failure_is_not_lost(tmp_path: Path, monkeypatch):
     """A chunk write that fails after the kernel has finished still fails the extraction
     (it was once checked only before waiting for the last writes: a store with a missing chunk
     was published)."""
-    from bamstore.writer import StoreWriter
+    from bamstore.engine.writer import StoreWriter
 
     real = StoreWriter.write_chunk
 

@@ -18,8 +18,8 @@ from support import (
     write_samplesheet,
 )
 
-from bamstore.store import read_store_info
-from bamstore.validate import validate_store
+from bamstore.engine.store import read_store_info
+from bamstore.engine.validate import validate_store
 
 CONTIGS = [("chr1", 2000), ("chr2", 1500)]
 CHUNK = 500  # 4 + 3 chunks per sample and array

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from bamfactory import Read, samtools_depth, write_bam
 
-from bamstore.blocks import BgzfError, BgzfReader
-from bamstore.kernel import (
+from bamstore.engine.blocks import BgzfError, BgzfReader
+from bamstore.engine.kernel import (
     CountingMode,
     ReadFilter,
     UnsortedInputError,
@@ -162,7 +162,7 @@ def test_a_stale_compiled_kernel_is_named_with_the_fix(tmp_path: Path) -> None:
     is refused with the command that rebuilds it, before any of its calls can fail."""
     from types import SimpleNamespace
 
-    from bamstore.kernel import StaleKernelError, check_compiled_source
+    from bamstore.engine.kernel import StaleKernelError, check_compiled_source
 
     (tmp_path / "_coverage.pyx").write_text("# the source as it is now\n")
     built = tmp_path / "_coverage.cpython-311-x86_64-linux-gnu.so"
@@ -177,7 +177,7 @@ def test_a_stale_compiled_kernel_is_named_with_the_fix(tmp_path: Path) -> None:
 
 
 def test_this_checkout_runs_the_kernel_built_from_its_source() -> None:
-    from bamstore.kernel import _compiled_module
+    from bamstore.engine.kernel import _compiled_module
 
     module = _compiled_module()
     if module is None:

@@ -15,8 +15,8 @@ from support import TEST_DATA
 from zarr.codecs import BloscCodec
 
 from bamstore import layout
-from bamstore.build import build_store
-from bamstore.extract import ExtractOptions
+from bamstore.engine.build import build_store
+from bamstore.engine.extract import ExtractOptions
 
 SAMPLES = ["chip_a", "chip_b", "atac_se", "rna_r"]
 

@@ -11,10 +11,10 @@ from bamfactory import RANDOM_CONTIGS
 from support import TEST_DATA
 
 from bamstore import layout
+from bamstore.engine.merge import merge_stores
+from bamstore.engine.store import read_store_info
+from bamstore.engine.validate import validate_store
 from bamstore.errors import InputError, OutputExistsError
-from bamstore.merge import merge_stores
-from bamstore.store import read_store_info
-from bamstore.validate import validate_store
 
 
 def _snapshot(path: Path) -> dict[str, tuple[int, bytes]]:
@@ -181,7 +181,7 @@ def test_merge_and_append_of_sharded_parts_never_decode(
     import numcodecs
     from zarr.codecs import ShardingCodec
 
-    from bamstore.merge import append_samples
+    from bamstore.engine.merge import append_samples
 
     parts = [
         extract(random_bam, "pe", chunk_len=5000, shard=True),

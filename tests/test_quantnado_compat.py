@@ -18,8 +18,8 @@ import pytest
 import zarr
 from support import REPO, TEST_DATA
 
-from bamstore.build import build_store
-from bamstore.extract import ExtractOptions
+from bamstore.engine.build import build_store
+from bamstore.engine.extract import ExtractOptions
 
 QUANTNADO_PYTHON = Path(
     os.environ.get("BAMSTORE_QUANTNADO_PYTHON") or REPO / ".venv-quantnado" / "bin" / "python"

@@ -282,7 +282,7 @@ def test_local_reads_decode_each_chunk_once(
     exactly once, and, sharded, reads each row's shard index once."""
     import numcodecs
 
-    from bamstore import shard
+    from bamstore.engine import shard
 
     decoded: list[int] = []
     indexes: list[Path] = []

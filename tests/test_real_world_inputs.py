@@ -28,7 +28,7 @@ import zarr
 from bamfactory import Read, random_reads, samtools_depth, write_bam, write_unaligned_bam
 from support import cli_argv
 
-from bamstore.kernel import available_kernels
+from bamstore.engine.kernel import available_kernels
 
 KERNELS = available_kernels()
 TEST_DATA = Path(__file__).parent / "data"

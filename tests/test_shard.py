@@ -1,4 +1,5 @@
-"""Shards written by `bamstore.shard` are the files zarr-python writes, and read back through it.
+"""Shards written by `bamstore.engine.shard` are the files zarr-python writes, and read back
+through it.
 
 For each chunk length (1, 7, 64, 4096, 1,048,576), a contig length that is a multiple of it and
 one that is not, and each compression profile: three rows (runs of zeros with full-range uint32
@@ -22,7 +23,8 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.storage import LocalStore
 
-from bamstore import layout, shard
+from bamstore import layout
+from bamstore.engine import shard
 
 MIB = 1_048_576
 CASES = [

@@ -24,13 +24,14 @@ import pytest
 import zarr
 from bamfactory import EDGE_CONTIGS, RANDOM_CONTIGS, samtools_depth
 
-from bamstore import layout, shard
+from bamstore import layout
+from bamstore.engine import shard
+from bamstore.engine.kernel import available_kernels
+from bamstore.engine.merge import merge_stores
+from bamstore.engine.rows import ArrayLayout, DocumentTexts
+from bamstore.engine.store import read_store_info
+from bamstore.engine.validate import validate_store
 from bamstore.errors import InputError
-from bamstore.kernel import available_kernels
-from bamstore.merge import merge_stores
-from bamstore.rows import ArrayLayout, DocumentTexts
-from bamstore.store import read_store_info
-from bamstore.validate import validate_store
 
 KERNELS = available_kernels()
 CHUNK_LENS = [1, 7, 64, 4096, 1_048_576]
@@ -290,8 +291,8 @@ def test_resume_reuses_parts_of_the_same_layout_only(tmp_path: Path) -> None:
     """A part of the other layout is not reused by `build --resume` (it is extracted again)."""
     from support import TEST_DATA
 
-    from bamstore.build import build_store
-    from bamstore.extract import ExtractOptions
+    from bamstore.engine.build import build_store
+    from bamstore.engine.extract import ExtractOptions
 
     sheet = [TEST_DATA / "samplesheet.csv"]
     out = tmp_path / "r.zarr"
@@ -311,7 +312,7 @@ def test_resume_reuses_parts_of_the_same_layout_only(tmp_path: Path) -> None:
 def test_contig_rows_append_in_ticket_order(tmp_path: Path) -> None:
     """Windows put in a random order from several threads land in column order, and `take`
     waits while `max_pending` windows are unwritten."""
-    from bamstore.writer import StoreWriter
+    from bamstore.engine.writer import StoreWriter
 
     contigs = [("chr1", 64 * 50)]
     writer = StoreWriter(tmp_path / "w.zarr", contigs, 1, stranded=True, chunk_len=64,

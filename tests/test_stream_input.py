@@ -20,10 +20,10 @@ import pytest
 from bamfactory import Read, reblock, write_bam
 from support import assert_clean_refusal, cli_argv, extract_options
 
-from bamstore.bam_input import PEEK_BYTES
-from bamstore.blocks import BGZF_EOF
-from bamstore.extract import extract_sample
-from bamstore.kernel import CountingMode, available_kernels
+from bamstore.engine.bam_input import PEEK_BYTES
+from bamstore.engine.blocks import BGZF_EOF
+from bamstore.engine.extract import extract_sample
+from bamstore.engine.kernel import CountingMode, available_kernels
 from bamstore.simulate import make_bam
 
 KERNELS = available_kernels()
@@ -286,8 +286,8 @@ def test_stdin_in_a_samplesheet_is_refused(random_bam, tmp_path, run_cli):
 
 
 def test_build_api_refuses_stdin(tmp_path):
+    from bamstore.engine.extract import prepare_input
     from bamstore.errors import InputError
-    from bamstore.extract import prepare_input
 
     with pytest.raises(InputError, match="only be read by bamstore extract --bam -"):
         prepare_input(Path("-"), "s", extract_options())

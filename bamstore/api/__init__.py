@@ -28,11 +28,11 @@ from bamstore.api.reader import (
     local_store,
 )
 from bamstore.api.regions import format_region, parse_region
-from bamstore.bam_input import open_alignment
+from bamstore.engine.bam_input import open_alignment
+from bamstore.engine.publish import check_output_path
+from bamstore.engine.samplesheet import MetadataTable
 from bamstore.errors import StoreNotFoundError
-from bamstore.publish import check_output_path
 from bamstore.query import source as query_source
-from bamstore.samplesheet import MetadataTable
 
 __all__ = [
     "BamStore",

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bamstore import layout
 from bamstore.api.reader import PathLike, StoreReader
-from bamstore.bam_input import open_alignment, read_chromsizes, select_contigs
-from bamstore.build import (
+from bamstore.engine.bam_input import open_alignment, read_chromsizes, select_contigs
+from bamstore.engine.build import (
     ExtractJob,
     Sample,
     build_samples,
@@ -31,11 +31,11 @@ from bamstore.build import (
     parts_dir_for,
     run_extractions,
 )
-from bamstore.extract import ExtractOptions, GivenContigs
-from bamstore.merge import insert_part
-from bamstore.publish import check_output_path, output_lock, remove_tree, staged_output
-from bamstore.samplesheet import sample_names_problem, strandedness_problem
-from bamstore.writer import StoreWriter
+from bamstore.engine.extract import ExtractOptions, GivenContigs
+from bamstore.engine.merge import insert_part
+from bamstore.engine.publish import check_output_path, output_lock, remove_tree, staged_output
+from bamstore.engine.samplesheet import sample_names_problem, strandedness_problem
+from bamstore.engine.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 

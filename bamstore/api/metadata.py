@@ -19,7 +19,7 @@ import pandas as pd
 
 from bamstore import layout
 from bamstore.api.reader import PathLike, StoreReader, is_missing
-from bamstore.samplesheet import (
+from bamstore.engine.samplesheet import (
     DERIVED_COLUMNS,
     MetadataTable,
     metadata_column_problems,

@@ -20,9 +20,9 @@ from zarr.storage import LocalStore
 
 from bamstore import layout
 from bamstore.api.regions import resolve_region
+from bamstore.engine.samplesheet import DERIVED_COLUMNS, QUANTNADO_LABEL_COLUMN
 from bamstore.errors import InputError, QueryError
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
-from bamstore.samplesheet import DERIVED_COLUMNS, QUANTNADO_LABEL_COLUMN
 
 PathLike = str | os.PathLike[str]
 

@@ -33,7 +33,8 @@ from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import LocalStore
 
-from bamstore import layout, shard
+from bamstore import layout
+from bamstore.engine import shard
 from bamstore.errors import QueryError
 from bamstore.query.source import CoverageSource
 
@@ -144,7 +145,7 @@ class LocalChunkFiles:
 
 
 class LocalShardFiles(LocalChunkFiles):
-    """The same chunks stored one shard per row (`bamstore.shard`): each is read from its
+    """The same chunks stored one shard per row (`bamstore.engine.shard`): each is read from its
     row's shard at the offset the shard's index gives.
 
     zarr reads (and checks) a shard's index on every read of the array; here each row's index

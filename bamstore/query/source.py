@@ -29,8 +29,8 @@ from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
 from bamstore import layout
+from bamstore.engine.samplesheet import repeated_names
 from bamstore.errors import ArgumentTypeError, QueryError, UnanswerableError
-from bamstore.samplesheet import repeated_names
 
 # scheme -> (the packages fsspec needs for it, what they are called on PyPI)
 REMOTE_SCHEMES: dict[str, tuple[tuple[str, ...], str]] = {

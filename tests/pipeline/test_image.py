@@ -129,9 +129,10 @@ def run(argv: list[object]) -> str:
 @pytest.fixture(scope="module")
 def image_facts(podman: list[str]) -> dict[str, str]:
     """What one container run of the image reports: one run, as each run costs seconds."""
-    script = """
+    kernels = "import bamstore.engine.kernel as k; print(*k.available_kernels())"
+    script = f"""
         echo "version=$(bamstore --version)"
-        echo "kernels=$(python -c 'import bamstore.kernel as k; print(*k.available_kernels())')"
+        echo "kernels=$(python -c '{kernels}')"
         echo "python=$(python -c 'import sys; print(*sys.version_info[:2], sep=".")')"
         echo "uid=$(id -u)"
         echo "present="$(for t in bash ps samtools; do command -v $t; done)

@@ -1,8 +1,8 @@
 """The coverage kernel: which implementation runs, and its pure-Python twin.
 
-`CompiledCoverageReader` (bamstore/_coverage.pyx) is the fast path. `PythonCoverageReader` below is
-the same streaming algorithm written in Python over pysam: the fallback when the extension is not
-built, and the reference the compiled kernel is tested against, window for window.
+`CompiledCoverageReader` (bamstore/engine/_coverage.pyx) is the fast path. `PythonCoverageReader`
+below is the same streaming algorithm written in Python over pysam: the fallback when the
+extension is not built, and the reference the compiled kernel is tested against, window for window.
 
 Both read a coordinate-sorted, indexed BAM/CRAM one contig at a time and hand out coverage one
 chunk window at a time, so memory depends on chunk_len, never on contig length. Both also read
@@ -31,7 +31,7 @@ from bamstore.errors import InputError
 from bamstore.layout import DEFAULT_EXCLUDE_FLAGS
 
 if TYPE_CHECKING:
-    from bamstore.bam_input.stream import StreamedInput
+    from bamstore.engine.bam_input.stream import StreamedInput
 
 log = logging.getLogger(__name__)
 
@@ -530,7 +530,7 @@ def _compiled_module():
     try:
         import pysam.libchtslib  # noqa: F401  (loads htslib before the extension links to it)
 
-        from bamstore import _coverage
+        from bamstore.engine import _coverage
     except ImportError as exc:  # pragma: no cover - depends on how the package was built
         log.debug("compiled kernel unavailable: %s", exc)
         return None
@@ -539,7 +539,7 @@ def _compiled_module():
 
 
 class StaleKernelError(InputError):
-    """The compiled kernel was built from another version of bamstore/_coverage.pyx: the
+    """The compiled kernel was built from another version of bamstore/engine/_coverage.pyx: the
     user's install to fix (exit 2, one line), not a bug in bamstore."""
 
 
@@ -573,7 +573,7 @@ class FedCoverageReader:
     """
 
     def __init__(self, inner: Any, path: str, executor: Executor, workers: int) -> None:
-        from bamstore.blocks import BgzfReader
+        from bamstore.engine.blocks import BgzfReader
 
         self._inner = inner
         self._path = path
@@ -596,7 +596,7 @@ class FedCoverageReader:
         self._fallback_reason = None
 
     def next_window(self, total: np.ndarray, fwd: np.ndarray, rev: np.ndarray) -> int:
-        from bamstore.blocks import BgzfError
+        from bamstore.engine.blocks import BgzfError
 
         if self._fallback_reason is None:
             try:
@@ -825,7 +825,7 @@ def open_stream_reader(
     compiled: records parsed from the stream's blocks, inflated on `executor`; htslib and
     python: the kernel reads the whole stream (header included) from a pipe.
     """
-    from bamstore.blocks import stream_blocks
+    from bamstore.engine.blocks import stream_blocks
 
     kernel = kernel or default_kernel()
     kwargs = _kernel_kwargs(chunk_len, read_filter, counting, strandedness, None)

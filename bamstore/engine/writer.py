@@ -15,8 +15,9 @@ from pathlib import Path
 import zarr
 from zarr.storage import LocalStore
 
-from bamstore import layout, shard
-from bamstore.rows import ArrayLayout, DocumentTexts
+from bamstore import layout
+from bamstore.engine import shard
+from bamstore.engine.rows import ArrayLayout, DocumentTexts
 
 
 class StoreWriter:

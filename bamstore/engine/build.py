@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from bamstore import layout
-from bamstore.bam_input import check_same_contigs, fingerprint
+from bamstore.engine.bam_input import check_same_contigs, fingerprint
+from bamstore.engine.extract import ExtractOptions, SampleResult, extract_sample, prepare_input
+from bamstore.engine.merge import MergeResult, merge_stores
+from bamstore.engine.publish import check_output_path, output_folder, output_lock, remove_tree
+from bamstore.engine.samplesheet import read_samplesheets
+from bamstore.engine.store import read_store_info
+from bamstore.engine.validate import validate_store
 from bamstore.errors import BamstoreError, InputError, InputErrors
-from bamstore.extract import ExtractOptions, SampleResult, extract_sample, prepare_input
-from bamstore.merge import MergeResult, merge_stores
-from bamstore.publish import check_output_path, output_folder, output_lock, remove_tree
-from bamstore.samplesheet import read_samplesheets
-from bamstore.store import read_store_info
-from bamstore.validate import validate_store
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,11 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from bamstore import layout, shard
-from bamstore.merge import verify_rows
-from bamstore.rows import ArrayLayout, is_sharded_document
-from bamstore.store import StoreInfo, read_store_info
+from bamstore import layout
+from bamstore.engine import shard
+from bamstore.engine.merge import verify_rows
+from bamstore.engine.rows import ArrayLayout, is_sharded_document
+from bamstore.engine.store import StoreInfo, read_store_info
 
 
 @dataclass

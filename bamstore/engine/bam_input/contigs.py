@@ -20,9 +20,9 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bamstore.bam_input import fixes
-from bamstore.bam_input.header import AlignmentInput, Contigs
-from bamstore.bam_input.index import read_counts
+from bamstore.engine.bam_input import fixes
+from bamstore.engine.bam_input.header import AlignmentInput, Contigs
+from bamstore.engine.bam_input.index import read_counts
 from bamstore.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pysam
 
-from bamstore.bam_input import fixes
-from bamstore.bam_input.cram import needs_reference, no_reference_server
-from bamstore.bam_input.sniff import AlignmentFormat, sniff_file
+from bamstore.engine.bam_input import fixes
+from bamstore.engine.bam_input.cram import needs_reference, no_reference_server
+from bamstore.engine.bam_input.sniff import AlignmentFormat, sniff_file
 from bamstore.errors import InputError
 from bamstore.layout import HASH_PREFIX_BYTES
 

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from bamstore import layout
-from bamstore.bam_input import (
+from bamstore.engine.bam_input import (
     AlignmentInput,
     account_for_left_out,
     fingerprint,
@@ -36,11 +36,10 @@ from bamstore.bam_input import (
     select_contigs,
     usable_index,
 )
-from bamstore.bam_input.fixes import sort_and_index
-from bamstore.bam_input.stream import InputStream, StreamedInput, is_stdin, open_stream
-from bamstore.blocks import BgzfError
-from bamstore.errors import InputError, InputErrors
-from bamstore.kernel import (
+from bamstore.engine.bam_input.fixes import sort_and_index
+from bamstore.engine.bam_input.stream import InputStream, StreamedInput, is_stdin, open_stream
+from bamstore.engine.blocks import BgzfError
+from bamstore.engine.kernel import (
     STREAM_END,
     CountingMode,
     CoverageReader,
@@ -52,14 +51,15 @@ from bamstore.kernel import (
     open_coverage_reader,
     open_stream_reader,
 )
-from bamstore.publish import check_output_path, staged_output
-from bamstore.samplesheet import (
+from bamstore.engine.publish import check_output_path, staged_output
+from bamstore.engine.samplesheet import (
     SAMPLE_NAME_FIX,
     STRANDEDNESS_FIX,
     sample_name_problem,
     strandedness_problem,
 )
-from bamstore.writer import ContigRows, StoreWriter
+from bamstore.engine.writer import ContigRows, StoreWriter
+from bamstore.errors import InputError, InputErrors
 
 log = logging.getLogger(__name__)
 

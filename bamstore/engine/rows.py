@@ -2,7 +2,8 @@
 the readers ask of a row.
 
 Unsharded (QuantNado's own layout), row r of array A is one file per stored chunk, `A/c/r/<col>`;
-sharded (`--shard`), it is one shard file `A/c/r/0` holding the same chunks (`bamstore.shard`).
+sharded (`--shard`), it is one shard file `A/c/r/0` holding the same chunks
+(`bamstore.engine.shard`).
 Either way a stored chunk is the same encoded bytes, so the digest recorded at extraction
 (`layout.chunk_digest` of (column, CRC32 of the bytes)) does not depend on the layout, and a row
 moves between stores, and between layouts, without decoding: files are hard-linked or copied,
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bamstore import layout, shard
+from bamstore import layout
+from bamstore.engine import shard
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 from typing import Literal
 
-from bamstore.bam_input import fixes
+from bamstore.engine.bam_input import fixes
 from bamstore.errors import InputError
 
 AlignmentFormat = Literal["bam", "cram"]

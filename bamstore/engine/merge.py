@@ -42,14 +42,14 @@ import zarr
 from zarr.storage import LocalStore
 
 from bamstore import layout
-from bamstore.bam_input import check_same_contigs
+from bamstore.engine.bam_input import check_same_contigs
+from bamstore.engine.publish import check_output_path, remove_tree, staged_output
+from bamstore.engine.rows import ArrayLayout, chunk_codecs, place_row
+from bamstore.engine.samplesheet import metadata_columns, unknown_samples
+from bamstore.engine.shard import DamagedShardError
+from bamstore.engine.store import StoreInfo, read_store_info
+from bamstore.engine.writer import StoreWriter
 from bamstore.errors import InputError, InputErrors
-from bamstore.publish import check_output_path, remove_tree, staged_output
-from bamstore.rows import ArrayLayout, chunk_codecs, place_row
-from bamstore.samplesheet import metadata_columns, unknown_samples
-from bamstore.shard import DamagedShardError
-from bamstore.store import StoreInfo, read_store_info
-from bamstore.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ Three counting modes share the window logic and differ only in what one record a
 (`_add_record`): its aligned blocks (reads), its fragment (fragments) or one cut site (cutsites).
 Their semantics are defined by `CountingMode` in kernel.py.
 
-`bamstore/kernel.py` holds the pure-Python twin of the whole class; tests compare all three.
+`bamstore/engine/kernel.py` holds the pure-Python twin of the whole class; tests compare all three.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset
 
-from bamstore.kernel import UnsortedInputError
+from bamstore.engine.kernel import UnsortedInputError
 
 
 cdef extern from "htslib/hts.h" nogil:

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pysam
 
-from bamstore.bam_input import fixes
-from bamstore.bam_input.header import AlignmentInput
-from bamstore.bam_input.sniff import AlignmentFormat
+from bamstore.engine.bam_input import fixes
+from bamstore.engine.bam_input.header import AlignmentInput
+from bamstore.engine.bam_input.sniff import AlignmentFormat
 from bamstore.errors import InputError
 
 log = logging.getLogger(__name__)

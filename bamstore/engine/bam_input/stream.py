@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from bamstore.bam_input.header import AlignmentInput, read_header
-from bamstore.bam_input.sniff import PEEK_BYTES, detect_format
-from bamstore.blocks import BGZF_EOF, BgzfError, block_size
+from bamstore.engine.bam_input.header import AlignmentInput, read_header
+from bamstore.engine.bam_input.sniff import PEEK_BYTES, detect_format
+from bamstore.engine.blocks import BGZF_EOF, BgzfError, block_size
 from bamstore.errors import InputError
 from bamstore.layout import HASH_PREFIX_BYTES
 

@@ -12,7 +12,7 @@ Each problem becomes an `InputError` naming the file, the problem and the comman
 
 from __future__ import annotations
 
-from bamstore.bam_input.contigs import (
+from bamstore.engine.bam_input.contigs import (
     PRIMARY_CONTIG,
     account_for_left_out,
     check_same_contigs,
@@ -22,7 +22,7 @@ from bamstore.bam_input.contigs import (
     report_left_out,
     select_contigs,
 )
-from bamstore.bam_input.header import (
+from bamstore.engine.bam_input.header import (
     AlignmentInput,
     Contigs,
     fingerprint,
@@ -30,8 +30,8 @@ from bamstore.bam_input.header import (
     prefix_md5,
     quiet_htslib,
 )
-from bamstore.bam_input.index import BAI_MAX_LENGTH, build_index, find_index, usable_index
-from bamstore.bam_input.sniff import PEEK_BYTES, AlignmentFormat, detect_format, sniff_file
+from bamstore.engine.bam_input.index import BAI_MAX_LENGTH, build_index, find_index, usable_index
+from bamstore.engine.bam_input.sniff import PEEK_BYTES, AlignmentFormat, detect_format, sniff_file
 
 __all__ = [
     "BAI_MAX_LENGTH",

@@ -14,8 +14,8 @@ import zarr
 from zarr.storage import LocalStore
 
 from bamstore import layout
+from bamstore.engine.rows import ArrayLayout, is_sharded_document
 from bamstore.errors import InputError
-from bamstore.rows import ArrayLayout, is_sharded_document
 
 
 @dataclass
