@@ -570,12 +570,12 @@ def validate(store: Path, quick: bool, threads: int, as_json: bool) -> None:
 def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
     """Samples, contigs, library sizes, metadata columns and the settings used."""
     from bamstore.engine.store import read_store_info
-    from bamstore.inspect_store import format_summary, summarize
+    from bamstore.query.inspect import format_summary, summarize
 
     info = read_store_info(store)
     summary = summarize(info)
     if html_out is not None:
-        from bamstore.report import html_report
+        from bamstore.query.report import html_report
 
         html_out.write_text(html_report(summary, f"bamstore store {store.name}"))
     if as_json:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from bamstore.inspect_store import settings_facts
+from bamstore.query.inspect import settings_facts
 
 BAR_HEIGHT = 22
 CHART_WIDTH = 640
@@ -42,7 +42,7 @@ def _library_chart(samples: list[dict[str, Any]]) -> str:
 
 
 def html_report(summary: dict[str, Any], title: str) -> str:
-    """The page for `inspect_store.summarize(...)` output."""
+    """The page for `query.inspect.summarize(...)` output."""
     esc = html.escape
     contigs = summary["contigs"]
     facts = [
