@@ -886,7 +886,7 @@ def profile(
         result.chunks_read,
     )
     if plot_out is not None:
-        from bamstore.query.heatmap import plot_profile
+        from bamstore.plot.heatmap import plot_profile
 
         plot_profile(result, plot_out)
         log.info("%s: heatmap of %d region(s)", plot_out, regions_n)
