@@ -1,4 +1,9 @@
-"""Errors users can act on: the CLI prints each as one line and exits 2, without a traceback."""
+"""Every public error of bamstore, in one module that imports nothing of bamstore.
+
+Errors users can act on (`InputError` and its kind): the CLI prints each as one line and exits 2,
+without a traceback. The others keep the base classes Python callers (and QuantNado's users)
+catch: `FormatError` is a ValueError, `ReadOnlyStoreError` a RuntimeError.
+"""
 
 from __future__ import annotations
 
@@ -90,3 +95,23 @@ class ArgumentTypeError(InputError, TypeError):
 
     def __reduce__(self):
         return (type(self), (self.subject, self.problem, self.fix))
+
+
+class MissingExtraError(InputError, ImportError):
+    """An optional dependency is not installed: one line saying which extra to install."""
+
+    def __init__(self, what: str, package: str, extra: str) -> None:
+        super().__init__(None, f"{what} needs {package}", f"pip install 'bamstore[{extra}]'")
+
+
+class ReadOnlyStoreError(RuntimeError):
+    """A write method was called on a store opened read-only (QuantNado raises RuntimeError)."""
+
+
+class StaleKernelError(InputError):
+    """The compiled kernel was built from another version of bamstore/engine/_coverage.pyx: the
+    user's install to fix (exit 2, one line), not a bug in bamstore."""
+
+
+class FormatError(ValueError):
+    """The `bamstore` attribute cannot be read as this version's record."""

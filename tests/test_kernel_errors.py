@@ -162,7 +162,8 @@ def test_a_stale_compiled_kernel_is_named_with_the_fix(tmp_path: Path) -> None:
     is refused with the command that rebuilds it, before any of its calls can fail."""
     from types import SimpleNamespace
 
-    from bamstore.engine.kernel import StaleKernelError, check_compiled_source
+    from bamstore.engine.kernel import check_compiled_source
+    from bamstore.errors import StaleKernelError
 
     (tmp_path / "_coverage.pyx").write_text("# the source as it is now\n")
     built = tmp_path / "_coverage.cpython-311-x86_64-linux-gnu.so"

@@ -21,17 +21,12 @@ from bamstore import layout, query
 from bamstore.api import builder
 from bamstore.api import metadata as meta_write
 from bamstore.api.builder import PathLike, Stranded, normalize_store_path
-from bamstore.api.reader import (
-    MissingExtraError,
-    ReadOnlyStoreError,
-    StoreReader,
-    local_store,
-)
+from bamstore.api.reader import StoreReader, local_store
 from bamstore.api.regions import format_region, parse_region
 from bamstore.engine.bam_input import open_alignment
 from bamstore.engine.publish import check_output_path
 from bamstore.engine.samplesheet import MetadataTable
-from bamstore.errors import StoreNotFoundError
+from bamstore.errors import MissingExtraError, ReadOnlyStoreError, StoreNotFoundError
 from bamstore.query import source as query_source
 
 __all__ = [

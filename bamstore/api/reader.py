@@ -21,21 +21,10 @@ from zarr.storage import LocalStore
 from bamstore import layout
 from bamstore.api.regions import resolve_region
 from bamstore.engine.samplesheet import DERIVED_COLUMNS, QUANTNADO_LABEL_COLUMN
-from bamstore.errors import InputError, QueryError
+from bamstore.errors import FormatError, MissingExtraError, QueryError
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
 
 PathLike = str | os.PathLike[str]
-
-
-class ReadOnlyStoreError(RuntimeError):
-    """A write method was called on a store opened read-only (QuantNado raises RuntimeError)."""
-
-
-class MissingExtraError(InputError, ImportError):
-    """An optional dependency is not installed: one line saying which extra to install."""
-
-    def __init__(self, what: str, package: str, extra: str) -> None:
-        super().__init__(None, f"{what} needs {package}", f"pip install 'bamstore[{extra}]'")
 
 
 def local_store(path: Path, read_only: bool) -> Any:
@@ -75,7 +64,7 @@ class StoreReader:
             raise QueryError(None, f"Missing required attribute in store: {', '.join(missing)}")
         try:
             attrs = layout.StoreAttributes.from_json(raw)
-        except (layout.FormatError, ValueError) as exc:
+        except (FormatError, ValueError) as exc:
             raise QueryError(None, f"{self._label}: {exc}") from None
         problem = layout.sample_names_hash_problem(raw, attrs.sample_names)
         if problem:

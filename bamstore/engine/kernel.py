@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 import pysam
 
-from bamstore.errors import InputError
+from bamstore.errors import InputError, StaleKernelError
 from bamstore.layout import DEFAULT_EXCLUDE_FLAGS
 
 if TYPE_CHECKING:
@@ -536,11 +536,6 @@ def _compiled_module():
         return None
     check_compiled_source(_coverage)
     return _coverage
-
-
-class StaleKernelError(InputError):
-    """The compiled kernel was built from another version of bamstore/engine/_coverage.pyx: the
-    user's install to fix (exit 2, one line), not a bug in bamstore."""
 
 
 def check_compiled_source(module: Any) -> None:

@@ -15,7 +15,7 @@ from zarr.storage import LocalStore
 
 from bamstore import layout
 from bamstore.engine.rows import ArrayLayout, is_sharded_document
-from bamstore.errors import InputError
+from bamstore.errors import FormatError, InputError
 
 
 @dataclass
@@ -118,7 +118,7 @@ def read_store_info(path: Path) -> StoreInfo:
     raw = doc.get("attributes", {})
     try:
         attrs = layout.StoreAttributes.from_json(raw)
-    except (layout.FormatError, ValueError) as exc:
+    except (FormatError, ValueError) as exc:
         raise InputError(
             path,
             f"{exc}, so it is not a coverage store (or its build did not finish)",

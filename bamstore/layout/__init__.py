@@ -33,6 +33,7 @@ import numcodecs
 import numpy as np
 
 from bamstore import __version__
+from bamstore.errors import FormatError
 
 try:  # libdeflate's CRC32: the same value as zlib's, several times faster
     from deflate import crc32 as _crc32
@@ -368,10 +369,6 @@ def average_sparsity(sparsity: Sequence[float]) -> float | None:
 
 
 # ---------------------------------------------------------------------------- the `bamstore` record
-
-
-class FormatError(ValueError):
-    """The `bamstore` attribute cannot be read as this version's record."""
 
 
 def _setting(default: Any, option: str, show: Callable[[Any], str] = repr, **meta: Any) -> Any:

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from bamstore.api import BamStore, MissingExtraError, format_region
+from bamstore.api import BamStore, format_region
 from bamstore.api.regions import resolve_region
-from bamstore.errors import QueryError
+from bamstore.errors import MissingExtraError, QueryError
 
 DPI = 100
 DEFAULT_WIDTH = 1200  # pixels

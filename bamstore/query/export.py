@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from bamstore.errors import QueryError
+from bamstore.errors import MissingExtraError, QueryError
 from bamstore.query.reduce import ChunkReader
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
 
@@ -123,8 +123,6 @@ class _BigWig:
         try:
             import pyBigWig
         except ImportError:
-            from bamstore.api import MissingExtraError
-
             raise MissingExtraError(
                 "bamstore export --format bigwig", "pyBigWig", "bigwig"
             ) from None

@@ -30,7 +30,13 @@ from zarr.storage import FsspecStore, LocalStore
 
 from bamstore import layout
 from bamstore.engine.samplesheet import repeated_names
-from bamstore.errors import ArgumentTypeError, QueryError, UnanswerableError
+from bamstore.errors import (
+    ArgumentTypeError,
+    FormatError,
+    MissingExtraError,
+    QueryError,
+    UnanswerableError,
+)
 
 # scheme -> (the packages fsspec needs for it, what they are called on PyPI)
 REMOTE_SCHEMES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -72,8 +78,6 @@ def open_zarr_store(location: Location, storage_options: Mapping[str, Any] | Non
         return LocalStore(path, read_only=True)
     modules, names = REMOTE_SCHEMES[scheme]
     if any(importlib.util.find_spec(m) is None for m in modules):
-        from bamstore.api import MissingExtraError
-
         raise MissingExtraError(f"reading {scheme}:// stores", names, "remote")
     url = os.fspath(location).rstrip("/")
     return FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=True)
@@ -124,7 +128,7 @@ class CoverageSource:
     def from_group(cls, label: str, root: zarr.Group) -> CoverageSource:
         try:
             attrs = layout.StoreAttributes.from_json(dict(root.attrs))
-        except layout.FormatError as exc:
+        except FormatError as exc:
             raise QueryError(
                 label,
                 f"{exc}, so it is not a coverage store",
