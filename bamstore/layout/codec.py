@@ -1,0 +1,116 @@
+"""How coverage chunks are encoded (QuantNado's compression profiles) and checked (CRC32 digests).
+
+Why not zarr's own codec pipeline: it runs through asyncio per chunk, and the extraction encodes
+in worker threads while the kernel decodes the next window. `ChunkEncoder` writes the bytes zarr
+would (the layout tests compare them and read every array back through zarr), and merge and
+validate check chunk files by their CRC32 without decoding them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+
+from bamstore.layout.names import COVERAGE_DTYPE
+
+try:  # libdeflate's CRC32: the same value as zlib's, several times faster
+    from deflate import crc32 as _crc32
+except ImportError:  # pragma: no cover
+    _crc32 = zlib.crc32
+
+
+@dataclass(frozen=True)
+class CompressionProfile:
+    """QuantNado's `construction_compression` profiles; they apply to coverage arrays only."""
+
+    name: str
+    blosc_clevel: int | None  # None: no compressor
+
+    def codecs(self) -> list[dict[str, Any]]:
+        codecs: list[dict[str, Any]] = [{"name": "bytes", "configuration": {"endian": "little"}}]
+        if self.blosc_clevel is not None:
+            codecs.append(
+                {
+                    "name": "blosc",
+                    "configuration": {
+                        "typesize": COVERAGE_DTYPE.itemsize,
+                        "cname": "zstd",
+                        "clevel": self.blosc_clevel,
+                        "shuffle": "shuffle",
+                        "blocksize": 0,
+                    },
+                }
+            )
+        return codecs
+
+    def encoder(self) -> ChunkEncoder:
+        return ChunkEncoder(self)
+
+
+COMPRESSION_PROFILES = {
+    "default": CompressionProfile("default", 3),
+    "fast": CompressionProfile("fast", 1),
+    "none": CompressionProfile("none", None),
+}
+COMPRESSION_ALIASES = {"off": "none", "uncompressed": "none"}
+
+
+def compression_profile(name: str) -> CompressionProfile:
+    key = COMPRESSION_ALIASES.get(name.lower(), name.lower())
+    if key not in COMPRESSION_PROFILES:
+        raise ValueError(
+            f"unknown compression profile {name!r}: use {', '.join(COMPRESSION_PROFILES)}"
+        )
+    return COMPRESSION_PROFILES[key]
+
+
+class ChunkEncoder:
+    """Encodes one (1, chunk_len) coverage chunk to the bytes zarr stores for it.
+
+    Why not zarr's own codec pipeline: it runs through asyncio per chunk, and the extraction
+    encodes in worker threads while the kernel decodes the next window. The bytes are identical
+    to zarr's (bytes codec little-endian, then blosc with the configuration in `codecs()`); the
+    layout tests compare them and read every array back through zarr.
+    """
+
+    def __init__(self, profile: CompressionProfile):
+        self.profile = profile
+        self._blosc = (
+            numcodecs.Blosc(
+                cname="zstd",
+                clevel=profile.blosc_clevel,
+                shuffle=numcodecs.Blosc.SHUFFLE,
+                blocksize=0,
+            )
+            if profile.blosc_clevel is not None
+            else None
+        )
+
+    def encode(self, chunk: np.ndarray) -> bytes:
+        data = np.ascontiguousarray(chunk, dtype=COVERAGE_DTYPE)
+        if self._blosc is None:
+            return data.tobytes()
+        return bytes(self._blosc.encode(data))
+
+
+def chunk_digest(chunks: Iterable[tuple[int, int]]) -> str:
+    """Digest of one sample's chunk files of one array: CRC32 over (column, CRC32 of bytes).
+
+    Recorded at extraction next to the coverage sums; merge and validate recompute it from the
+    files, so a lost, truncated, altered or misplaced chunk is caught without decoding.
+    """
+    acc = 0
+    for col, crc in sorted(chunks):
+        acc = zlib.crc32(col.to_bytes(8, "little") + crc.to_bytes(4, "little"), acc)
+    return f"{acc:08x}"
+
+
+def file_crc32(path: Path) -> int:
+    """CRC32 of a chunk file."""
+    return _crc32(path.read_bytes())
