@@ -1,0 +1,138 @@
+"""The commands that check stores and samplesheets: validate, inspect, check-samplesheet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from bamstore.cli.common import command_options, log
+from bamstore.errors import InputError
+
+
+@click.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--quick", is_flag=True, help="Structure and completeness only (no decoding).")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@command_options
+def validate(store: Path, quick: bool, threads: int, as_json: bool) -> None:
+    """Check a store against the layout and its own recorded totals; exit 0 only if sound."""
+    from bamstore.engine.validate import validate_store
+
+    report = validate_store(store, quick=quick, threads=threads)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "store": str(store),
+                    "ok": report.ok,
+                    "quick": quick,
+                    "problems": report.problems,
+                    "samples": report.samples,
+                    "contigs": report.contigs,
+                    "chunks_decoded": report.chunks_decoded,
+                },
+                indent=2,
+            )
+        )
+    else:
+        for problem in report.problems:
+            click.echo(f"{store}: {problem}", err=True)
+    if not report.ok:
+        raise InputError(
+            store,
+            f"is not sound: {len(report.problems)} problem(s) found",
+            "rebuild the store (or the samples named above)",
+        )
+    if not as_json:
+        what = "structure" if quick else f"structure and content ({report.chunks_decoded} chunks)"
+        click.echo(
+            f"{store}: OK — {report.samples} samples, {report.contigs} contigs, {what} checked"
+        )
+
+
+@click.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--json", "as_json", is_flag=True, help="Machine-readable summary (stable; for tests)."
+)
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the summary and a library-size bar chart as one HTML page.",
+)
+@command_options
+def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
+    """Samples, contigs, library sizes, metadata columns and the settings used."""
+    from bamstore.engine.store import read_store_info
+    from bamstore.query.inspect import format_summary, summarize
+
+    info = read_store_info(store)
+    summary = summarize(info)
+    if html_out is not None:
+        from bamstore.query.report import html_report
+
+        html_out.write_text(html_report(summary, f"bamstore store {store.name}"))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        click.echo(
+            format_summary(summary, str(store), info.record.version if info.record else None)
+        )
+
+
+@click.command("check-samplesheet")
+@click.argument("samplesheets", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the checked sheet as CSV: absolute paths, columns sample,bam,bai,"
+    "strandedness then the metadata columns, samples in their order (what the pipeline reads).",
+)
+@click.option(
+    "--no-check-files",
+    "check_files",
+    flag_value=False,
+    default=True,
+    help="Skip the checks that the bam and bai files exist and can be read (the pipeline "
+    "checks them where the files are visible; every other rule still applies).",
+)
+@click.option(
+    "--new-samples-for",
+    "cohort",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="An existing store the samples are to be added to: --out lists only the samples it "
+    "does not hold yet (the pipeline's --append_to extracts those).",
+)
+@command_options
+def check_samplesheet(
+    samplesheets: tuple[Path, ...], out: Path | None, check_files: bool, cohort: Path | None
+) -> None:
+    """Report every problem of the samplesheet(s) at once, with line numbers."""
+    from bamstore.engine.samplesheet import read_samplesheets, without_samples, write_normalised
+
+    sheet = read_samplesheets(list(samplesheets), check_files=check_files)
+    if cohort is not None:
+        from bamstore.engine.store import read_store_info
+
+        stored = read_store_info(cohort).sample_names
+        sheet, skipped = without_samples(sheet, stored)
+        log.info(
+            "%d of the samples are already in %s and are left out%s",
+            len(skipped),
+            cohort,
+            f": {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}" if skipped else "",
+        )
+    if out is not None:
+        write_normalised(sheet, out)
+    stranded = sum(1 for r in sheet.rows if r.strandedness)
+    click.echo(
+        f"OK: {len(sheet.rows)} samples ({stranded} stranded), metadata columns: "
+        f"{', '.join(sheet.metadata_columns) or '(none)'}"
+    )

@@ -1,0 +1,120 @@
+"""What every command shares: the error contract (`command_options`), logging, and the options
+several commands take."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from bamstore.errors import BamstoreError, InputError, InputErrors
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("bamstore")
+
+
+def _configure_logging(quiet: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+
+    class _Format(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            prefix = (
+                "warning: "
+                if record.levelno == logging.WARNING
+                else ("error: " if record.levelno >= logging.ERROR else "")
+            )
+            return prefix + record.getMessage()
+
+    handler.setFormatter(_Format())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if not debug:  # htslib's own [E::...] lines: bamstore reports those problems itself
+        from bamstore.engine.bam_input import quiet_htslib
+
+        quiet_htslib()
+
+
+def command_options(func: F) -> F:
+    """--debug and --quiet on every command, and the error contract around it."""
+
+    @click.option("--debug", is_flag=True, help="Show tracebacks and debug messages.")
+    @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, debug: bool, quiet: bool, **kwargs: Any) -> Any:
+        _configure_logging(quiet, debug)
+        try:
+            return func(*args, **kwargs)
+        except BamstoreError as exc:
+            if debug:
+                raise
+            lines = exc.problems if isinstance(exc, InputErrors) else [exc]
+            if isinstance(exc, InputErrors) and exc.header and len(lines) > 1:
+                click.echo(f"bamstore: error: {exc.header}", err=True)
+            for problem in lines:
+                text = problem.line() if isinstance(problem, InputError) else str(problem)
+                click.echo(f"bamstore: error: {text}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("bamstore: interrupted", err=True)
+            sys.exit(130)
+        except click.exceptions.ClickException:
+            raise
+        except Exception as exc:
+            if debug:
+                raise
+            if (
+                isinstance(exc, OSError)
+                and exc.errno in _SPACE_ERRNOS
+                and func.__name__ in ("extract", "merge", "build")  # staged, published by rename
+            ):
+                # Out of space: name the output, not the temporary file (already removed);
+                # merge --replace writes over its first store.
+                output = kwargs.get("out") or next(iter(kwargs.get("parts") or ()), "output")
+                click.echo(
+                    f"bamstore: error: {output}: cannot be written: {exc.strerror}; "
+                    "nothing was published and the partial output was removed; "
+                    f"fix: {_SPACE_ERRNOS[exc.errno]}, then re-run",
+                    err=True,
+                )
+                sys.exit(2)
+            if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
+                click.echo(f"bamstore: error: {exc.filename}: {exc.strerror}", err=True)
+                sys.exit(2 if exc.errno in _USER_ERRNOS else 1)
+            click.echo(
+                f"bamstore: internal error: {type(exc).__name__}: {exc} (re-run with "
+                "--debug for the traceback and report it)",
+                err=True,
+            )
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# Filesystem errors that are the user's to fix (disk full, quota, permissions, file size limit).
+_USER_ERRNOS = {28, 122, 13, 1, 27, 30}
+_SPACE_ERRNOS = {
+    28: "free space on that filesystem or choose another --out",  # ENOSPC
+    122: "free space within your quota or choose another --out",  # EDQUOT
+    27: "raise the file size limit (ulimit -f) or choose another --out",  # EFBIG
+}
+
+
+out_option = click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output store, NAME.zarr (missing folders above it are created).",
+)
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Replace an existing --out (only a store bamstore wrote)."
+)
+copy_option = click.option(
+    "--copy", is_flag=True, help="Copy chunk files instead of hard-linking them."
+)
