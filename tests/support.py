@@ -117,7 +117,7 @@ def without_permission_override() -> Callable[[], None] | None:
 def extract_options(**kw: object):
     """ExtractOptions for tests: chromosomes=all unless given, read-filter keywords mixed in."""
     from bamstore.engine.extract import ExtractOptions
-    from bamstore.engine.kernel import ReadFilter
+    from bamstore.options import ReadFilter
 
     read_filter = {
         k: kw.pop(k) for k in ("exclude_flags", "min_mapq", "count_deletions") if k in kw

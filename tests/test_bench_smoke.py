@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from bamstore.engine.extract import ExtractOptions, extract_sample
-from bamstore.engine.kernel import CountingMode
 from bamstore.engine.merge import merge_stores
+from bamstore.options import CountingMode
 from bamstore.simulate import make_bam
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,8 @@ import zarr
 from bamfactory import Read, bedtools_genomecov, mode_oracle, write_bam
 from support import assert_identical_chunks
 
-from bamstore.engine.kernel import CountingMode, available_kernels
+from bamstore.engine.kernel import available_kernels
+from bamstore.options import CountingMode
 
 KERNELS = available_kernels()
 CONTIGS = [("m1", 1000), ("m2", 300), ("m3", 50)]

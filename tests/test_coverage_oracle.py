@@ -14,8 +14,9 @@ import pytest
 from bamfactory import EDGE_CONTIGS, RANDOM_CONTIGS, count_library, samtools_depth, subset_bam
 from support import assert_identical_chunks
 
-from bamstore.engine.kernel import available_kernels, is_sense_strand
+from bamstore.engine.kernel import available_kernels
 from bamstore.engine.store import read_store_info
+from bamstore.options import is_sense_strand
 
 KERNELS = available_kernels()
 

@@ -27,7 +27,8 @@ from support import (
     store_attrs,
 )
 
-from bamstore.engine.kernel import STRAND_MODES, CountingMode, available_kernels, is_sense_strand
+from bamstore.engine.kernel import available_kernels
+from bamstore.options import STRAND_MODES, CountingMode, is_sense_strand
 
 KERNELS = available_kernels()
 # per kernel; raise it for a longer hunt: BAMSTORE_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz.py

@@ -21,13 +21,8 @@ import pytest
 from bamfactory import Read, samtools_depth, write_bam
 
 from bamstore.engine.blocks import BgzfError, BgzfReader
-from bamstore.engine.kernel import (
-    CountingMode,
-    ReadFilter,
-    UnsortedInputError,
-    available_kernels,
-    open_coverage_reader,
-)
+from bamstore.engine.kernel import UnsortedInputError, available_kernels, open_coverage_reader
+from bamstore.options import CountingMode, ReadFilter
 
 KERNELS = available_kernels()
 EOF_MARKER_SIZE = 28

@@ -23,7 +23,8 @@ from support import assert_clean_refusal, cli_argv, extract_options
 from bamstore.engine.bam_input import PEEK_BYTES
 from bamstore.engine.blocks import BGZF_EOF
 from bamstore.engine.extract import extract_sample
-from bamstore.engine.kernel import CountingMode, available_kernels
+from bamstore.engine.kernel import available_kernels
+from bamstore.options import CountingMode
 from bamstore.simulate import make_bam
 
 KERNELS = available_kernels()

@@ -152,7 +152,7 @@ def extract_options(func: F) -> F:
 
 def _extract_settings(kw: dict[str, Any], strandedness: str = ""):
     from bamstore.engine.extract import ExtractOptions
-    from bamstore.engine.kernel import CountingMode, ReadFilter
+    from bamstore.options import CountingMode, ReadFilter
 
     return ExtractOptions(
         read_filter=ReadFilter(

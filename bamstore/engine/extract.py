@@ -41,10 +41,8 @@ from bamstore.engine.bam_input.stream import InputStream, StreamedInput, is_stdi
 from bamstore.engine.blocks import BgzfError
 from bamstore.engine.kernel import (
     STREAM_END,
-    CountingMode,
     CoverageReader,
     KernelName,
-    ReadFilter,
     StreamCoverageReader,
     UnsortedInputError,
     default_kernel,
@@ -60,6 +58,7 @@ from bamstore.engine.samplesheet import (
 )
 from bamstore.engine.writer import ContigRows, StoreWriter
 from bamstore.errors import InputError, InputErrors
+from bamstore.options import CountingMode, ReadFilter
 
 log = logging.getLogger(__name__)
 

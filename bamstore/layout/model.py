@@ -32,7 +32,7 @@ from bamstore.layout.names import (
     strand_array_names,
 )
 
-# What each counting mode stores, recorded with the settings (`bamstore.engine.kernel.CountingMode`
+# What each counting mode stores, recorded with the settings (`bamstore.options.CountingMode`
 # has the rules in full; the README's semantics table shows them side by side).
 COVERAGE_DEFINITIONS = {
     "reads": (
@@ -142,7 +142,7 @@ class StoreSettings:
 
     To add a setting, add a field here with `_setting`: recording it, reading it back, the
     merge refusal that names it, `build --resume` and `inspect` all follow from this class. The
-    read-filter and counting fields are those of `bamstore.engine.kernel.ReadFilter` and
+    read-filter and counting fields are those of `bamstore.options.ReadFilter` and
     `CountingMode` (`from_counting` fails for a field of theirs that is not recorded here).
     chunk_len and compression are QuantNado's root attributes, so the `bamstore` record does not
     repeat them (`root=True`).
@@ -173,7 +173,7 @@ class StoreSettings:
 
     @classmethod
     def from_counting(cls, read_filter: Any, counting: Any, **settings: Any) -> StoreSettings:
-        """The fields of a `kernel.ReadFilter` and a `kernel.CountingMode`, the definition of
+        """The fields of a `options.ReadFilter` and an `options.CountingMode`, the definition of
         that mode and the other `settings`; a field of either that is not recorded here fails."""
         return cls(
             **dataclasses.asdict(read_filter),
