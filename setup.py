@@ -1,18 +1,17 @@
 """Builds the compiled coverage kernel against the htslib that pysam ships.
 
 The extension (bamstore/engine/) links to pysam's libchtslib by file name and finds it at run
-time through an rpath to the `pysam` package beside `bamstore` (installed layout) or pysam's build-time directory (in-place builds).
-If no C compiler is available the package still installs and uses the pure-Python kernel.
-The SHA-256 of the .pyx it was built from is compiled in (`SOURCE_SHA256`), so a checkout whose
-.pyx changed after the build is told to rebuild instead of failing inside the kernel.
+time through an rpath to the `pysam` package beside `bamstore` (installed layout) or pysam's
+build-time directory (in-place builds). It is the only coverage kernel: a failed compile fails
+the install. The SHA-256 of the .pyx it was built from is compiled in (`SOURCE_SHA256`), so a
+checkout whose .pyx changed after the build is told to rebuild instead of failing inside the
+kernel.
 """
 
 import hashlib
 import os
-import sys
 
 from setuptools import setup
-from setuptools.command.build_ext import build_ext
 
 
 def coverage_extension():
@@ -37,22 +36,4 @@ def coverage_extension():
     return cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True)
 
 
-class OptionalBuildExt(build_ext):
-    """A failed compile leaves the pure-Python kernel in charge instead of failing the install."""
-
-    def run(self):
-        try:
-            super().run()
-        except Exception as exc:  # noqa: BLE001
-            print(f"bamstore: compiled kernel not built ({exc}); using the Python kernel",
-                  file=sys.stderr)
-
-    def build_extension(self, ext):
-        try:
-            super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001
-            print(f"bamstore: compiled kernel not built ({exc}); using the Python kernel",
-                  file=sys.stderr)
-
-
-setup(ext_modules=coverage_extension(), cmdclass={"build_ext": OptionalBuildExt})
+setup(ext_modules=coverage_extension())

@@ -17,13 +17,11 @@ from bamstore.layout import DEFAULT_EXCLUDE_FLAGS
 # Values shared with _coverage.pyx.
 STRAND_MODES: dict[str, int] = {"": 0, "U": 1, "F": 2, "R": 3}
 
+# SAM flags the strand rule reads
 FLAG_PAIRED = 0x1
-FLAG_PROPER_PAIR = 0x2
-FLAG_UNMAPPED = 0x4
 FLAG_REVERSE = 0x10
 FLAG_READ1 = 0x40
 FLAG_READ2 = 0x80
-FLAG_NOT_PRIMARY = 0x900
 
 
 @dataclass(frozen=True)

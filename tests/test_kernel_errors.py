@@ -176,7 +176,23 @@ def test_this_checkout_runs_the_kernel_built_from_its_source() -> None:
     from bamstore.engine.kernel import _compiled_module
 
     module = _compiled_module()
-    if module is None:
-        pytest.skip("the compiled kernel is not built")
     source = Path(module.__file__).with_name("_coverage.pyx")
     assert hashlib.sha256(source.read_bytes()).hexdigest() == module.SOURCE_SHA256
+
+
+def test_kernels_are_the_compiled_ones_and_an_unknown_choice_is_refused(monkeypatch) -> None:
+    """Both kernels are the compiled extension (over libdeflate blocks, or htslib's iterator);
+    BAMSTORE_KERNEL names one of them, and anything else (the removed "python") is refused."""
+    from bamstore.engine.kernel import default_kernel
+    from bamstore.errors import InputError
+
+    assert KERNELS == ["compiled", "htslib"]
+    assert default_kernel() == "compiled"
+    monkeypatch.setenv("BAMSTORE_KERNEL", "htslib")
+    assert default_kernel() == "htslib"
+    monkeypatch.setenv("BAMSTORE_KERNEL", "python")
+    with pytest.raises(InputError) as caught:
+        default_kernel()
+    assert caught.value.line() == (
+        "BAMSTORE_KERNEL: 'python' is not a kernel; fix: set it to compiled or htslib, or unset it"
+    )

@@ -295,7 +295,7 @@ def test_build_api_refuses_stdin(tmp_path):
 
 
 def test_no_stream_leaves_its_pipe_thread_behind(random_bam, tmp_path):
-    """The htslib and Python kernels read through a pipe filled by a thread; it ends."""
+    """The htslib kernel reads through a pipe filled by a thread; it ends."""
     import threading
 
     for kernel in KERNELS:
