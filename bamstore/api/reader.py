@@ -21,7 +21,8 @@ from zarr.storage import LocalStore
 from bamstore import layout
 from bamstore.api.regions import resolve_region
 from bamstore.engine.samplesheet import DERIVED_COLUMNS, QUANTNADO_LABEL_COLUMN
-from bamstore.errors import FormatError, MissingExtraError, QueryError
+from bamstore.errors import FormatError, QueryError
+from bamstore.extras import require_extra
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
 
 PathLike = str | os.PathLike[str]
@@ -300,10 +301,9 @@ class StoreReader:
         strand: str | None,
         method: str | None,
     ) -> Any:
-        try:
-            import xarray as xr
-        except ImportError:
-            raise MissingExtraError("as_xarray=True", "xarray", "xarray") from None
+        require_extra("xarray", "as_xarray=True", "xarray")
+        import xarray as xr
+
         names = self.sample_names
         meta = self.metadata.iloc[rows]
         coords: dict[str, Any] = {

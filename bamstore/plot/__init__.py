@@ -19,7 +19,8 @@ import numpy as np
 
 from bamstore.api import BamStore, format_region
 from bamstore.api.regions import resolve_region
-from bamstore.errors import MissingExtraError, QueryError
+from bamstore.errors import QueryError
+from bamstore.extras import require_extra
 
 DPI = 100
 DEFAULT_WIDTH = 1200  # pixels
@@ -49,11 +50,10 @@ class PlotInfo:
 
 
 def _matplotlib() -> tuple[Any, Any]:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise MissingExtraError("bamstore plot", "matplotlib", "plot") from None
+    require_extra("plot", "bamstore plot", "matplotlib.figure", "matplotlib.backends.backend_agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     return Figure, FigureCanvasAgg
 
 

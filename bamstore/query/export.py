@@ -31,7 +31,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from bamstore.errors import MissingExtraError, QueryError
+from bamstore.errors import QueryError
+from bamstore.extras import require_extra
 from bamstore.query.reduce import ChunkReader
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
 
@@ -120,12 +121,9 @@ def contig_runs(
 
 class _BigWig:
     def __init__(self, path: Path, contigs: Sequence[tuple[str, int]]):
-        try:
-            import pyBigWig
-        except ImportError:
-            raise MissingExtraError(
-                "bamstore export --format bigwig", "pyBigWig", "bigwig"
-            ) from None
+        require_extra("bigwig", "bamstore export --format bigwig", "pyBigWig")
+        import pyBigWig
+
         self._bw: Any = pyBigWig.open(str(path), "w")
         self._bw.addHeader([(c, int(n)) for c, n in contigs])
 

@@ -16,7 +16,6 @@ normalisation) into array names, rows and library-size divisors, and refuses bad
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,16 +32,17 @@ from bamstore.engine.samplesheet import repeated_names
 from bamstore.errors import (
     ArgumentTypeError,
     FormatError,
-    MissingExtraError,
     QueryError,
     UnanswerableError,
 )
+from bamstore.extras import require_extra
 
 # scheme -> (the packages fsspec needs for it, what they are called on PyPI)
-REMOTE_SCHEMES: dict[str, tuple[tuple[str, ...], str]] = {
-    "http": (("fsspec", "aiohttp"), "fsspec and aiohttp"),
-    "https": (("fsspec", "aiohttp"), "fsspec and aiohttp"),
-    "s3": (("fsspec", "s3fs"), "fsspec and s3fs"),
+# the modules (of the `remote` extra) that zarr's FsspecStore needs for each scheme
+REMOTE_SCHEMES: dict[str, tuple[str, ...]] = {
+    "http": ("fsspec", "aiohttp"),
+    "https": ("fsspec", "aiohttp"),
+    "s3": ("fsspec", "s3fs"),
 }
 NORMALISE_CHOICES = ("none", "cpm", "rpkm")
 STRAND_CHOICES = ("fwd", "rev")
@@ -76,9 +76,7 @@ def open_zarr_store(location: Location, storage_options: Mapping[str, Any] | Non
         if not path.exists():
             raise FileNotFoundError(f"Store does not exist at {path}")
         return LocalStore(path, read_only=True)
-    modules, names = REMOTE_SCHEMES[scheme]
-    if any(importlib.util.find_spec(m) is None for m in modules):
-        raise MissingExtraError(f"reading {scheme}:// stores", names, "remote")
+    require_extra("remote", f"reading {scheme}:// stores", *REMOTE_SCHEMES[scheme])
     url = os.fspath(location).rstrip("/")
     return FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=True)
 
