@@ -97,6 +97,41 @@ class ArgumentTypeError(InputError, TypeError):
         return (type(self), (self.subject, self.problem, self.fix))
 
 
+class SettingMismatchError(InputError):
+    """A store that cannot join another because one setting that decides its values differs.
+
+    Carries the setting's name and both values (as shown). The fix names the setting as `how`
+    says it is set: its name here, its flag on the command line (`naming`, called by the CLI).
+    """
+
+    def __init__(
+        self,
+        subject: str | PathLike[str] | None,
+        setting: str,
+        mine: str,
+        theirs: str,
+        theirs_label: str,
+        how: str | None = None,
+    ) -> None:
+        self.setting, self.mine, self.theirs, self.theirs_label = (
+            setting,
+            mine,
+            theirs,
+            theirs_label,
+        )
+        super().__init__(
+            subject,
+            f"has {setting} {mine}, but {theirs_label} has {theirs}",
+            f"extract every sample with the same {how or setting}",
+        )
+
+    def naming(self, how: str) -> SettingMismatchError:
+        """This error with its fix naming the setting as `how` (e.g. its flag)."""
+        return SettingMismatchError(
+            self.subject, self.setting, self.mine, self.theirs, self.theirs_label, how
+        )
+
+
 class MissingExtraError(InputError, ImportError):
     """An optional dependency is not installed: one line saying which extra to install."""
 

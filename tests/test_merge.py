@@ -11,10 +11,11 @@ from bamfactory import RANDOM_CONTIGS
 from support import TEST_DATA
 
 from bamstore import layout
+from bamstore.cli.common import SETTING_OPTIONS, in_flags
 from bamstore.engine.merge import merge_stores
 from bamstore.engine.store import read_store_info
 from bamstore.engine.validate import validate_store
-from bamstore.errors import InputError, OutputExistsError
+from bamstore.errors import InputError, OutputExistsError, SettingMismatchError
 
 
 def _snapshot(path: Path) -> dict[str, tuple[int, bytes]]:
@@ -127,9 +128,28 @@ def test_refuses_duplicates_and_mismatched_settings(random_bam, edge_bam, extrac
     for case, part in problems.items():
         with pytest.raises(InputError) as err:
             merge_stores([a, part], tmp_path / f"{case}.zarr")
-        assert err.value.problems[0].line() == f"{part}: {expected[case]}", case
+        problem = err.value.problems[0]
+        assert in_flags(problem).line() == f"{part}: {expected[case]}", case
         assert len(err.value.problems) == 1, err.value.problems
         assert not (tmp_path / f"{case}.zarr").exists()
+        if case in ("chunk_len", "min_mapq", "compression"):  # the setting, by name
+            assert isinstance(problem, SettingMismatchError) and problem.setting == case
+            assert problem.fix == f"extract every sample with the same {case}"
+
+
+def test_every_setting_has_the_flag_that_sets_it() -> None:
+    """The CLI names each recorded setting by its flag: every setting has one, and each flag
+    is an option of extract and of build."""
+    import dataclasses
+
+    from bamstore.cli import build, extract
+
+    settings = {f.name for f in dataclasses.fields(layout.StoreSettings)}
+    assert set(SETTING_OPTIONS) == settings
+    for command in (extract, build):
+        flags = {flag for param in command.params for flag in param.opts + param.secondary_opts}
+        wrong = {s: o for s, o in SETTING_OPTIONS.items() if o.startswith("-") and o not in flags}
+        assert not wrong, (command.name, wrong)
 
 
 def test_merge_names_the_one_setting_that_differs(tmp_path, run_cli):

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from bamstore.errors import BamstoreError, InputError, InputErrors
+from bamstore.errors import BamstoreError, InputError, InputErrors, SettingMismatchError
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("bamstore")
@@ -41,6 +41,30 @@ def _configure_logging(quiet: bool, debug: bool) -> None:
         quiet_htslib()
 
 
+# How each recorded setting (`layout.StoreSettings`, by name) is set on the command line: the
+# flag a message names where parts disagree on it (a test holds this to the settings and flags).
+SETTING_OPTIONS = {
+    "chunk_len": "--chunk-len",
+    "compression": "--compression",
+    "chromosome_selection": "--chromosomes",
+    "exclude_flags": "--exclude-flags",
+    "min_mapq": "--min-mapq",
+    "count_deletions": "--count-deletions",
+    "mode": "--mode",
+    "extend": "--extend",
+    "shift": "--shift",
+    "coverage_definition": "bamstore version",
+    "shard": "--shard",
+}
+
+
+def in_flags(problem: InputError) -> InputError:
+    """`problem` as the command line says it: a setting named by the flag that sets it."""
+    if isinstance(problem, SettingMismatchError):
+        return problem.naming(SETTING_OPTIONS[problem.setting])
+    return problem
+
+
 def command_options(func: F) -> F:
     """--debug and --quiet on every command, and the error contract around it."""
 
@@ -58,7 +82,7 @@ def command_options(func: F) -> F:
             if isinstance(exc, InputErrors) and exc.header and len(lines) > 1:
                 click.echo(f"bamstore: error: {exc.header}", err=True)
             for problem in lines:
-                text = problem.line() if isinstance(problem, InputError) else str(problem)
+                text = in_flags(problem).line() if isinstance(problem, InputError) else str(problem)
                 click.echo(f"bamstore: error: {text}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:

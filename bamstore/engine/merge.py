@@ -49,7 +49,7 @@ from bamstore.engine.samplesheet import metadata_columns, unknown_samples
 from bamstore.engine.shard import DamagedShardError
 from bamstore.engine.store import StoreInfo, read_store_info
 from bamstore.engine.writer import StoreWriter
-from bamstore.errors import InputError, InputErrors
+from bamstore.errors import InputError, InputErrors, SettingMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def fit_problems(
     mine, theirs = info.settings, attrs.settings
     if mine is not None and theirs is not None:
         problems += [
-            InputError(info.path, diff.problem(label), diff.fix)
+            SettingMismatchError(info.path, diff.name, diff.mine, diff.theirs, label)
             for diff in mine.differences(theirs)
         ]
     if isinstance(target, StoreInfo) and not problems and info.contigs:

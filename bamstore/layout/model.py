@@ -130,10 +130,10 @@ def average_sparsity(sparsity: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _setting(default: Any, option: str, show: Callable[[Any], str] = repr, **meta: Any) -> Any:
-    """A recorded setting: its default (what records written before it existed meant), the
-    option that sets it (named when parts disagree) and how its value is shown."""
-    return field(default=default, metadata={"option": option, "show": show, **meta})
+def _setting(default: Any, show: Callable[[Any], str] = repr, **meta: Any) -> Any:
+    """A recorded setting: its default (what records written before it existed meant) and how
+    its value is shown (when parts disagree on it)."""
+    return field(default=default, metadata={"show": show, **meta})
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,8 @@ class StoreSettings:
 
     To add a setting, add a field here with `_setting`: recording it, reading it back, the
     merge refusal that names it, `build --resume` and `inspect` all follow from this class. The
+    model knows settings by name; the command line names the flag that sets each one
+    (`bamstore.cli.common.SETTING_OPTIONS`, which a test holds to this class). The
     read-filter and counting fields are those of `bamstore.options.ReadFilter` and
     `CountingMode` (`from_counting` fails for a field of theirs that is not recorded here).
     chunk_len and compression are QuantNado's root attributes, so the `bamstore` record does not
@@ -153,19 +155,19 @@ class StoreSettings:
     way (without decoding) instead of refusing it.
     """
 
-    chunk_len: int = _setting(DEFAULT_CHUNK_LEN, "--chunk-len", root=True)
-    compression: str = _setting("default", "--compression", root=True)
-    chromosome_selection: str = _setting("primary", "--chromosomes")
-    exclude_flags: int = _setting(DEFAULT_EXCLUDE_FLAGS, "--exclude-flags", lambda v: f"{v:#x}")
-    min_mapq: int = _setting(0, "--min-mapq")
-    count_deletions: bool = _setting(False, "--count-deletions")
-    mode: str = _setting("reads", "--mode")
-    extend: int | None = _setting(None, "--extend")
+    chunk_len: int = _setting(DEFAULT_CHUNK_LEN, root=True)
+    compression: str = _setting("default", root=True)
+    chromosome_selection: str = _setting("primary")
+    exclude_flags: int = _setting(DEFAULT_EXCLUDE_FLAGS, lambda v: f"{v:#x}")
+    min_mapq: int = _setting(0)
+    count_deletions: bool = _setting(False)
+    mode: str = _setting("reads")
+    extend: int | None = _setting(None)
     shift: tuple[int, int] | None = _setting(
-        None, "--shift", lambda v: "none" if v is None else f"{v[0]},{v[1]}"
+        None, lambda v: "none" if v is None else f"{v[0]},{v[1]}"
     )
-    coverage_definition: str = _setting(COVERAGE_DEFINITION, "bamstore version")
-    shard: bool = _setting(False, "--shard", storage=True)
+    coverage_definition: str = _setting(COVERAGE_DEFINITION)
+    shard: bool = _setting(False, storage=True)
 
     def __post_init__(self) -> None:
         if self.shift is not None:  # JSON gives a list; compare as the tuple the kernel uses
@@ -204,7 +206,7 @@ class StoreSettings:
         """The settings that decide values and differ, in declaration order (storage settings
         such as `shard` are left out: stores that differ only in them hold the same values)."""
         return [
-            SettingDifference(f.name, f.metadata["option"], f.metadata["show"], mine, theirs)
+            SettingDifference(f.name, f.metadata["show"](mine), f.metadata["show"](theirs))
             for f in dataclasses.fields(self)
             if not f.metadata.get("storage")
             and (mine := getattr(self, f.name)) != (theirs := getattr(other, f.name))
@@ -213,23 +215,11 @@ class StoreSettings:
 
 @dataclass(frozen=True)
 class SettingDifference:
-    """One setting on which two stores disagree."""
+    """One setting on which two stores disagree: its name and both values, as shown."""
 
     name: str
-    option: str
-    show: Callable[[Any], str]
-    mine: Any
-    theirs: Any
-
-    def problem(self, theirs_label: str) -> str:
-        return (
-            f"has {self.name} {self.show(self.mine)}, but {theirs_label} has "
-            f"{self.show(self.theirs)}"
-        )
-
-    @property
-    def fix(self) -> str:
-        return f"extract every sample with the same {self.option}"
+    mine: str
+    theirs: str
 
 
 @dataclass(frozen=True)
