@@ -69,6 +69,19 @@ class OutputLockedError(InputError):
         )
 
 
+class OutOfSpaceError(InputError, OSError):
+    """An output that could not be written for lack of room (disk full, quota, file size limit),
+    named by its final path, not the temporary one it was staged at. Also an OSError with the
+    errno, as Python callers catch a failed write."""
+
+    def __init__(self, subject: str | PathLike[str], errno: int, problem: str, fix: str) -> None:
+        super().__init__(subject, problem, fix)
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return self.line()
+
+
 class StoreNotFoundError(InputError, FileNotFoundError):
     """No store at the path given; also a FileNotFoundError, as QuantNado's `open` raises."""
 

@@ -28,6 +28,7 @@ from support import (
 from bamstore.engine.merge import merge_stores, verify_rows
 from bamstore.engine.store import read_store_info
 from bamstore.engine.validate import validate_store
+from bamstore.errors import OutOfSpaceError
 from bamstore.simulate import make_bam
 
 SIM_CONTIGS = [("chr1", 2_000_000), ("chr2", 600_000)]
@@ -209,9 +210,16 @@ def test_a_late_write_failure_is_not_lost(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(StoreWriter, "write_chunk", slow_last_write)
     bam = write_bam(tmp_path / "a.bam", random_reads(5, 100), CONTIGS)
     out = tmp_path / "a.zarr"
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="No space left") as caught:
         extract_here(bam, out, "a", threads=2)
     assert not out.exists() and leftovers(tmp_path, out.name) == []
+    # the publishing code names the output (not its temporary path) and still says OSError
+    assert isinstance(caught.value, OutOfSpaceError) and caught.value.errno == 28
+    assert caught.value.line() == (
+        f"{out}: cannot be written: No space left on device; nothing was published and the "
+        "partial output was removed; fix: free space on that filesystem or choose another "
+        "--out, then re-run"
+    )
 
 
 # ---------------------------------------------------------------------------- out of space

@@ -93,21 +93,6 @@ def command_options(func: F) -> F:
         except Exception as exc:
             if debug:
                 raise
-            if (
-                isinstance(exc, OSError)
-                and exc.errno in _SPACE_ERRNOS
-                and func.__name__ in ("extract", "merge", "build")  # staged, published by rename
-            ):
-                # Out of space: name the output, not the temporary file (already removed);
-                # merge --replace writes over its first store.
-                output = kwargs.get("out") or next(iter(kwargs.get("parts") or ()), "output")
-                click.echo(
-                    f"bamstore: error: {output}: cannot be written: {exc.strerror}; "
-                    "nothing was published and the partial output was removed; "
-                    f"fix: {_SPACE_ERRNOS[exc.errno]}, then re-run",
-                    err=True,
-                )
-                sys.exit(2)
             if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
                 click.echo(f"bamstore: error: {exc.filename}: {exc.strerror}", err=True)
                 sys.exit(2 if exc.errno in _USER_ERRNOS else 1)
@@ -123,11 +108,6 @@ def command_options(func: F) -> F:
 
 # Filesystem errors that are the user's to fix (disk full, quota, permissions, file size limit).
 _USER_ERRNOS = {28, 122, 13, 1, 27, 30}
-_SPACE_ERRNOS = {
-    28: "free space on that filesystem or choose another --out",  # ENOSPC
-    122: "free space within your quota or choose another --out",  # EDQUOT
-    27: "raise the file size limit (ulimit -f) or choose another --out",  # EFBIG
-}
 
 
 out_option = click.option(

@@ -26,7 +26,7 @@ from bamstore.engine.publish import check_output_path, output_folder, output_loc
 from bamstore.engine.samplesheet import read_samplesheets
 from bamstore.engine.store import read_store_info
 from bamstore.engine.validate import validate_store
-from bamstore.errors import BamstoreError, InputError, InputErrors
+from bamstore.errors import BamstoreError, InputError, InputErrors, OutOfSpaceError
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,8 @@ def run_extractions(
         done += 1
         try:
             res = future.result()
+        except OutOfSpaceError:
+            raise  # not this sample's problem: the others cannot be written either
         except InputError as exc:
             failures.extend(_for_job(exc, job, retry_hint))
             log.error("[%d/%d] %s failed: %s", done, n_total, job.sample, exc.line())
@@ -249,7 +251,7 @@ def build_samples(
     `interrupted_hint` says what to do with them.
     """
     started = time.monotonic()
-    out = Path(out).absolute()
+    given_out, out = out, Path(out).absolute()
     check_output_path(out, overwrite=overwrite)
     parts_dir = parts_dir or parts_dir_for(out)
     all_jobs = [
@@ -277,6 +279,8 @@ def build_samples(
             result.extracted = run_extractions(
                 todo, jobs, n_total=len(all_jobs), retry_hint=retry_hint
             )
+        except OutOfSpaceError as exc:  # a part could not be written: the build's output fails
+            raise OutOfSpaceError(given_out, exc.errno, exc.problem, exc.fix or "") from exc
         except KeyboardInterrupt:
             kept = sum(1 for job in all_jobs if job.part.exists())
             log.warning(

@@ -28,12 +28,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bamstore import layout
-from bamstore.errors import InputError, OutputExistsError, OutputLockedError
+from bamstore.errors import InputError, OutOfSpaceError, OutputExistsError, OutputLockedError
 
 log = logging.getLogger(__name__)
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+# Write errors that mean no room for the output, and what the user does about each.
+NO_ROOM_FIXES = {
+    errno.ENOSPC: "free space on that filesystem or choose another --out",
+    errno.EDQUOT: "free space within your quota or choose another --out",
+    errno.EFBIG: "raise the file size limit (ulimit -f) or choose another --out",
+}
 
 
 def _libc_renameat2():  # pragma: no cover - platform probe
@@ -181,7 +187,12 @@ def output_folder(final: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def staged_output(final: Path, *, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary sibling path to build into; publish it at `final` on success."""
+    """Yield a temporary sibling path to build into; publish it at `final` on success.
+
+    Running out of room while building is OutOfSpaceError naming `final` (as given), raised
+    once the temporary path is removed.
+    """
+    given = final
     final = Path(os.path.abspath(final))
     check_output_path(final, overwrite=overwrite, suffix=None)
     with output_folder(final), output_lock(final):
@@ -191,8 +202,18 @@ def staged_output(final: Path, *, overwrite: bool) -> Iterator[Path]:
         try:
             yield tmp
             publish(tmp, final)
-        except BaseException:
+        except BaseException as exc:
             remove_tree(tmp)
+            if isinstance(exc, OSError) and not isinstance(exc, OutOfSpaceError):
+                fix = NO_ROOM_FIXES.get(exc.errno)  # type: ignore[arg-type]
+                if fix is not None:
+                    raise OutOfSpaceError(
+                        given,
+                        exc.errno,  # type: ignore[arg-type]
+                        f"cannot be written: {exc.strerror}; nothing was published and the "
+                        "partial output was removed",
+                        f"{fix}, then re-run",
+                    ) from exc
             raise
 
 
