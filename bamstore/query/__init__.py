@@ -1,9 +1,12 @@
 """Answers from a store in the forms users already use: a table of signal per BED region
-(`summarize`), a matrix around reference points (`profile`, with a heatmap), browser tracks
+(`summarize`), a matrix around reference points (`profile`), browser tracks
 (`export`: bigWig, bedGraph), from a store on disk or at an http(s):// or s3:// URL (`source`).
 
 Every query reads through `CoverageSource` and reduces chunk by chunk (`reduce`): each chunk a
 query needs is decoded once, whatever the number or order of regions.
+
+Queries return data; drawing it (`bamstore.plot`, e.g. the heatmap of a profile) is a layer
+above, and nothing here imports it or the Python API.
 """
 
 from bamstore.query.export import ExportResult, export_track

@@ -1,5 +1,5 @@
 """`bamstore profile`: signal in bins around reference points (deeptools computeMatrix
-reference-point), saved as a matrix and optionally drawn as a heatmap.
+reference-point), saved as a matrix (drawn as a heatmap by `bamstore.plot.heatmap`).
 
 For each BED line the reference point is `start` on `+` or `.` and `end` on `-`. The window is
 [start - U, start + D) on `+`/`.`, read left to right, and [end - D, end + U) on `-`, read right
