@@ -1,5 +1,5 @@
 """A built store, opened with plain zarr, meets every item of QuantNado's writer checklist (the
-layout described in bamstore/layout.py: attributes, arrays, chunking, codecs and metadata
+layout described in bamstore/layout/: attributes, arrays, chunking, codecs and metadata
 arrays that QuantNado's readers need), and our encoder writes the bytes zarr would."""
 
 from __future__ import annotations

@@ -93,14 +93,14 @@ cdef enum:
     FLAG_READ2 = 0x80
     FLAG_NOT_PRIMARY = 0x900  # secondary 0x100 | supplementary 0x800
 
-# Strand modes; the values are shared with kernel.py.
+# Strand modes; the values are shared with bamstore/options.py (STRAND_MODES).
 cdef enum:
     STRAND_NONE = 0
     STRAND_U = 1
     STRAND_F = 2
     STRAND_R = 3
 
-# Counting modes; the values are shared with kernel.py (CountingMode.code).
+# Counting modes; the values are shared with bamstore/options.py (COUNTING_MODES).
 cdef enum:
     MODE_READS = 0
     MODE_FRAGMENTS = 1
