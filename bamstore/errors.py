@@ -7,6 +7,7 @@ catch: `FormatError` is a ValueError, `ReadOnlyStoreError` a RuntimeError.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from os import PathLike
 
@@ -80,6 +81,18 @@ class OutOfSpaceError(InputError, OSError):
 
     def __str__(self) -> str:
         return self.line()
+
+
+class OutputClosedError(BamstoreError, BrokenPipeError):
+    """The reader of an output stream went away (`... -o - | head -1`): nothing is wrong with
+    the data, so the CLI ends silently, as a SIGPIPE would. Also a BrokenPipeError."""
+
+    def __init__(self, output: str) -> None:
+        BrokenPipeError.__init__(self, errno.EPIPE, "the reader of the output closed it", output)
+        self.output = output
+
+    def __str__(self) -> str:
+        return f"{self.output}: the reader of the output closed it"
 
 
 class StoreNotFoundError(InputError, FileNotFoundError):

@@ -61,22 +61,26 @@ def validate(store: Path, quick: bool, threads: int, as_json: bool) -> None:
 @click.option(
     "--html",
     "html_out",
-    type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     help="Also write the summary and a library-size bar chart as one HTML page.",
 )
 @command_options
-def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
+def inspect(store: Path, as_json: bool, html_out: str | None) -> None:
     """Samples, contigs, library sizes, metadata columns and the settings used."""
+    from bamstore.engine.outputs import file_output, output_target
     from bamstore.engine.store import read_store_info
     from bamstore.query.inspect import format_summary, summarize
 
+    if html_out is not None:  # standard output carries the summary
+        output_target(html_out, stdout=False)
     info = read_store_info(store)
     summary = summarize(info)
     if html_out is not None:
         from bamstore.query.report import html_report
 
-        html_out.write_text(html_report(summary, f"bamstore store {store.name}"))
+        page = html_report(summary, f"bamstore store {store.name}")
+        with file_output(html_out, stdout=False) as staged:
+            staged.write_text(page, encoding="utf-8")
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
@@ -89,7 +93,6 @@ def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
 @click.argument("samplesheets", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     help="Also write the checked sheet as CSV: absolute paths, columns sample,bam,bai,"
     "strandedness then the metadata columns, samples in their order (what the pipeline reads).",
@@ -112,11 +115,14 @@ def inspect(store: Path, as_json: bool, html_out: Path | None) -> None:
 )
 @command_options
 def check_samplesheet(
-    samplesheets: tuple[Path, ...], out: Path | None, check_files: bool, cohort: Path | None
+    samplesheets: tuple[Path, ...], out: str | None, check_files: bool, cohort: Path | None
 ) -> None:
     """Report every problem of the samplesheet(s) at once, with line numbers."""
+    from bamstore.engine.outputs import output_target
     from bamstore.engine.samplesheet import read_samplesheets, without_samples, write_normalised
 
+    if out is not None:  # standard output carries the report
+        output_target(out, inputs=samplesheets, stdout=False)
     sheet = read_samplesheets(list(samplesheets), check_files=check_files)
     if cohort is not None:
         from bamstore.engine.store import read_store_info

@@ -3,16 +3,25 @@ several commands take."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
-from bamstore.errors import BamstoreError, InputError, InputErrors, SettingMismatchError
+from bamstore.errors import (
+    BamstoreError,
+    InputError,
+    InputErrors,
+    OutputClosedError,
+    SettingMismatchError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("bamstore")
@@ -65,6 +74,20 @@ def in_flags(problem: InputError) -> InputError:
     return problem
 
 
+def end_as_closed_pipe() -> NoReturn:
+    """The reader of our output went away (`... -o - | head -1`): end as coreutils do, killed
+    by SIGPIPE (status 141 in the shell) without a message.
+
+    Python ignores SIGPIPE from the start, so that a closed socket is an error to handle (a
+    remote store's connection); the default action is restored only here, at the end."""
+    with contextlib.suppress(OSError, ValueError):  # nothing left to flush into the pipe
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    sys.exit(128 + signal.SIGPIPE)  # where the signal does not end the process
+
+
 def command_options(func: F) -> F:
     """--debug and --quiet on every command, and the error contract around it."""
 
@@ -75,6 +98,10 @@ def command_options(func: F) -> F:
         _configure_logging(quiet, debug)
         try:
             return func(*args, **kwargs)
+        except OutputClosedError:
+            if debug:
+                raise
+            end_as_closed_pipe()
         except BamstoreError as exc:
             if debug:
                 raise

@@ -30,7 +30,10 @@ from bamstore.errors import InputError
     "--strand", is_flag=True, help="Stranded samples: + strand above the axis, - strand below."
 )
 @click.option(
-    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Image file (.png/.svg)."
+    "--out",
+    "-o",
+    required=True,
+    help="Picture: .png, .svg or .pdf (a name without a suffix, or -: PNG).",
 )
 @click.option("--width", type=click.IntRange(200), default=None, help="Pixels [default: 1200].")
 @click.option(
@@ -43,7 +46,7 @@ def plot(
     samples: str | None,
     normalise: str | None,
     strand: bool,
-    out: Path,
+    out: str,
     width: int | None,
     height: int | None,
 ) -> None:
@@ -107,13 +110,12 @@ def _open_source(store: str):
     return CoverageSource.open(store)
 
 
-def _output_file(out: str) -> str:
-    """An output file's folder must exist (checked before any work)."""
-    if out != "-":
-        parent = Path(out).parent
-        if not parent.is_dir():
-            raise InputError(out, "its folder does not exist", "create it, or choose another -o")
-    return out
+def _check_output(out: str, *inputs: str) -> None:
+    """Refuse an output that cannot or must not be written, before any work (`engine.outputs`:
+    `-` is standard output; a folder, or one of the command's `inputs`, is refused)."""
+    from bamstore.engine.outputs import output_target
+
+    output_target(out, inputs=inputs)
 
 
 @click.command(epilog=STORE_HELP)
@@ -157,6 +159,7 @@ def summarize(
     from bamstore.query import summarize as run_summary
     from bamstore.query import write_tsv
 
+    _check_output(out, bed)
     summary = run_summary(
         _open_source(store),
         bed,
@@ -167,7 +170,7 @@ def summarize(
         skip_missing=skip_missing,
         threads=threads,
     )
-    rows = write_tsv(summary, _output_file(out))
+    rows = write_tsv(summary, out)
     log.info(
         "%s: %d region(s) x %d sample(s), %s%s (%d chunk(s) read)",
         out,
@@ -200,12 +203,12 @@ def summarize(
 @strand_option
 @skip_missing_option
 @threads_option
-@click.option("--out", "-o", required=True, help="Output matrix, MATRIX.npz.")
+@click.option("--out", "-o", required=True, help="Output matrix, MATRIX.npz; - for stdout.")
 @click.option(
     "--plot",
     "plot_out",
     default=None,
-    help="Also draw per-sample mean profiles above a heatmap (png/svg/pdf; bamstore[plot]).",
+    help="Also draw per-sample mean profiles above a heatmap (.png/.svg/.pdf; bamstore[plot]).",
 )
 @command_options
 def profile(
@@ -225,11 +228,13 @@ def profile(
     """Mean signal in bins around reference points (deeptools computeMatrix reference-point)."""
     from bamstore.query import profile as run_profile
 
-    _output_file(out)
+    _check_output(out, bed)
     if plot_out is not None:
-        _output_file(plot_out)
-        from bamstore.plot import _matplotlib
+        from bamstore.plot import _matplotlib, picture_output
 
+        if Path(plot_out).absolute() == Path(out).absolute():
+            raise InputError(plot_out, "is also -o, the matrix", "give --plot another name")
+        picture_output(plot_out)
         _matplotlib()  # a missing extra is reported before the work, not after
     result = run_profile(
         _open_source(store),
@@ -295,7 +300,7 @@ def profile(
     help="Leave zero runs out (of both formats alike) [default: written as 0].",
 )
 @threads_option
-@click.option("--out", "-o", required=True, help="Output file (.bw / .bedGraph).")
+@click.option("--out", "-o", required=True, help="Output file (.bw / .bedGraph); - for stdout.")
 @command_options
 def export(
     store: str,
@@ -312,10 +317,11 @@ def export(
     """One sample's coverage as a bigWig or bedGraph track (like deeptools bamCoverage)."""
     from bamstore.query import export_track
 
+    _check_output(out)
     result = export_track(
         _open_source(store),
         sample,
-        _output_file(out),
+        out,
         fmt=fmt,
         normalise=normalise,
         bin_size=bin_size,

@@ -252,7 +252,7 @@ def build_samples(
     """
     started = time.monotonic()
     given_out, out = out, Path(out).absolute()
-    check_output_path(out, overwrite=overwrite)
+    check_output_path(out, overwrite=overwrite, inputs=[p for s in samples for p in (s.bam, s.bai)])
     parts_dir = parts_dir or parts_dir_for(out)
     all_jobs = [
         ExtractJob(

@@ -664,7 +664,9 @@ def extract_sample(
 
     `bam` "-" reads a BAM stream from `stdin` (standard input if not given), without an index.
     """
-    check_output_path(out, overwrite=overwrite)
+    check_output_path(
+        out, overwrite=overwrite, inputs=[bam, index, options.chromsizes, options.reference]
+    )
     streamed: StreamedInput | None = None
     if is_stdin(bam):
         if index is not None:

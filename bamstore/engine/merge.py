@@ -350,6 +350,22 @@ def verify_rows(
 
 
 def merge_stores(
+    parts: Sequence[Path], out: Path, *, overwrite: bool = False, **merge: Any
+) -> MergeResult:
+    """Merge `parts` (in the given order) into a new store published atomically at `out`.
+
+    The store lists the contigs in the first part's order; a part whose header listed the
+    same contigs in another order joins it (its records are reordered). Its rows are sharded
+    if `shard`, unsharded if False, and stored as the first part's if None. `out` may not be
+    one of the parts: `append_samples` grows a store in place.
+    """
+    if not parts:
+        raise InputError(None, "no stores to merge", "give per-sample stores or --parts-file")
+    check_output_path(out, overwrite=overwrite, inputs=parts)
+    return _merge_into(parts, out, overwrite=overwrite, **merge)
+
+
+def _merge_into(
     parts: Sequence[Path],
     out: Path,
     *,
@@ -360,18 +376,10 @@ def merge_stores(
     threads: int = 1,
     shard: bool | None = None,
 ) -> MergeResult:
-    """Merge `parts` (in the given order) into a new store published atomically at `out`.
-
-    The store lists the contigs in the first part's order; a part whose header listed the
-    same contigs in another order joins it (its records are reordered). Its rows are sharded
-    if `shard`, unsharded if False, and stored as the first part's if None. `out` may be the
-    first part itself with `overwrite` (`append_samples`): the parts are read under the
-    output's lock, and the old store is replaced only once the new one is complete.
-    """
+    """`merge_stores` without its check of `out`: `out` may be the first part itself with
+    `overwrite` (`append_samples`); the parts are read under the output's lock, and the old
+    store is replaced only once the new one is complete."""
     started = time.monotonic()
-    if not parts:
-        raise InputError(None, "no stores to merge", "give per-sample stores or --parts-file")
-    check_output_path(out, overwrite=overwrite)
     with staged_output(out, overwrite=overwrite) as tmp:
         infos = [read_store_info(p) for p in parts]
         check_parts(infos)
@@ -445,7 +453,14 @@ def append_samples(store: Path, parts: Sequence[Path], **merge: Any) -> MergeRes
     place: the merge of [store, *parts] replaces `store` in one atomic swap once it is complete
     and checked (the old store is only read, and survives any failure or kill before that).
     A symlink is followed, so the store it points to is the one replaced. `merge` takes the
-    keywords of `merge_stores` other than `overwrite`."""
+    keywords of `merge_stores` other than `overwrite`. Without parts there is nothing to add,
+    and the store is left as it is (an error)."""
+    if not parts:
+        raise InputError(
+            store,
+            "no stores to add to it: replacing it in place needs at least one new store",
+            "give the stores of the new samples after it",
+        )
     store = Path(store).resolve()
     if not layout.written_by_bamstore(store):
         read_store_info(store)  # says what is wrong with it, if it is not a store at all
@@ -454,7 +469,8 @@ def append_samples(store: Path, parts: Sequence[Path], **merge: Any) -> MergeRes
             "is not a store written by bamstore, so --replace does not replace it",
             "merge into a new store with --out",
         )
-    return merge_stores([store, *parts], store, overwrite=True, **merge)
+    check_output_path(store, overwrite=True)
+    return _merge_into([store, *parts], store, overwrite=True, **merge)
 
 
 def _metadata(

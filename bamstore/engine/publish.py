@@ -11,6 +11,10 @@ writing the same output cannot both proceed.
     store is first renamed to `.<name>.old-<id>`; a crash between the two renames leaves it
     there, and the next run on the same output puts it back.
   - The lock is an flock on `.<name>.lock`, released by the kernel if the process dies.
+  - A symlink at the output is followed: the store it points to is the one built beside and
+    replaced, and the link stays. Standard output, devices, FIFOs, a path inside another store
+    and a path that is one of the command's inputs are refused (the checks `outputs` applies
+    to every output).
 """
 
 from __future__ import annotations
@@ -24,22 +28,17 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bamstore import layout
-from bamstore.errors import InputError, OutOfSpaceError, OutputExistsError, OutputLockedError
+from bamstore.engine.outputs import out_of_space, resolve_links, store_target
+from bamstore.errors import InputError, OutputExistsError, OutputLockedError
 
 log = logging.getLogger(__name__)
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
-# Write errors that mean no room for the output, and what the user does about each.
-NO_ROOM_FIXES = {
-    errno.ENOSPC: "free space on that filesystem or choose another --out",
-    errno.EDQUOT: "free space within your quota or choose another --out",
-    errno.EFBIG: "raise the file size limit (ulimit -f) or choose another --out",
-}
 
 
 def _libc_renameat2():  # pragma: no cover - platform probe
@@ -129,12 +128,15 @@ def _recover(final: Path) -> None:
         remove_tree(leftover)
 
 
-def check_output_path(final: Path, *, overwrite: bool, suffix: str | None = ".zarr") -> None:
+def check_output_path(
+    final: Path, *, overwrite: bool, suffix: str | None = ".zarr", inputs: Iterable[object] = ()
+) -> None:
     """Fail early (before any work) on an output that cannot or must not be written.
 
     Missing folders above `final` are fine (`output_folder` creates them) if the nearest
     existing one is writable. `overwrite` replaces only a store that bamstore wrote, never a
-    user's folder or file.
+    user's folder or file. A symlink is checked as the store it points to; `inputs` are the
+    command's inputs, none of which the output may be.
     """
     final = Path(os.path.abspath(final))
     if suffix and final.suffix != suffix:
@@ -143,7 +145,8 @@ def check_output_path(final: Path, *, overwrite: bool, suffix: str | None = ".za
             f"output name must end in {suffix}",
             f"use e.g. --out {final.with_suffix(suffix).name} (QuantNado opens only *.zarr stores)",
         )
-    parent = final.parent
+    target = store_target(final, inputs=inputs)
+    parent = target.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
@@ -152,10 +155,10 @@ def check_output_path(final: Path, *, overwrite: bool, suffix: str | None = ".za
         raise InputError(
             final, f"output folder {parent} is not writable", "choose a writable --out"
         )
-    if final.exists() or final.is_symlink():
+    if target.exists() or target.is_symlink():
         if not overwrite:
             raise OutputExistsError(final)
-        if not layout.written_by_bamstore(final):
+        if not layout.written_by_bamstore(target):
             raise InputError(
                 final,
                 "exists and is not a store written by bamstore, so --overwrite does not replace it",
@@ -190,11 +193,12 @@ def staged_output(final: Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary sibling path to build into; publish it at `final` on success.
 
     Running out of room while building is OutOfSpaceError naming `final` (as given), raised
-    once the temporary path is removed.
+    once the temporary path is removed. A symlink at `final` is followed: the store it points
+    to is replaced, and the link kept.
     """
     given = final
-    final = Path(os.path.abspath(final))
     check_output_path(final, overwrite=overwrite, suffix=None)
+    final = resolve_links(final)
     with output_folder(final), output_lock(final):
         _recover(final)
         check_output_path(final, overwrite=overwrite, suffix=None)
@@ -204,16 +208,14 @@ def staged_output(final: Path, *, overwrite: bool) -> Iterator[Path]:
             publish(tmp, final)
         except BaseException as exc:
             remove_tree(tmp)
-            if isinstance(exc, OSError) and not isinstance(exc, OutOfSpaceError):
-                fix = NO_ROOM_FIXES.get(exc.errno)  # type: ignore[arg-type]
-                if fix is not None:
-                    raise OutOfSpaceError(
-                        given,
-                        exc.errno,  # type: ignore[arg-type]
-                        f"cannot be written: {exc.strerror}; nothing was published and the "
-                        "partial output was removed",
-                        f"{fix}, then re-run",
-                    ) from exc
+            no_room = out_of_space(
+                exc,
+                str(given),
+                "nothing was published and the partial output was removed",
+                "or choose another --out, then re-run",
+            )
+            if no_room is not None:
+                raise no_room from exc
             raise
 
 

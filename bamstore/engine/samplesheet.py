@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bamstore.engine.outputs import file_output
 from bamstore.errors import InputError, InputErrors
 from bamstore.layout import STRAND_CODES
 
@@ -485,7 +486,7 @@ def without_samples(sheet: Samplesheet, names: Sequence[str]) -> tuple[Sampleshe
     return dataclasses.replace(sheet, rows=kept), left_out
 
 
-def write_normalised(sheet: Samplesheet, out: Path) -> None:
+def write_normalised(sheet: Samplesheet, out: str | os.PathLike[str]) -> None:
     """The checked samplesheet as CSV: absolute paths, the samples in their order, then metadata.
 
     Columns: sample, bam, bai (empty when the index is to be built), strandedness, then the
@@ -493,9 +494,7 @@ def write_normalised(sheet: Samplesheet, out: Path) -> None:
     `bamstore build --input` and `bamstore merge --metadata` read it as they read the original.
     """
     columns = [*NORMALISED_COLUMNS, *sheet.metadata_columns]
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with file_output(out) as staged, staged.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(columns)
         for row in sheet.rows:
@@ -508,7 +507,6 @@ def write_normalised(sheet: Samplesheet, out: Path) -> None:
                     *(row.metadata.get(column, "") for column in sheet.metadata_columns),
                 ]
             )
-    tmp.replace(out)
 
 
 # ---------------------------------------------------------------------------- metadata tables

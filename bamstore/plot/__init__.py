@@ -19,7 +19,8 @@ import numpy as np
 
 from bamstore.api import BamStore, format_region
 from bamstore.api.regions import resolve_region
-from bamstore.errors import QueryError
+from bamstore.engine.outputs import file_output, output_target
+from bamstore.errors import InputError, QueryError
 from bamstore.extras import require_extra
 
 DPI = 100
@@ -28,6 +29,9 @@ TRACK_HEIGHT = 130  # pixels per sample track
 FRAME_HEIGHT = 120  # title and x axis
 POINTS_PER_PIXEL = 2  # longer regions are drawn as the maximum of each bin
 UNITS = {None: "depth", "cpm": "CPM", "rpkm": "RPKM"}
+# What a picture's name may end in; a name without a suffix (`-`, /dev/null) gets a PNG.
+PICTURE_FORMATS = ("png", "svg", "pdf")
+DEFAULT_PICTURE_FORMAT = "png"
 NORMALISATION_NOTES = {
     None: "raw depth (reads covering each base), not normalised",
     "cpm": "CPM = depth / (library size / 1e6)",
@@ -57,6 +61,27 @@ def _matplotlib() -> tuple[Any, Any]:
     return Figure, FigureCanvasAgg
 
 
+def picture_output(out: str | os.PathLike[str]) -> str:
+    """The format of the picture `out` by its name's suffix, after checking that the path can
+    be written (`engine.outputs`); refused before any work (InputError) otherwise."""
+    suffix = Path(os.fspath(out)).suffix.lower().removeprefix(".")
+    if suffix and suffix not in PICTURE_FORMATS:
+        listed = ", ".join(f".{f}" for f in PICTURE_FORMATS)
+        raise InputError(
+            out,
+            f"{suffix!r} is not a picture format bamstore draws ({listed})",
+            f"end the name in one of {listed}",
+        )
+    output_target(out)
+    return suffix or DEFAULT_PICTURE_FORMAT
+
+
+def save_figure(fig: Any, out: str | os.PathLike[str], picture_format: str) -> None:
+    """Write `fig` to `out` as `engine.outputs` says (a picture is a file output like any)."""
+    with file_output(out) as staged:
+        fig.savefig(staged, dpi=DPI, format=picture_format)
+
+
 def _bin_max(values: np.ndarray, bin_size: int) -> np.ndarray:
     """Maximum of each `bin_size` run along the last axis (peaks stay visible when binned)."""
     if bin_size <= 1:
@@ -80,8 +105,9 @@ def plot_region(
 
     One track per sample on shared axes; with `strand`, + strand coverage above the axis and -
     strand below. The image is `width` x `height` pixels (defaults: 1200 wide, 130 per track
-    plus 120); the format follows the file suffix (png, svg, pdf).
+    plus 120); the format follows the file suffix (png, svg, pdf; png without a suffix).
     """
+    picture_format = picture_output(out)
     figure_cls, canvas_cls = _matplotlib()
     bs = store if isinstance(store, BamStore) else BamStore.open(store)
     label = bs.source.label
@@ -157,6 +183,5 @@ def plot_region(
         bottom=60 / px_h,
         hspace=0.12,
     )
-    out_path = Path(out)
-    fig.savefig(out_path, dpi=DPI)
-    return PlotInfo(out_path, chrom, start, end, labels, px_w, px_h, bin_size)
+    save_figure(fig, out, picture_format)
+    return PlotInfo(Path(out), chrom, start, end, labels, px_w, px_h, bin_size)

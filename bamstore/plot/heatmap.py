@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bamstore.plot import DPI, UNITS, _matplotlib
+from bamstore.plot import DPI, UNITS, _matplotlib, picture_output, save_figure
 from bamstore.query.profile import Profile
 
 COLUMN_WIDTH = 3.0  # inches per sample
@@ -32,7 +32,8 @@ def region_order(profile: Profile) -> np.ndarray:
 
 
 def plot_profile(profile: Profile, out: str | os.PathLike[str]) -> Path:
-    """Draw `profile` to `out` (png, svg or pdf by suffix)."""
+    """Draw `profile` to `out` (png, svg or pdf by suffix; png without one)."""
+    picture_format = picture_output(out)
     figure_cls, canvas_cls = _matplotlib()
     from matplotlib.ticker import MaxNLocator
 
@@ -96,6 +97,5 @@ def plot_profile(profile: Profile, out: str | os.PathLike[str]) -> Path:
         f"down, {profile.bin_size:,} bp bins" + (f", {profile.strand}" if profile.strand else ""),
         fontsize=10,
     )
-    out_path = Path(out)
-    fig.savefig(out_path, dpi=DPI)
-    return out_path
+    save_figure(fig, out, picture_format)
+    return Path(out)

@@ -15,14 +15,13 @@ values and bin means are rounded to the nearest float32 (relative error below 6e
 neighbouring runs may read back as the same float32. bedGraph is text and writes each value as
 the shortest decimal that reads back as the same float64 (whole depths as integers).
 
-Each chunk of the sample's row is decoded once, `threads` chunks ahead of the writer. The file is
-written beside its final path and renamed into place when complete.
+Each chunk of the sample's row is decoded once, `threads` chunks ahead of the writer. The track
+is written as `engine.outputs` says (`-`: stdout; a file is renamed into place when complete).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from bamstore.engine.outputs import file_output
 from bamstore.errors import QueryError
 from bamstore.extras import require_extra
 from bamstore.query.reduce import ChunkReader
@@ -185,14 +185,10 @@ def export_track(
     per_million = source.per_million(rows, method)
     scale = None if per_million is None else float(per_million[0])
     reader = ChunkReader(source, rows, threads)
-    final = Path(out)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     written = 0
-    try:
+    with file_output(out) as staged:
         writer = (_BigWig if fmt == "bigwig" else _BedGraph)(
-            tmp, [(c, source.chromsizes[c]) for c in contigs]
+            staged, [(c, source.chromsizes[c]) for c in contigs]
         )
         try:
             for contig in contigs:
@@ -209,12 +205,8 @@ def export_track(
                         written += len(runs.start)
         finally:
             writer.close()
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportResult(
-        path=final,
+        path=Path(out),
         format=fmt,
         sample=source.sample_names[rows[0]],
         contigs=contigs,

@@ -17,9 +17,7 @@ does not grow with the number of regions.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from bamstore.engine.outputs import file_output
 from bamstore.errors import QueryError
 from bamstore.query.reduce import ChunkReader, Intervals, reduce_intervals
 from bamstore.query.regions import (
@@ -67,31 +66,23 @@ class Profile:
 
     def save_npz(self, out: str | os.PathLike[str]) -> Path:
         """matrix, samples, regions and the parameters, as one .npz (loads without pickle);
-        written beside `out` and renamed into place."""
-        final = Path(out)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    matrix=self.matrix,
-                    samples=np.asarray(self.samples, dtype=str),
-                    regions=self.regions,
-                    bin_starts=self.bin_starts,
-                    upstream=np.int64(self.upstream),
-                    downstream=np.int64(self.downstream),
-                    bin_size=np.int64(self.bin_size),
-                    normalise=np.str_(self.normalise or "none"),
-                    strand=np.str_(self.strand or "both"),
-                    reference_point=np.str_("start on + and ., end on -"),
-                    store=np.str_(self.store),
-                )
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return final
+        written as `engine.outputs` says (`-`: stdout)."""
+        with file_output(out) as staged, staged.open("wb") as fh:
+            np.savez(
+                fh,
+                matrix=self.matrix,
+                samples=np.asarray(self.samples, dtype=str),
+                regions=self.regions,
+                bin_starts=self.bin_starts,
+                upstream=np.int64(self.upstream),
+                downstream=np.int64(self.downstream),
+                bin_size=np.int64(self.bin_size),
+                normalise=np.str_(self.normalise or "none"),
+                strand=np.str_(self.strand or "both"),
+                reference_point=np.str_("start on + and ., end on -"),
+                store=np.str_(self.store),
+            )
+        return Path(out)
 
 
 def window(region: BedRegion, upstream: int, downstream: int) -> tuple[int, int]:

@@ -23,18 +23,15 @@ gives NaN.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 
+from bamstore.engine.outputs import file_output
 from bamstore.errors import QueryError
 from bamstore.query.reduce import ChunkReader, Intervals, reduce_intervals
 from bamstore.query.regions import (
@@ -181,23 +178,14 @@ def _format_values(values: np.ndarray, integral: bool) -> list[str]:
 def write_tsv(summary: Summary, out: str | os.PathLike[str]) -> int:
     """Write the summary as TSV to `out` (`-`: stdout); returns the rows written.
 
-    A file is written beside its final path and renamed into place when complete, so a bad
-    BED line found late leaves no partial table (and an earlier file of that name survives).
+    Written as `engine.outputs` says, so a bad BED line found late leaves no partial table
+    (nothing on stdout, and an earlier file of that name survives); `out` may not be the BED.
     """
-    target = os.fspath(out)
-    if target == "-":
-        return _write_rows(summary, sys.stdout)
-    final = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            written = _write_rows(summary, fh)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return written
+    with (
+        file_output(out, inputs=[summary.bed]) as staged,
+        staged.open("w", encoding="utf-8", newline="\n") as fh,
+    ):
+        return _write_rows(summary, fh)
 
 
 def _write_rows(summary: Summary, fh: IO[str]) -> int:
