@@ -4,7 +4,9 @@ BED is 0-based and end-exclusive (`chr1 100 200` is the slice [100:200], as `ext
 `chr1:100-200`). Columns are tab-separated (a line with fewer than three tab-separated fields is
 split on whitespace instead); the first three are chrom, start, end; the 4th is the name and the
 6th the strand (`+`, `-` or `.`); further columns are allowed and ignored. Empty lines and
-`#`, `track` and `browser` lines are skipped; `-` reads stdin; gzip input is read as such.
+`#`, `track` and `browser` lines are skipped; `-` reads stdin; pipes and devices (`<(cmd)`,
+/dev/stdin) are read like files; gzip input, recognised by its first bytes, is read as such (a
+damaged or truncated one is an error naming the BED).
 
 A line that cannot be a region (too few columns, a coordinate that is not a non-negative
 integer, start > end, a strand other than + - .) is always an error. A region on a contig the
@@ -23,6 +25,7 @@ import itertools
 import logging
 import os
 import sys
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 STDIN = "-"
 STDIN_LABEL = "<stdin>"
+GZIP_MAGIC = b"\x1f\x8b"
 SKIPPED_PREFIXES = ("#", "track", "browser")
 STRANDS = ("+", "-", ".")
 SKIP_FIX = "use the store's contig names and lengths, or skip such lines with --skip-missing"
@@ -60,18 +64,51 @@ def bed_label(bed: BedInput) -> str:
     return "regions"
 
 
+class _Rejoined(io.RawIOBase):
+    """A binary stream whose first bytes, read to sniff it, are put back in front: a pipe
+    cannot seek back, so gzip is recognised without seeking."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        super().__init__()
+        self._head, self._rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        data = self._rest.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._rest.close()
+        super().close()
+
+
 def _open_text(bed: str | os.PathLike[str]) -> IO[str]:
+    """The BED as text: a file, a FIFO or device (`<(cmd)`, /dev/stdin) or `-`, gzip or not
+    by its first two bytes (read, then put back, so streams work too)."""
     text = os.fspath(bed)
     if text == STDIN:
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-    path = Path(text)
-    if not path.is_file():
-        raise QueryError(path, "BED file does not exist", "check the path")
-    with path.open("rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return path.open(encoding="utf-8", errors="replace")
+        raw: IO[bytes] = open(sys.stdin.fileno(), "rb", closefd=False)  # noqa: SIM115
+    else:
+        path = Path(text)
+        if path.is_dir():
+            raise QueryError(path, "is a folder, not a BED file", "check the path")
+        try:
+            raw = path.open("rb")
+        except FileNotFoundError:
+            raise QueryError(path, "BED file does not exist", "check the path") from None
+    magic = raw.read(2)
+    stream = io.BufferedReader(_Rejoined(magic, raw))
+    if magic == GZIP_MAGIC:
+        return io.TextIOWrapper(gzip.GzipFile(fileobj=stream), encoding="utf-8", errors="replace")
+    return io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
 
 
 def _non_negative(text: str, what: str, where: str) -> int:
@@ -123,7 +160,24 @@ def read_bed(bed: BedInput) -> Iterator[BedRegion]:
         return
     label = bed_label(bed)
     with _open_text(bed) as fh:
-        for number, text in enumerate(fh, start=1):
+        lines = enumerate(fh, start=1)
+        while True:
+            try:
+                number, text = next(lines)
+            except StopIteration:
+                return
+            except EOFError:
+                raise QueryError(
+                    label,
+                    "is truncated: its gzip data ends before the end of the stream",
+                    "re-create or re-download it (gzip -t checks a file)",
+                ) from None
+            except (gzip.BadGzipFile, zlib.error):
+                raise QueryError(
+                    label,
+                    "starts like gzip but cannot be decompressed: the file is damaged or not gzip",
+                    "re-create it, or give the BED uncompressed (gzip -t checks a file)",
+                ) from None
             region = parse_bed_line(text, number, label)
             if region is not None:
                 yield region
