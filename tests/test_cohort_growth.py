@@ -120,6 +120,21 @@ def test_replace_grows_the_cohort_in_place(cohort, tmp_path: Path, run_cli) -> N
     assert all(after[name][0] == inode for name, inode in inodes.items())
 
 
+def test_replace_without_new_stores_is_refused(cohort, tmp_path: Path, run_cli) -> None:
+    """`merge --replace COHORT` with nothing to add: an error, and the cohort is not rewritten
+    (the same folder, the same files)."""
+    store = tmp_path / "cohort.zarr"
+    merge_stores([cohort["old"]], store)
+    folder, files = store.stat().st_ino, chunk_files(store)
+    root = (store / layout.ZARR_JSON).stat()
+    done = run_cli("merge", "--replace", store)
+    assert_clean_refusal(done, f"{store}: no stores to add to it", "fix: give the stores of")
+    assert store.stat().st_ino == folder and chunk_files(store) == files
+    after = (store / layout.ZARR_JSON).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (root.st_ino, root.st_mtime_ns)
+    assert leftovers(tmp_path, store.name) == []
+
+
 def test_duplicate_samples_are_refused_one_line_each(cohort, tmp_path: Path, run_cli) -> None:
     """Exit 2: a header line, then one line per sample already in the cohort; nothing written."""
     out = tmp_path / "twice.zarr"
