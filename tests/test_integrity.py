@@ -186,6 +186,7 @@ def test_deleted_strand_chunk_is_caught_and_named(store: Path, validate_json, re
          "a contig)"),
         ("shape", "array 'chr2': metadata differs from the layout in shape"),
         ("n_samples", "root attribute 'n_samples' is 2, but the layout gives 3"),
+        ("n_samples_null", "root attribute 'n_samples' is none, but the layout gives 3"),
         ("record", "sample 'beta': metadata/total_reads is 0 but extraction counted "),
     ],
 )  # fmt: skip
@@ -196,6 +197,8 @@ def test_layout_problems_are_reported(store: Path, validate_json, damage: str, p
         doc["attributes"]["sample_names_hash"] = "0" * 16
     elif damage == "n_samples":
         doc["attributes"]["n_samples"] = 2
+    elif damage == "n_samples_null":  # a message says none, never Python's None
+        doc["attributes"]["n_samples"] = None
     elif damage == "extra_member":
         (store / "notes").mkdir()
     elif damage == "record":

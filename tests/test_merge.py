@@ -172,6 +172,28 @@ def test_merge_names_the_one_setting_that_differs(tmp_path, run_cli):
     assert not out.exists()
 
 
+def test_merge_mismatch_says_none_and_no_derived_setting(tmp_path, run_cli):
+    """A value that is not set reads `none`, never Python's None; a mode that differs is one
+    line, without a second about the coverage definition that follows from it."""
+    parts = []
+    for name, args in (("a", []), ("b", ["--mode", "fragments", "--extend", "100"])):
+        out = tmp_path / f"{name}.zarr"
+        done = run_cli("extract", "--bam", TEST_DATA / "chip_a.bam", "--sample", name,
+                       "--out", out, *args)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        parts.append(out)
+    done = run_cli("merge", *parts, "--out", tmp_path / "m.zarr")
+    first = f"the first part ({parts[0]})"
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "bamstore: error: 2 problem(s) with the parts to merge",
+        f"bamstore: error: {parts[1]}: has mode 'fragments', but {first} has 'reads'; fix: "
+        "extract every sample with the same --mode",
+        f"bamstore: error: {parts[1]}: has extend 100, but {first} has none; fix: extract "
+        "every sample with the same --extend",
+    ]
+
+
 def test_merged_store_can_be_merged_again(parts: list[Path], tmp_path: Path, read_rows) -> None:
     first = merge_stores(parts[:2], tmp_path / "ab.zarr").out
     both = merge_stores([first, parts[2]], tmp_path / "abc.zarr").out

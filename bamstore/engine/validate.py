@@ -95,7 +95,8 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
         elif raw[key] != derived[key] and key != "stranded":
             yield _ROOT_MISMATCH.get(
                 key,
-                f"root attribute {key!r} is {raw[key]!r}, but the layout gives {derived[key]!r}",
+                f"root attribute {key!r} is {layout.shown_value(raw[key])}, but the layout "
+                f"gives {layout.shown_value(derived[key])}",
             )
     try:
         profile = layout.compression_profile(attrs.compression)

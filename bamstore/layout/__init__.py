@@ -60,6 +60,7 @@ from bamstore.layout.model import (
     StoreAttributes,
     StoreSettings,
     average_sparsity,
+    shown_value,
 )
 from bamstore.layout.names import (
     BAMSTORE_ATTR,
@@ -161,6 +162,7 @@ __all__ = [
     "row_folder",
     "sample_names_hash",
     "sample_names_hash_problem",
+    "shown_value",
     "strand_array_names",
     "write_json",
     "written_by_bamstore",

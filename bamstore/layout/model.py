@@ -130,9 +130,15 @@ def average_sparsity(sparsity: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _setting(default: Any, show: Callable[[Any], str] = repr, **meta: Any) -> Any:
+def shown_value(value: Any) -> str:
+    """A recorded value in a message: `none` for no value (as the flags spell it), else repr."""
+    return "none" if value is None else repr(value)
+
+
+def _setting(default: Any, show: Callable[[Any], str] = shown_value, **meta: Any) -> Any:
     """A recorded setting: its default (what records written before it existed meant) and how
-    its value is shown (when parts disagree on it)."""
+    its value is shown (when parts disagree on it). `follows` names the setting it is derived
+    from: a difference in that one already says why they differ."""
     return field(default=default, metadata={"show": show, **meta})
 
 
@@ -166,7 +172,7 @@ class StoreSettings:
     shift: tuple[int, int] | None = _setting(
         None, lambda v: "none" if v is None else f"{v[0]},{v[1]}"
     )
-    coverage_definition: str = _setting(COVERAGE_DEFINITION)
+    coverage_definition: str = _setting(COVERAGE_DEFINITION, follows="mode")
     shard: bool = _setting(False, storage=True)
 
     def __post_init__(self) -> None:
@@ -204,12 +210,21 @@ class StoreSettings:
 
     def differences(self, other: StoreSettings) -> list[SettingDifference]:
         """The settings that decide values and differ, in declaration order (storage settings
-        such as `shard` are left out: stores that differ only in them hold the same values)."""
-        return [
-            SettingDifference(f.name, f.metadata["show"](mine), f.metadata["show"](theirs))
+        such as `shard` are left out: stores that differ only in them hold the same values; so
+        is a setting derived from another that differs, e.g. the mode's coverage definition)."""
+        differ = {
+            f.name
             for f in dataclasses.fields(self)
-            if not f.metadata.get("storage")
-            and (mine := getattr(self, f.name)) != (theirs := getattr(other, f.name))
+            if not f.metadata.get("storage") and getattr(self, f.name) != getattr(other, f.name)
+        }
+        return [
+            SettingDifference(
+                f.name,
+                f.metadata["show"](getattr(self, f.name)),
+                f.metadata["show"](getattr(other, f.name)),
+            )
+            for f in dataclasses.fields(self)
+            if f.name in differ and f.metadata.get("follows") not in differ
         ]
 
 
