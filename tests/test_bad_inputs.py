@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gzip
 import os
+import shlex
 import shutil
 import struct
+import subprocess
 import time
 from pathlib import Path
 
@@ -277,7 +279,9 @@ def test_truncation_is_decided_from_the_bytes_not_htslibs_message(
 def test_corrupted_block_mid_file_is_refused(
     tmp_path, multiblock_bam, kernel, with_index, extract_cli
 ):
-    """A flipped byte inside a block in the middle: refused, never zeros for the rest."""
+    """A flipped byte inside a block in the middle: refused, never zeros for the rest; the fix
+    names a check that sees the damage (samtools quickcheck, reading only the header and the
+    end, passes the file)."""
     data = bytearray(multiblock_bam.read_bytes())
     blocks = _blocks(bytes(data))
     offset, size = blocks[len(blocks) // 2]
@@ -289,9 +293,14 @@ def test_corrupted_block_mid_file_is_refused(
         os.utime(str(bam) + ".bai", (time.time() + 5,) * 2)
     out = tmp_path / "out.zarr"
     result = extract_cli(bam, out, env={"BAMSTORE_KERNEL": kernel})
-    assert_clean_refusal(result, f"{bam}: is corrupted", "re-create or re-download")
+    line = assert_clean_refusal(result, f"{bam}: is corrupted", "re-create or re-download")
     assert "[E::" not in result.stderr  # htslib's own lines are silenced (--debug shows them)
     _assert_nothing_at(out)
+    check = line.split("check with: ", 1)[1].split(" (", 1)[0]
+    assert check == f"samtools view -c {bam}"
+    assert subprocess.run(shlex.split(check), capture_output=True, check=False).returncode != 0
+    quickcheck = subprocess.run(["samtools", "quickcheck", "-v", str(bam)], check=False)
+    assert quickcheck.returncode == 0
 
 
 # ---------------------------------------------------------------------------- sort order

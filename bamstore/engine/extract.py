@@ -36,7 +36,7 @@ from bamstore.engine.bam_input import (
     select_contigs,
     usable_index,
 )
-from bamstore.engine.bam_input.fixes import sort_and_index
+from bamstore.engine.bam_input.fixes import read_every_record, sort_and_index
 from bamstore.engine.bam_input.stream import InputStream, StreamedInput, is_stdin, open_stream
 from bamstore.engine.blocks import BgzfError
 from bamstore.engine.kernel import (
@@ -409,7 +409,7 @@ def _reading(path: Path, contig: str) -> Iterator[None]:
         raise InputError(
             path,
             f"is corrupted or truncated: {exc} (while reading {contig})",
-            "re-create or re-download it; check with samtools quickcheck -v",
+            "re-create or re-download it; check with: " + read_every_record(path),
         ) from None
     except OSError as exc:
         cram = False
@@ -432,7 +432,7 @@ def _reading(path: Path, contig: str) -> Iterator[None]:
         raise InputError(
             path,
             f"is corrupted: a record on {contig} cannot be decoded",
-            "re-create or re-download it; check with samtools quickcheck -v",
+            "re-create or re-download it; check with: " + read_every_record(path),
         ) from exc
 
 

@@ -48,6 +48,14 @@ def convert_to_bam(path: Path) -> str:
     return f"samtools view -b {_q(path)} | samtools sort -o {_q(out)} - && samtools index {_q(out)}"
 
 
+def read_every_record(path: str | PathLike[str]) -> str:
+    """A check that finds damage inside the file (a bad block in the middle): it reads every
+    record. `samtools quickcheck` reads only the header and the end, and passes such a file."""
+    if _is_stdin(path):
+        return "samtools view -c on the file the stream comes from (it reads every record)"
+    return f"samtools view -c {_q(path)} (it reads every record; samtools quickcheck does not)"
+
+
 def quickcheck(path: str | PathLike[str]) -> str:
     if _is_stdin(path):
         return "samtools quickcheck -v on the file the stream comes from"

@@ -429,7 +429,7 @@ def _index_failure(alignment: AlignmentInput, directory: Path) -> InputError:
         return InputError(
             path,
             "is corrupted or truncated: a compressed block or record cannot be read",
-            "re-create or re-download it; check with: " + fixes.quickcheck(path),
+            "re-create or re-download it; check with: " + fixes.read_every_record(path),
         )
     finally:
         if bam is not None:
