@@ -29,6 +29,7 @@ from support import (
     cli_argv,
     extract_here,
     leftovers,
+    limit_file_size,
     write_samplesheet,
 )
 
@@ -307,6 +308,28 @@ def test_a_failed_command_writes_nothing(data, tmp_path: Path, command: str) -> 
     assert done.returncode == 2, done.stderr.decode()
     assert earlier.read_text() == "an earlier file\n"
     assert leftovers(tmp_path, name) == []
+
+
+@pytest.mark.parametrize("command", FILE_COMMANDS)
+def test_no_room_is_one_line_and_the_earlier_file_survives(
+    data, tmp_path: Path, command: str
+) -> None:
+    """A file size limit (RLIMIT_FSIZE, SIGXFSZ ignored) stands for a full disk: one line naming
+    the output, exit 2, nothing half-written. profile's matrix fits, its picture does not.
+    pyBigWig fails on its header (40 bytes) with a RuntimeError, but at 2,000 bytes only says
+    so on its stderr at close: the bigWig is then found cut short by its indexes."""
+    args, name = FILE_COMMANDS[command]
+    earlier = tmp_path / name
+    earlier.write_text("earlier\n")
+    limits = {"profile --plot": [10_000], "export bigwig": [40, 2_000]}.get(command, [40])
+    for limit in limits:
+        done = subprocess.run(
+            cli_argv(*args(data, earlier, tmp_path)),
+            capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size(limit),
+            check=False,
+        )  # fmt: skip
+        assert_clean_refusal(done, f"{earlier}: cannot be written: ")
+        assert earlier.read_text() == "earlier\n" and leftovers(tmp_path, name) == []
 
 
 @pytest.mark.parametrize("command", FILE_COMMANDS)

@@ -21,7 +21,9 @@ is written as `engine.outputs` says (`-`: stdout; a file is renamed into place w
 
 from __future__ import annotations
 
+import contextlib
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from typing import IO, Any
 import numpy as np
 
 from bamstore.engine.outputs import file_output
-from bamstore.errors import QueryError
+from bamstore.errors import InputError, QueryError
 from bamstore.extras import require_extra
 from bamstore.query.reduce import ChunkReader
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
@@ -119,21 +121,70 @@ def contig_runs(
         yield Runs(np.array([held_start * bin_size]), np.array([length]), np.asarray([held_value]))
 
 
+BIGWIG_MAGIC = 0x888FFC26
+RTREE_MAGIC = 0x2468ACE0  # the start of every R-tree index of a bigWig
+
+
+def bigwig_is_whole(path: Path) -> bool:
+    """Whether the bigWig at `path` holds its header and the index of its data and of every
+    zoom level: pyBigWig reports a failed write (a full disk, a file size limit) only on its
+    stderr, and leaves a file cut short without them."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(64)
+        if len(head) < 64:
+            return False
+        magic, _, zooms, _, _, index = struct.unpack_from("<IHHQQQ", head)
+        levels = fh.read(24 * zooms)
+        if magic != BIGWIG_MAGIC or len(levels) < 24 * zooms:
+            return False
+        offsets = [index] + [struct.unpack_from("<IIQQ", levels, 24 * i)[3] for i in range(zooms)]
+        for offset in offsets:
+            if not 0 < offset <= size - 48:
+                return False
+            fh.seek(offset)
+            if struct.unpack("<I", fh.read(4))[0] != RTREE_MAGIC:
+                return False
+    return True
+
+
 class _BigWig:
-    def __init__(self, path: Path, contigs: Sequence[tuple[str, int]]):
+    """pyBigWig's writer. A failed write (a full disk, a file size limit) is a RuntimeError
+    without its reason, or at close only a line on pyBigWig's stderr (`bigwig_is_whole` finds
+    that one); either becomes one error naming the output, `label`."""
+
+    def __init__(self, path: Path, contigs: Sequence[tuple[str, int]], label: str):
         require_extra("bigwig", "bamstore export --format bigwig", "pyBigWig")
         import pyBigWig
 
-        self._bw: Any = pyBigWig.open(str(path), "w")
-        self._bw.addHeader([(c, int(n)) for c, n in contigs])
+        self.path, self.label = path, label
+        with self._writing():
+            self._bw: Any = pyBigWig.open(str(path), "w")
+            self._bw.addHeader([(c, int(n)) for c, n in contigs])
+
+    def failed(self) -> InputError:
+        return InputError(
+            self.label,
+            "cannot be written: pyBigWig's write failed (no room, or a file size limit); "
+            "nothing was written there",
+            "free space or raise the file size limit (ulimit -f), or choose another output",
+        )
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except RuntimeError:
+            raise self.failed() from None
 
     def write(self, contig: str, runs: Runs) -> None:
-        self._bw.addEntries(
-            [contig] * len(runs.start),
-            runs.start.astype(np.int64),
-            ends=runs.end.astype(np.int64),
-            values=runs.value.astype(np.float64),
-        )
+        with self._writing():
+            self._bw.addEntries(
+                [contig] * len(runs.start),
+                runs.start.astype(np.int64),
+                ends=runs.end.astype(np.int64),
+                values=runs.value.astype(np.float64),
+            )
 
     def close(self) -> None:
         self._bw.close()
@@ -187,8 +238,11 @@ def export_track(
     reader = ChunkReader(source, rows, threads)
     written = 0
     with file_output(out) as staged:
-        writer = (_BigWig if fmt == "bigwig" else _BedGraph)(
-            staged, [(c, source.chromsizes[c]) for c in contigs]
+        chroms = [(c, source.chromsizes[c]) for c in contigs]
+        writer: _BigWig | _BedGraph = (
+            _BigWig(staged, chroms, os.fspath(out))
+            if fmt == "bigwig"
+            else _BedGraph(staged, chroms)
         )
         try:
             for contig in contigs:
@@ -205,6 +259,8 @@ def export_track(
                         written += len(runs.start)
         finally:
             writer.close()
+        if isinstance(writer, _BigWig) and not bigwig_is_whole(staged):
+            raise writer.failed()
     return ExportResult(
         path=Path(out),
         format=fmt,
