@@ -153,9 +153,12 @@ def test_the_record_reads_back_as_written_and_names_what_it_cannot_read(tmp_path
     other = json.loads(json.dumps(raw))
     other["bamstore"]["format_version"] = 1
     assert layout.StoreAttributes.from_json(other).record_problem == (
-        f"its 'bamstore' record is format version 1, this bamstore reads version "
-        f"{layout.FORMAT_VERSION}"
+        "its 'bamstore' record is format version 1, this bamstore reads versions 2 and 3"
     )
+    assert raw["bamstore"]["format_version"] == layout.FORMAT_VERSION == 3
+    version2 = json.loads(json.dumps(raw))
+    version2["bamstore"]["format_version"] = 2
+    assert layout.StoreAttributes.from_json(version2).bamstore == attrs.bamstore
     record = attrs.bamstore.samples["rna_r"]
     names = attrs.contig_names
     moved = record.in_order(names, names[1:] + names[:1])

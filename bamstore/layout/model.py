@@ -24,6 +24,7 @@ from bamstore.layout.names import (
     FORMAT_VERSION,
     HASH_WIDTH,
     METADATA_ATTR_PREFIX,
+    READABLE_FORMAT_VERSIONS,
     SAMPLE_HASHES,
     SPARSITY,
     STRUCTURE,
@@ -350,10 +351,11 @@ class BamstoreRecord:
         if not isinstance(data, Mapping) or data.get("format") != FORMAT_NAME:
             raise FormatError("it has no 'bamstore' record (not made by bamstore)")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_FORMAT_VERSIONS:
+            readable = " and ".join(str(v) for v in READABLE_FORMAT_VERSIONS)
             raise FormatError(
                 f"its 'bamstore' record is format version {version}, this bamstore reads "
-                f"version {FORMAT_VERSION}"
+                f"versions {readable}"
             )
         try:
             return cls(
