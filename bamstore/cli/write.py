@@ -104,6 +104,23 @@ def extract_options(func: F) -> F:
             "reverse reads [default: 4,-5, Tn5 as deeptools --ATACshift; 0,0: plain 5' ends].",
         ),
         click.option(
+            "--min-fragment-len",
+            type=int,
+            default=None,
+            metavar="N",
+            help="--mode fragments or cutsites: count only proper pairs with |TLEN| >= N "
+            "(both mates; single-end reads are not counted).",
+        ),
+        click.option(
+            "--max-fragment-len",
+            type=int,
+            default=None,
+            metavar="M",
+            help="--mode fragments or cutsites: count only proper pairs with |TLEN| <= M, e.g. "
+            "nucleosome-free ATAC with --max-fragment-len 99, mono-nucleosomes with "
+            "--min-fragment-len 180 --max-fragment-len 247.",
+        ),
+        click.option(
             "--chunk-len",
             type=click.IntRange(1),
             default=layout.DEFAULT_CHUNK_LEN,
@@ -160,7 +177,13 @@ def _extract_settings(kw: dict[str, Any], strandedness: str = ""):
             min_mapq=kw["min_mapq"],
             count_deletions=kw["count_deletions"],
         ),
-        counting=CountingMode(kw["mode"], extend=kw["extend"], shift=kw["shift"]),
+        counting=CountingMode(
+            kw["mode"],
+            extend=kw["extend"],
+            shift=kw["shift"],
+            min_fragment_len=kw["min_fragment_len"],
+            max_fragment_len=kw["max_fragment_len"],
+        ),
         chromosomes=kw["chromosomes"],
         chromsizes=kw["chromsizes"],
         chunk_len=kw["chunk_len"],

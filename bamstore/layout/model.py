@@ -167,6 +167,8 @@ class StoreSettings:
     shift: tuple[int, int] | None = _setting(
         None, lambda v: "none" if v is None else f"{v[0]},{v[1]}"
     )
+    min_fragment_len: int | None = _setting(None, lambda v: "none" if v is None else str(v))
+    max_fragment_len: int | None = _setting(None, lambda v: "none" if v is None else str(v))
     coverage_definition: str = _setting(COVERAGE_DEFINITION)
     shard: bool = _setting(False, storage=True)
 
