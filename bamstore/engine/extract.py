@@ -52,8 +52,10 @@ from bamstore.engine.kernel import (
 from bamstore.engine.publish import check_output_path, staged_output
 from bamstore.engine.samplesheet import (
     SAMPLE_NAME_FIX,
+    SCALE_FACTOR_FIX,
     STRANDEDNESS_FIX,
     sample_name_problem,
+    scale_factor_problem,
     strandedness_problem,
 )
 from bamstore.engine.writer import ContigRows, StoreWriter
@@ -76,7 +78,8 @@ class GivenContigs:
 
 @dataclass(frozen=True)
 class ExtractOptions:
-    """Settings of one extraction; all but threads/kernel/tmp_dir are recorded in the store."""
+    """Settings of one extraction; all but threads/kernel/tmp_dir are recorded in the store
+    (strandedness and scale_factor with the sample, the others as the store's settings)."""
 
     read_filter: ReadFilter = field(default_factory=ReadFilter)
     counting: CountingMode = field(default_factory=CountingMode)
@@ -90,6 +93,7 @@ class ExtractOptions:
     kernel: KernelName | None = None
     tmp_dir: Path | None = None
     shard: bool = layout.SHARD_BY_DEFAULT
+    scale_factor: float | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_len < 1:
@@ -101,6 +105,11 @@ class ExtractOptions:
         problem = strandedness_problem(self.strandedness)
         if problem:
             raise InputError(None, problem, STRANDEDNESS_FIX)
+        if self.scale_factor is not None:
+            problem = scale_factor_problem(self.scale_factor)
+            if problem:
+                raise InputError(None, problem, SCALE_FACTOR_FIX)
+            object.__setattr__(self, "scale_factor", float(self.scale_factor))
         try:
             layout.compression_profile(self.compression)
         except ValueError as exc:
@@ -187,6 +196,7 @@ class SampleResult:
     kernel: str
     counting: CountingMode = field(default_factory=CountingMode)
     seconds: float = 0.0
+    scale_factor: float | None = None
 
     @property
     def total_reads(self) -> int:
@@ -231,6 +241,7 @@ class SampleResult:
             rev_digests=tuple(layout.chunk_digest(c["rev"]) for c in crcs) if stranded else (),
             warnings=self.warnings(),
             kernel=self.kernel,
+            scale_factor=self.scale_factor,
         )
 
 
@@ -502,6 +513,7 @@ def count_sample(
         kernel=kernel,
         counting=options.counting,
         seconds=time.monotonic() - started,
+        scale_factor=options.scale_factor,
     )
 
 
@@ -567,6 +579,7 @@ def count_stream(
         kernel=kernel,
         counting=options.counting,
         seconds=time.monotonic() - started,
+        scale_factor=options.scale_factor,
     )
 
 

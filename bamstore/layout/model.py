@@ -6,6 +6,7 @@ values, the `bamstore` root attribute (`BamstoreRecord`) and the whole root attr
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -261,7 +262,9 @@ EMPTY_ROW_DIGEST = "00000000"  # chunk_digest([]): a row without chunk files
 class SampleRecord:
     """What extraction learned about one sample; merge and validate check the store against
     it. Per-contig lists follow the store's contig order; strand lists are empty for samples
-    that are not stranded."""
+    that are not stranded. `scale_factor` (a spike-in factor, for example; None: none) is what
+    `--normalise scale` multiplies the sample's coverage by: given at extraction or set later,
+    it changes no stored value."""
 
     strandedness: str
     source: SourceFingerprint
@@ -274,6 +277,7 @@ class SampleRecord:
     rev_digests: tuple[str, ...] = ()
     warnings: Mapping[str, int] = field(default_factory=dict)
     kernel: str = ""
+    scale_factor: float | None = None
 
     def rows(self, contigs: Sequence[str], strand_arrays: bool) -> list[ArrayRow]:
         """Every array row this sample has in a store with these contigs; a sample that is not
@@ -327,6 +331,16 @@ class SampleRecord:
         for key in ("contig_sums", "digests", "fwd_sums", "rev_sums", "fwd_digests", "rev_digests"):
             values[key] = tuple(values.get(key, ()))
         values["warnings"] = dict(values.get("warnings", {}))
+        factor = values.get("scale_factor")
+        if factor is not None and (
+            isinstance(factor, bool)
+            or not isinstance(factor, int | float)
+            or not math.isfinite(factor)
+            or factor <= 0
+        ):
+            raise FormatError(
+                f"its 'bamstore' record has scale factor {factor!r}, not a positive number"
+            )
         return cls(**values)
 
 
