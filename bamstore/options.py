@@ -39,6 +39,7 @@ COUNTING_MODES: dict[str, int] = {"reads": 0, "fragments": 1, "cutsites": 2}
 # Tn5 duplicates 9 bp where it inserts: +4 / -5 moves both reads' 5' ends to the middle of them
 TN5_SHIFT = (4, -5)
 MAX_OFFSET = 1_000_000  # largest --extend / |--shift|: bounds how far the kernel looks back
+MAX_FRAGMENT_LEN = 2**31 - 1  # |TLEN| is a 32-bit field
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,19 @@ class CountingMode:
       (reverse); sites off the contig are dropped and counted.
     Coverage is clipped to the contig in every mode. `extend` is only set in fragments mode and
     `shift` only (and always) in cutsites mode, so equal settings compare equal.
+
+    `min_fragment_len`/`max_fragment_len` (fragments and cutsites): only records of proper
+    pairs with min <= |TLEN| <= max count (in total_reads too); single-end records, improper
+    pairs and pairs outside the range are counted by why they do not. Fragments mode then adds
+    the fragment from the mate with TLEN > 0, cutsites mode both mates' sites. Either bound
+    alone is a filter; the lower one is then 1 (TLEN 0 is no length), recorded so.
     """
 
     mode: CountingModeName = "reads"
     extend: int | None = None
     shift: tuple[int, int] | None = None
+    min_fragment_len: int | None = None
+    max_fragment_len: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in COUNTING_MODES:
@@ -91,6 +100,47 @@ class CountingMode:
                     "use e.g. --shift 4,-5 (Tn5) or --shift 0,0 (plain 5' ends)",
                 )
             object.__setattr__(self, "shift", shift)
+        self._check_fragment_len()
+
+    @property
+    def filters_fragment_len(self) -> bool:
+        return self.min_fragment_len is not None or self.max_fragment_len is not None
+
+    def _check_fragment_len(self) -> None:
+        low, high = self.min_fragment_len, self.max_fragment_len
+        if not self.filters_fragment_len:
+            return
+        given = [f"--{n}-fragment-len" for n, v in (("min", low), ("max", high)) if v is not None]
+        flags = " and ".join(given)
+        applies, leaves = ("apply", "leave") if len(given) > 1 else ("applies", "leaves")
+        if self.mode == "reads":
+            raise InputError(
+                None,
+                f"{flags} {applies} to --mode fragments or cutsites only",
+                "add --mode fragments (fragment coverage) or --mode cutsites (ATAC cut sites)",
+            )
+        for name, value in (("min", low), ("max", high)):
+            if value is not None and not 1 <= value <= MAX_FRAGMENT_LEN:
+                raise InputError(
+                    None,
+                    f"--{name}-fragment-len {value} must be between 1 and {MAX_FRAGMENT_LEN:,}",
+                    "give the length in bases, e.g. --max-fragment-len 100",
+                )
+        if low is not None and high is not None and low > high:
+            raise InputError(
+                None,
+                f"--min-fragment-len {low} is more than --max-fragment-len {high}",
+                "give the shortest fragment length first, e.g. --min-fragment-len 180 "
+                "--max-fragment-len 247",
+            )
+        if self.extend is not None:
+            raise InputError(
+                None,
+                f"--extend applies to single-end reads, which {flags} {leaves} out",
+                "drop --extend (pairs use TLEN)",
+            )
+        if low is None:
+            object.__setattr__(self, "min_fragment_len", 1)
 
     @property
     def lookbehind(self) -> int:
@@ -115,6 +165,8 @@ class CountingMode:
             "shift_fwd": shift[0],
             "shift_rev": shift[1],
             "lookbehind": self.lookbehind,
+            "min_fragment_len": self.min_fragment_len or 0,
+            "max_fragment_len": self.max_fragment_len or 0,
         }
 
 

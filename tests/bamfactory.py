@@ -255,6 +255,20 @@ class ModeOracle:
     clipped: int = 0
     improper_pair_records: int = 0
     off_contig_cut_sites: int = 0
+    single_end_records: int = 0
+    outside_fragment_len: int = 0
+
+
+def _fragment_len_problem(flag: int, tlen: int, low: int, high: int | None) -> str | None:
+    """Why a fragment-length filter [low, high] leaves a record out (the counter it adds to),
+    or None: only records of proper pairs with low <= |TLEN| <= high count."""
+    if not flag & 0x1:
+        return "single_end_records"
+    if not flag & 0x2 or tlen == 0:
+        return "improper_pair_records"
+    if not low <= abs(tlen) <= (high if high is not None else abs(tlen)):
+        return "outside_fragment_len"
+    return None
 
 
 def mode_oracle(
@@ -267,12 +281,15 @@ def mode_oracle(
     exclude_flags: int = 0x704,
     min_mapq: int = 0,
     strand: str = "",
+    fragment_len: tuple[int | None, int | None] | None = None,
 ) -> ModeOracle:
     """Fragment or cut-site coverage per contig, straight from the counting modes' rules (README).
 
     Each counted record (primary, passing the filter, starting on a kept contig) adds 1 to a
     slice of a per-contig array: no windows, no difference arrays, nothing shared with the
     kernels. `strand` (U, F, R) also splits the counts into fwd/rev by QuantNado's rules.
+    `fragment_len` (min, max; None: unbounded) counts only proper pairs with min <= |TLEN| <=
+    max (min None: 1), before anything else is looked at.
     """
     lengths = dict(contigs)
 
@@ -287,6 +304,12 @@ def mode_oracle(
                 continue
             if flag & (exclude_flags | 0x900) or rec.mapping_quality < min_mapq:
                 continue
+            if fragment_len is not None:
+                low, high = fragment_len
+                why = _fragment_len_problem(flag, rec.template_length, low or 1, high)
+                if why is not None:
+                    setattr(out, why, getattr(out, why) + 1)
+                    continue
             length = lengths[rec.reference_name]
             start = rec.reference_start
             if start >= length:

@@ -18,6 +18,7 @@ import pytest
 from bamstore.engine.build import read_samplesheets
 from bamstore.errors import InputError
 
+SHEET_COLUMNS = ["sample", "bam", "bai", "strandedness", "scale_factor"]  # normalised, first
 FILES = ("a.bam", "a.bam.bai", "a.bam.csi", "b.bam", "sub/c.bam", "x.cram", "x.cram.crai")
 
 
@@ -54,6 +55,12 @@ CASES = [
     Case("name_characters", "sample,bam\nA-1_b.c+d,a.bam\n", "ok"),
     # names that nf-schema used to read as numbers or booleans are plain names here
     Case("number_like_names", "sample,bam\n007,a.bam\n10E8,b.bam\ntrue,sub/c.bam\n", "ok"),
+    Case(
+        "scale_factors",
+        "sample,bam,scale_factor\na,a.bam,0.85\nb,b.bam,\nc,sub/c.bam,1.2e-3\n"
+        "d,{dir}/a.bam,NA\ne,{dir}/b.bam,+2\nf,x.cram, .5 \ng,x.cram,7\n",
+        "ok",
+    ),
     Case(
         "empty_file",
         "",
@@ -303,6 +310,78 @@ CASES = [
         ),
     ),
     Case(
+        "scale_factor_0",
+        "sample,bam,scale_factor\na,a.bam,0\n",
+        "bad",
+        (
+            "{sheet}:2: scale factor '0' is not a positive finite number; fix: give a "
+            "positive number (e.g. 0.85 or 1.2e-3), or leave it empty for none"
+        ),
+    ),
+    Case(
+        "scale_factor_1",
+        "sample,bam,scale_factor\na,a.bam,-1\n",
+        "bad",
+        (
+            "{sheet}:2: scale factor '-1' is not a positive finite number; fix: give a "
+            "positive number (e.g. 0.85 or 1.2e-3), or leave it empty for none"
+        ),
+    ),
+    Case(
+        "scale_factor_2",
+        "sample,bam,scale_factor\na,a.bam,abc\n",
+        "bad",
+        (
+            "{sheet}:2: scale factor 'abc' is not a positive finite number; fix: give a "
+            "positive number (e.g. 0.85 or 1.2e-3), or leave it empty for none"
+        ),
+    ),
+    Case(
+        "scale_factor_3",
+        "sample,bam,scale_factor\na,a.bam,nan\n",
+        "bad",
+        (
+            "{sheet}:2: scale factor 'nan' is not a positive finite number; fix: give a "
+            "positive number (e.g. 0.85 or 1.2e-3), or leave it empty for none"
+        ),
+    ),
+    Case(
+        "scale_factor_4",
+        "sample,bam,scale_factor\na,a.bam,inf\n",
+        "bad",
+        (
+            "{sheet}:2: scale factor 'inf' is not a positive finite number; fix: give a "
+            "positive number (e.g. 0.85 or 1.2e-3), or leave it empty for none"
+        ),
+    ),
+    Case(
+        "scale_factor_5",
+        "sample,bam,scale_factor\na,a.bam,1e400\n",
+        "bad",
+        (
+            "{sheet}:2: scale factor '1e400' is not a positive finite number; fix: give a "
+            "positive number (e.g. 0.85 or 1.2e-3), or leave it empty for none"
+        ),
+    ),
+    Case(
+        "scale_factor_6",
+        'sample,bam,scale_factor\na,a.bam,"1,5"\n',
+        "bad",
+        (
+            "{sheet}:2: scale factor '1,5' is not a positive finite number; fix: give a "
+            "positive number (e.g. 0.85 or 1.2e-3), or leave it empty for none"
+        ),
+    ),
+    Case(
+        "scale_factor_7",
+        "sample,bam,scale_factor\na,a.bam,0x10\n",
+        "bad",
+        (
+            "{sheet}:2: scale factor '0x10' is not a positive finite number; fix: give a "
+            "positive number (e.g. 0.85 or 1.2e-3), or leave it empty for none"
+        ),
+    ),
+    Case(
         "url",
         "sample,bam\na,s3://bucket/a.bam\n",
         "bad",
@@ -362,7 +441,7 @@ def test_normalised_sheet(tmp_path: Path, run_cli) -> None:
     done = run_cli("check-samplesheet", sheet, "--out", out, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["sample", "bam", "bai", "strandedness", "condition", "replicate"]
+    assert list(rows[0]) == [*SHEET_COLUMNS, "condition", "replicate"]
     folder = (tmp_path / "sheets").resolve()
     assert [r["sample"] for r in rows] == ["a", "b", "c", "d"]
     bams = ("a.bam", "b.bam", "sub/c.bam", "b.bam")
@@ -370,7 +449,26 @@ def test_normalised_sheet(tmp_path: Path, run_cli) -> None:
     assert [r["bai"] for r in rows] == [str(folder / "a.bam.bai"), "", "", ""]
     assert [r["strandedness"] for r in rows] == ["U", "F", "R", ""]
     assert [r["replicate"] for r in rows] == ["1", "1", "2", "2"]
+    assert [r["scale_factor"] for r in rows] == ["", "", "", ""]
     # the normalised sheet is a samplesheet in its own right, with the same content
+    again = tmp_path / "again.csv"
+    assert run_cli("check-samplesheet", out, "--out", again).returncode == 0
+    assert again.read_text() == out.read_text()
+
+
+def test_normalised_sheet_keeps_scale_factors(tmp_path: Path, run_cli) -> None:
+    """The factors reach the pipeline in the normalised sheet, as numbers (not metadata)."""
+    case = next(c for c in CASES if c.id == "scale_factors")
+    sheet = write_case(case, tmp_path / "sheets")
+    out = tmp_path / "valid.csv"
+    done = run_cli("check-samplesheet", sheet, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        "OK: 7 samples (0 stranded, 5 with a scale factor), metadata columns: (none)\n"
+    )
+    rows = list(csv.DictReader(out.open()))
+    assert [r["scale_factor"] for r in rows] == ["0.85", "", "0.0012", "", "2.0", "0.5", "7.0"]
+    assert list(rows[0]) == SHEET_COLUMNS
     again = tmp_path / "again.csv"
     assert run_cli("check-samplesheet", out, "--out", again).returncode == 0
     assert again.read_text() == out.read_text()
@@ -440,7 +538,7 @@ def test_new_samples_for_a_store_leaves_out_the_samples_it_holds(tmp_path: Path,
     with out.open() as fh:
         rows = list(csv.DictReader(fh))
     assert [r["sample"] for r in rows] == ["chip_b", "atac_se", "rna_r"]
-    assert list(rows[0]) == ["sample", "bam", "bai", "strandedness", "condition", "replicate"]
+    assert list(rows[0]) == [*SHEET_COLUMNS, "condition", "replicate"]
     done = run_cli("check-samplesheet", data / "samplesheet.csv",
                    "--new-samples-for", tmp_path / "none.zarr")  # fmt: skip
     assert done.returncode == 2 and "none.zarr" in done.stderr

@@ -9,6 +9,7 @@ the first and last base and at every chunk boundary, and write byte-identical ch
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,15 @@ import pysam
 import pytest
 import zarr
 from bamfactory import Read, bedtools_genomecov, mode_oracle, write_bam
-from support import assert_identical_chunks
+from support import (
+    assert_clean_refusal,
+    assert_identical_chunks,
+    cli_argv,
+    error_lines,
+    extract_options,
+)
 
+from bamstore.engine.extract import ExtractOptions, extract_sample
 from bamstore.engine.kernel import available_kernels
 from bamstore.options import CountingMode
 
@@ -97,8 +105,17 @@ def mode_bam(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _oracle(bam: Path, contigs, counting: CountingMode, **kw):
+    fragment_len = None
+    if counting.min_fragment_len is not None or counting.max_fragment_len is not None:
+        fragment_len = (counting.min_fragment_len, counting.max_fragment_len)
     return mode_oracle(
-        bam, contigs, counting.mode, extend=counting.extend, shift=counting.shift or (0, 0), **kw
+        bam,
+        contigs,
+        counting.mode,
+        extend=counting.extend,
+        shift=counting.shift or (0, 0),
+        fragment_len=fragment_len,
+        **kw,
     )
 
 
@@ -121,12 +138,19 @@ def _check(store: Path, want, contigs, read_rows, counting: CountingMode) -> Non
     assert record["total_reads"] == want.total_reads
     warnings = record["warnings"]
     assert warnings["clipped_reads"] == want.clipped
-    if counting.mode == "fragments":
+    filtered = counting.filters_fragment_len
+    if counting.mode == "fragments" or filtered:
         assert warnings["improper_pair_records"] == want.improper_pair_records
+    else:
+        assert "improper_pair_records" not in warnings
+    if counting.mode == "fragments":
         assert "off_contig_cut_sites" not in warnings
     else:
         assert warnings["off_contig_cut_sites"] == want.off_contig_cut_sites
-        assert "improper_pair_records" not in warnings
+    if filtered:
+        assert warnings["single_end_records"] == want.single_end_records
+    else:
+        assert "single_end_records" not in warnings
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -228,6 +252,174 @@ def test_kernels_write_identical_chunks_in_every_mode(random_bam, mode_bam, extr
         }
         files = assert_identical_chunks(stores)
         assert any("_fwd" in str(f) for f in files) and any("_rev" in str(f) for f in files)
+
+
+# ---------------------------------------------------------------------------- fragment length
+
+FRAGMENT_CONTIGS = [("f1", 500), ("f2", 260)]
+FRAGMENT_LEN_MODES = {
+    "fragments-100-180": CountingMode("fragments", min_fragment_len=100, max_fragment_len=180),
+    "fragments-max99": CountingMode("fragments", max_fragment_len=99),
+    "fragments-min181": CountingMode("fragments", min_fragment_len=181),
+    "cutsites-100-180": CountingMode("cutsites", min_fragment_len=100, max_fragment_len=180),
+    "cutsites-0,0-100-100": CountingMode(
+        "cutsites", shift=(0, 0), min_fragment_len=100, max_fragment_len=100
+    ),
+    "cutsites-max99": CountingMode("cutsites", max_fragment_len=99),
+}
+
+
+def fragment_len_reads() -> list[Read]:
+    """Pairs whose |TLEN| is one below, at and one above the bounds the tests use (100, 180),
+    at the first and last base of each contig, in both orientations, one running past the end;
+    and the records a filter leaves out for other reasons (single-end, improper, TLEN 0)."""
+    return [
+        *_pair("f1", 0, 49, 99),  # [0, 99): one below 100
+        *_pair("f1", 0, 50, 100),  # [0, 100): at 100, from the first base
+        *_pair("f1", 1, 131, 180, flags=(F2R1_LEFT, F2R1_RIGHT)),  # [1, 181): at 180
+        *_pair("f1", 2, 133, 181),  # one above 180
+        *_pair("f1", 60, 60, 50),  # mates start together
+        Read("f1", 200, "30M", flag=0x1 | 0x40 | 0x20, tlen=150, mate_pos=300),  # improper
+        Read("f1", 210, "30M", flag=F1R2_LEFT, tlen=0, mate_pos=210),  # proper flag, TLEN 0
+        Read("f1", 220, "30M"),  # single-end, forward and reverse
+        Read("f1", 230, "30M", flag=0x10),
+        *_pair("f1", 240, 300, 120, flags=(F1R2_LEFT | 0x400, F1R2_RIGHT | 0x400)),  # dups
+        Read("f1", 250, "30M", flag=F1R2_LEFT | 0x800, tlen=120, mate_pos=340),  # supplementary
+        *_pair("f1", 320, 450, 180),  # [320, 500): to the last base
+        *_pair("f1", 400, 450, 100, flags=(F2R1_LEFT, F2R1_RIGHT)),  # [400, 500)
+        *_pair("f1", 401, 451, 99),
+        *_pair("f1", 430, 470, 150, ("40M", "30M")),  # [430, 580): clipped at 500
+        Read("f1", 505, "10M", flag=F1R2_LEFT, tlen=120, mate_pos=600),  # starts past the end
+        Read("f1", 506, "10M", flag=F1R2_LEFT, tlen=20, mate_pos=520),  # ... outside the range
+        *_pair("f2", 0, 210, 260),  # the whole contig, outside every range but >= 181
+        *_pair("f2", 0, 60, 110),  # [0, 110)
+        *_pair("f2", 159, 210, 101),  # [159, 260): to the last base
+    ]
+
+
+@pytest.fixture(scope="module")
+def fragment_len_bam(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("fragment_len")
+    return write_bam(folder / "fragment_len.bam", fragment_len_reads(), FRAGMENT_CONTIGS)
+
+
+def test_fragment_len_oracle_counts_what_the_issue_says(fragment_len_bam):
+    """The hand-placed pairs hit every rule of the filter, with values worked out by hand."""
+    want = _oracle(fragment_len_bam, FRAGMENT_CONTIGS, FRAGMENT_LEN_MODES["fragments-100-180"])
+    f1, f2 = want.total["f1"], want.total["f2"]
+    # [0, 100), [1, 181), [320, 500), [400, 500), [430, 500) (clipped); not TLEN 99 or 181
+    assert f1[:3].tolist() == [1, 2, 2] and f1[99:102].tolist() == [2, 1, 1]
+    assert f1[180:182].tolist() == [1, 0] and f1[319:321].tolist() == [0, 1]
+    assert f1[499] == 3 and f1[200:320].sum() == 0
+    assert f2[0] == 1 and f2[109:111].tolist() == [1, 0] and f2[158:160].tolist() == [0, 1]
+    assert f2[259] == 1
+    assert want.total_reads == 14  # both mates of the seven pairs in range
+    assert (want.single_end_records, want.improper_pair_records) == (2, 2)
+    assert want.outside_fragment_len == 11  # 99 x2, 181, 50, 260: both mates; TLEN 20
+    assert want.clipped == 2  # [430, 580) and the record that starts past the end
+    below = _oracle(fragment_len_bam, FRAGMENT_CONTIGS, FRAGMENT_LEN_MODES["fragments-max99"])
+    # [0, 99), [60, 110) (TLEN 50), [401, 500)
+    assert below.total["f1"][[0, 59, 60, 98, 99, 109, 110]].tolist() == [1, 1, 2, 2, 1, 1, 0]
+    assert below.total["f1"][401:500].tolist() == [1] * 99  # [401, 500): TLEN 99
+    cuts = _oracle(fragment_len_bam, FRAGMENT_CONTIGS, FRAGMENT_LEN_MODES["cutsites-0,0-100-100"])
+    # [0, 100): 5' ends 0 and 99; [400, 500) read 2 forward at 400, read 1 reverse ends 499
+    assert np.flatnonzero(cuts.total["f1"]).tolist() == [0, 99, 400, 499]
+    assert cuts.total_reads == 4 and not cuts.total["f2"].any()
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("mode", FRAGMENT_LEN_MODES)
+@pytest.mark.parametrize("chunk_len", [1, 7, 64, 1_048_576])
+def test_fragment_len_filter_matches_oracle_at_edges(
+    fragment_len_bam, mode_bam, extract, read_rows, kernel, mode, chunk_len
+):
+    counting = FRAGMENT_LEN_MODES[mode]
+    for bam, contigs in ((fragment_len_bam, FRAGMENT_CONTIGS), (mode_bam, CONTIGS)):
+        store = extract(bam, kernel=kernel, chunk_len=chunk_len, counting=counting)
+        want = _oracle(bam, contigs, counting)
+        assert want.total_reads > 0 and want.outside_fragment_len > 0
+        _check(store, want, contigs, read_rows, counting)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("mode", ["fragments", "cutsites"])
+@pytest.mark.parametrize("strand", ["", "R"])
+@pytest.mark.parametrize("bounds", [(180, 247), (150, 200), (None, 160)])
+def test_fragment_len_filter_on_random_pairs(
+    random_bam, random_se_bam, extract, read_rows, kernel, mode, strand, bounds
+):
+    """Simulated pairs (inserts 150-400) with the mono-nucleosome range and others, with a read
+    filter and stranded; fewer records count than without the filter. Single-end reads never
+    count: they are all in the warning."""
+    counting = CountingMode(mode, min_fragment_len=bounds[0], max_fragment_len=bounds[1])
+    kw = dict(kernel=kernel, chunk_len=4096, counting=counting, strandedness=strand, min_mapq=1)
+    store = extract(random_bam, **kw)
+    want = _oracle(random_bam, RANDOM_CONTIGS, counting, strand=strand, min_mapq=1)
+    unfiltered = _oracle(random_bam, RANDOM_CONTIGS, CountingMode(mode), min_mapq=1)
+    assert 0 < want.total_reads < unfiltered.total_reads and want.outside_fragment_len > 0
+    _check(store, want, RANDOM_CONTIGS, read_rows, counting)
+    if strand:
+        for name, _ in RANDOM_CONTIGS:
+            np.testing.assert_array_equal(read_rows(store, f"{name}_fwd")[0], want.fwd[name])
+            np.testing.assert_array_equal(read_rows(store, f"{name}_rev")[0], want.rev[name])
+    store = extract(random_se_bam, **kw)
+    want = _oracle(random_se_bam, RANDOM_CONTIGS, counting, strand=strand, min_mapq=1)
+    assert want.total_reads == 0 and want.single_end_records > 0
+    _check(store, want, RANDOM_CONTIGS, read_rows, counting)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("mode", ["fragments-100-180", "cutsites-100-180", "fragments-max99"])
+def test_fragment_len_filter_from_a_stream_matches_oracle(
+    fragment_len_bam, random_bam, tmp_path, read_rows, kernel, mode
+):
+    """`--bam -`: the stream kernels apply the filter as the indexed ones do."""
+    counting = FRAGMENT_LEN_MODES[mode]
+    for bam, contigs in ((fragment_len_bam, FRAGMENT_CONTIGS), (random_bam, RANDOM_CONTIGS)):
+        out = tmp_path / f"{bam.stem}.zarr"
+        options = extract_options(kernel=kernel, chunk_len=64, counting=counting)
+        with bam.open("rb") as fh:
+            extract_sample(Path("-"), "s", out, options, stdin=fh)
+        _check(out, _oracle(bam, contigs, counting), contigs, read_rows, counting)
+
+
+def test_fragment_len_filter_through_a_pipe(tmp_path, fragment_len_bam, read_rows):
+    """`cat BAM | bamstore extract --bam - --mode cutsites --max-fragment-len 99`."""
+    out = tmp_path / "piped.zarr"
+    argv = cli_argv(
+        "extract", "--bam", "-", "--sample", "s", "--out", out, "--chromosomes", "all",
+        "--mode", "cutsites", "--max-fragment-len", "99", "--chunk-len", "7",
+    )  # fmt: skip
+    with fragment_len_bam.open("rb") as fh:
+        done = subprocess.run(argv, stdin=fh, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    want = _oracle(fragment_len_bam, FRAGMENT_CONTIGS, FRAGMENT_LEN_MODES["cutsites-max99"])
+    _check(out, want, FRAGMENT_CONTIGS, read_rows, FRAGMENT_LEN_MODES["cutsites-max99"])
+
+
+@pytest.mark.parametrize("mode", ["fragments-100-180", "cutsites-max99"])
+def test_kernels_write_identical_chunks_with_a_fragment_len_filter(
+    random_bam, fragment_len_bam, extract, mode
+):
+    counting = FRAGMENT_LEN_MODES[mode]
+    for bam, chunk_len in ((random_bam, 5000), (fragment_len_bam, 7)):
+        stores = {
+            k: extract(bam, kernel=k, chunk_len=chunk_len, counting=counting, strandedness="U")
+            for k in KERNELS
+        }
+        assert_identical_chunks(stores)
+
+
+def test_fragment_len_settings_round_trip():
+    """The filter is recorded, an unset lower bound as 1, and read back into the options a
+    store's later samples are counted with (`ExtractOptions.from_settings`)."""
+    options = extract_options(counting=CountingMode("cutsites", max_fragment_len=99))
+    settings = options.store_settings()
+    assert (settings.min_fragment_len, settings.max_fragment_len) == (1, 99)
+    again = ExtractOptions.from_settings(settings)
+    assert again.counting == options.counting
+    assert again.store_settings() == settings
+    assert CountingMode("fragments").kernel_args()["min_fragment_len"] == 0
 
 
 # ---------------------------------------------------------------------------- bedtools
@@ -454,3 +646,133 @@ def test_cli_modes_equal_in_process_extraction(tmp_path, mode_bam, run_cli, read
     want = _oracle(mode_bam, CONTIGS, MODES["fragments-extend30"])
     for name, _ in CONTIGS:
         np.testing.assert_array_equal(read_rows(out, name)[0], want.total[name])
+
+
+def test_fragment_len_filter_is_recorded_and_merge_refuses_another(
+    tmp_path, fragment_len_bam, run_cli
+):
+    """Parts with the same filter merge; a part with another range, or none, is refused with
+    one line per setting that differs, naming its flag."""
+    parts = {}
+    for label, args in {
+        "none": [],
+        "mono": ["--min-fragment-len", "180", "--max-fragment-len", "247"],
+        "mono2": ["--min-fragment-len", "180", "--max-fragment-len", "247"],
+        "wider": ["--min-fragment-len", "180", "--max-fragment-len", "300"],
+        "nfr": ["--max-fragment-len", "99"],
+    }.items():
+        out = tmp_path / f"{label}.zarr"
+        result = run_cli(
+            "extract", "--bam", fragment_len_bam, "--sample", label, "--out", out,
+            "--chromosomes", "all", "--mode", "fragments", *args,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        parts[label] = out
+    settings = {k: _attrs(v)["bamstore"]["settings"] for k, v in parts.items()}
+    assert (settings["none"]["min_fragment_len"], settings["none"]["max_fragment_len"]) == (
+        None,
+        None,
+    )
+    assert (settings["mono"]["min_fragment_len"], settings["mono"]["max_fragment_len"]) == (
+        180,
+        247,
+    )
+    assert (settings["nfr"]["min_fragment_len"], settings["nfr"]["max_fragment_len"]) == (1, 99)
+    result = run_cli("merge", parts["mono"], parts["mono2"], "--out", tmp_path / "same.zarr")
+    assert result.returncode == 0, result.stderr
+    first = f"the first part ({parts['mono']})"
+    result = run_cli("merge", parts["mono"], parts["wider"], "--out", tmp_path / "w.zarr")
+    assert_clean_refusal(
+        result,
+        f"{parts['wider']}: has max_fragment_len 300, but {first} has 247; fix: extract every "
+        "sample with the same --max-fragment-len",
+    )
+    result = run_cli("merge", parts["mono"], parts["none"], "--out", tmp_path / "n.zarr")
+    # a header line counting the problems, then one per setting
+    text = assert_clean_refusal(result, "--min-fragment-len", "--max-fragment-len", lines=3)
+    assert f"{parts['none']}: has min_fragment_len none, but {first} has 180" in text
+    assert not (tmp_path / "w.zarr").exists() and not (tmp_path / "n.zarr").exists()
+
+
+def test_fragment_len_filter_warns_of_the_records_it_leaves_out(
+    tmp_path, fragment_len_bam, run_cli
+):
+    out = tmp_path / "f.zarr"
+    result = run_cli(
+        "extract", "--bam", fragment_len_bam, "--sample", "s", "--out", out, "--chromosomes",
+        "all", "--mode", "cutsites", "--min-fragment-len", "100", "--max-fragment-len", "180",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert "warning: s: 2 single-end records were not counted: the fragment-length filter " \
+        "needs pairs (TLEN)" in lines, result.stderr  # fmt: skip
+    assert "warning: s: 2 paired records are not in a proper pair (flag 0x2 unset, or TLEN 0) " \
+        "and were not counted" in lines, result.stderr  # fmt: skip
+    assert "s: 11 records of proper pairs have |TLEN| outside [100, 180] and were not counted" \
+        in lines, result.stderr  # fmt: skip
+    assert "s: 14 reads on 2 contigs" in result.stderr
+    assert _attrs(out)["bamstore"]["samples"]["s"]["warnings"]["single_end_records"] == 2
+
+
+def test_build_with_a_fragment_len_filter(tmp_path, fragment_len_bam, run_cli, read_rows):
+    sheet = tmp_path / "samples.csv"
+    sheet.write_text(f"sample,bam,strandedness\na,{fragment_len_bam},\nb,{fragment_len_bam},U\n")
+    out = tmp_path / "built.zarr"
+    args = ["--chromosomes", "all", "--mode", "fragments", "--max-fragment-len", "99"]
+    result = run_cli("build", "--input", sheet, "--out", out, "--chunk-len", "64", *args)
+    assert result.returncode == 0, result.stderr
+    want = _oracle(fragment_len_bam, FRAGMENT_CONTIGS, FRAGMENT_LEN_MODES["fragments-max99"])
+    for name, _ in FRAGMENT_CONTIGS:
+        rows = read_rows(out, name)
+        np.testing.assert_array_equal(rows[0], want.total[name])
+        np.testing.assert_array_equal(rows[1], want.total[name])
+    assert _attrs(out)["bamstore"]["settings"]["max_fragment_len"] == 99
+    assert run_cli("validate", out).returncode == 0
+    # --resume reuses parts counted with the same filter, and only those
+    parts = tmp_path / ".again.zarr.parts"
+    again = tmp_path / "again.zarr"
+    result = run_cli("build", "--input", sheet, "--out", again, "--keep-parts", *args)
+    assert result.returncode == 0 and parts.is_dir(), result.stderr
+    result = run_cli("build", "--input", sheet, "--out", again, "--overwrite", "--resume", *args)
+    assert "(0 extracted, 2 reused)" in result.stderr, result.stderr
+    result = run_cli(
+        "build", "--input", sheet, "--out", again, "--overwrite", "--resume", "--keep-parts",
+        *args[:-1], "98",
+    )  # fmt: skip
+    assert "(2 extracted, 0 reused)" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--max-fragment-len", "99"],
+            "--max-fragment-len applies to --mode fragments or cutsites only; fix: add --mode "
+            "fragments",
+        ),
+        (
+            ["--min-fragment-len", "180", "--max-fragment-len", "247"],
+            "--min-fragment-len and --max-fragment-len apply to --mode fragments or cutsites",
+        ),
+        (
+            ["--mode", "fragments", "--min-fragment-len", "247", "--max-fragment-len", "180"],
+            "--min-fragment-len 247 is more than --max-fragment-len 180; fix: give the shortest",
+        ),
+        (["--mode", "cutsites", "--min-fragment-len", "0"], "--min-fragment-len 0 must be betw"),
+        (["--mode", "cutsites", "--max-fragment-len", "-5"], "--max-fragment-len -5 must be be"),
+        (
+            ["--mode", "fragments", "--extend", "200", "--max-fragment-len", "99"],
+            "--extend applies to single-end reads, which --max-fragment-len leaves out",
+        ),
+        (["--mode", "fragments", "--max-fragment-len", "x"], "'x' is not a valid integer"),
+    ],
+)
+def test_fragment_len_mistakes_are_one_line_refusals(tmp_path, mode_bam, run_cli, args, message):
+    out = tmp_path / "x.zarr"
+    result = run_cli("extract", "--bam", mode_bam, "--sample", "s", "--out", out, *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr, result.stderr
+    if "valid integer" not in message:  # click's own usage error has its usage lines
+        assert len(error_lines(result.stderr)) == 1, result.stderr
+    assert not out.exists()

@@ -153,8 +153,23 @@ def test_the_record_reads_back_as_written_and_names_what_it_cannot_read(tmp_path
     other = json.loads(json.dumps(raw))
     other["bamstore"]["format_version"] = 1
     assert layout.StoreAttributes.from_json(other).record_problem == (
-        f"its 'bamstore' record is format version 1, this bamstore reads version "
-        f"{layout.FORMAT_VERSION}"
+        "its 'bamstore' record is format version 1, this bamstore reads versions 2 and 3"
+    )
+    assert raw["bamstore"]["format_version"] == layout.FORMAT_VERSION == 3
+    # a version 2 record has no fragment-length filter and no scale factors: they read as unset
+    version2 = json.loads(json.dumps(raw))
+    version2["bamstore"]["format_version"] = 2
+    for name in ("min_fragment_len", "max_fragment_len"):
+        del version2["bamstore"]["settings"][name]
+    for sample in version2["bamstore"]["samples"].values():
+        del sample["scale_factor"]
+    assert layout.StoreAttributes.from_json(version2).bamstore == attrs.bamstore
+    assert attrs.settings.min_fragment_len is attrs.settings.max_fragment_len is None
+    assert all(r.scale_factor is None for r in attrs.bamstore.samples.values())
+    bad_factor = json.loads(json.dumps(raw))
+    bad_factor["bamstore"]["samples"]["chip_a"]["scale_factor"] = -1
+    assert layout.StoreAttributes.from_json(bad_factor).record_problem == (
+        "its 'bamstore' record has scale factor -1, not a positive number"
     )
     record = attrs.bamstore.samples["rna_r"]
     names = attrs.contig_names

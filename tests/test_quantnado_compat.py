@@ -8,6 +8,7 @@ on CI. Without it these tests are skipped, saying why.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -20,6 +21,8 @@ from support import REPO, TEST_DATA
 
 from bamstore.engine.build import build_store
 from bamstore.engine.extract import ExtractOptions
+from bamstore.engine.scale_factors import scale_factors, set_scale_factors
+from bamstore.engine.store import read_store_info
 
 QUANTNADO_PYTHON = Path(
     os.environ.get("BAMSTORE_QUANTNADO_PYTHON") or REPO / ".venv-quantnado" / "bin" / "python"
@@ -64,10 +67,21 @@ print(json.dumps(out))
 @pytest.fixture(scope="module", params=[False, True], ids=["unsharded", "sharded"])
 def store(request, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The cohort in both layouts: QuantNado reads the sharded one (`--shard`) unchanged, as
-    zarr-python 3 reads the shards' inner (1, chunk_len) chunks."""
-    out = tmp_path_factory.mktemp("qn") / "cohort.zarr"
+    zarr-python 3 reads the shards' inner (1, chunk_len) chunks. Its samples have scale
+    factors, from the samplesheet and set afterwards (a rewrite of the root zarr.json)."""
+    folder = tmp_path_factory.mktemp("qn")
+    out = folder / "cohort.zarr"
+    sheet = folder / "samplesheet.csv"
+    with (TEST_DATA / "samplesheet.csv").open() as src, sheet.open("w") as dst:
+        rows = list(csv.DictReader(src))
+        writer = csv.DictWriter(dst, [*rows[0], "scale_factor"])
+        writer.writeheader()
+        for row, factor in zip(rows, ["0.5", "", "1.25", "2"], strict=True):
+            paths = {k: str(TEST_DATA / row[k]) if row[k] else "" for k in ("bam", "bai")}
+            writer.writerow({**row, **paths, "scale_factor": factor})
     options = ExtractOptions(chunk_len=4096, shard=request.param)
-    build_store([TEST_DATA / "samplesheet.csv"], out, options, jobs=2)
+    build_store([sheet], out, options, jobs=2)
+    set_scale_factors(out, {"chip_b": 3.0})
     array = zarr.open_group(str(out), mode="r")["chr1"]
     assert (array.shards is not None) is request.param
     assert array.chunks == (1, 4096)
@@ -98,6 +112,17 @@ def test_quantnado_library_sizes_and_metadata(store: Path, quantnado_view: dict)
     metadata = quantnado_view["metadata"]
     assert metadata["condition"] == ["treated", "control", "treated", "control"]
     assert metadata["replicate"] == ["1", "1", "2", "2"]
+    assert "scale_factor" not in metadata  # a sample's record holds it, not a metadata column
+
+
+def test_the_store_holds_the_scale_factors(store: Path) -> None:
+    info = read_store_info(store)
+    assert scale_factors(info.attrs) == {
+        "chip_a": 0.5,
+        "chip_b": 3.0,
+        "atac_se": 1.25,
+        "rna_r": 2.0,
+    }
 
 
 def test_quantnado_regions_equal_ours(store: Path, quantnado_view: dict) -> None:

@@ -60,6 +60,14 @@ SET_BY_PIPELINE = {
     "debug": "logging",
     "quiet": "logging",
 }
+# Options of `bamstore extract` that the pipeline does not pass yet: its parameters for them
+# (and the samplesheet's scale_factor reaching extract) are added on the pipeline's branch. Once
+# the pipeline passes one, the test below says to move it to the params or to SET_BY_PIPELINE.
+NOT_PASSED_YET = {
+    "min_fragment_len": "to be the pipeline param --min_fragment_len",
+    "max_fragment_len": "to be the pipeline param --max_fragment_len",
+    "scale_factor": "to come from the samplesheet's scale_factor column (meta)",
+}
 
 
 def schema_params() -> dict[str, dict]:
@@ -147,11 +155,18 @@ def test_each_param_is_a_cli_option_with_the_same_default() -> None:
 def test_each_cli_option_is_a_param_or_set_by_the_pipeline() -> None:
     params = schema_params()
     for name in click_options(extract_command):
-        assert name in params or name in SET_BY_PIPELINE, (
+        assert name in params or name in SET_BY_PIPELINE or name in NOT_PASSED_YET, (
             f"bamstore extract --{name.replace('_', '-')} is neither a pipeline param nor "
             "documented in SET_BY_PIPELINE"
         )
     assert set(SET_BY_PIPELINE).isdisjoint(params)
+    module = (REPO / "modules" / "local" / "bamstore_extract" / "main.nf").read_text()
+    for name in NOT_PASSED_YET:
+        flag = f"--{name.replace('_', '-')}"
+        assert name not in params and flag not in module, (
+            f"the pipeline passes extract's {flag} now: move it from NOT_PASSED_YET to the params "
+            "or SET_BY_PIPELINE"
+        )
     assert set(PIPELINE_ONLY) <= set(params)
     merge_options = click_options(merge_command)
     for name in ("parts_file", "metadata", "sample_column", "out", "threads"):

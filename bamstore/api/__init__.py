@@ -15,14 +15,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bamstore import layout, query
 from bamstore.api import builder
 from bamstore.api import metadata as meta_write
 from bamstore.api.builder import PathLike, Stranded, normalize_store_path
-from bamstore.api.reader import StoreReader, local_store
+from bamstore.api.reader import StoreReader, is_missing, local_store
 from bamstore.api.regions import format_region, parse_region
+from bamstore.engine import scale_factors as engine_scale_factors
 from bamstore.engine.bam_input import open_alignment
 from bamstore.engine.publish import check_output_path
 from bamstore.engine.samplesheet import MetadataTable
@@ -282,6 +284,29 @@ class BamStore(StoreReader):
         drop = {columns} if isinstance(columns, str) else set(columns)
         kept = self.store_attributes.metadata
         self._store_columns({c: v for c, v in kept.items() if c not in drop})
+
+    # ------------------------------------------------------------------ scale factors
+
+    @property
+    def scale_factors(self) -> pd.Series:
+        """Each sample's scale factor (a spike-in factor, for example), NaN where unset, indexed
+        by sample (bamstore's own; QuantNado stores have none)."""
+        factors = engine_scale_factors.scale_factors(self.store_attributes)
+        values = [np.nan if f is None else f for f in factors.values()]
+        return pd.Series(values, index=list(factors), name="scale_factor", dtype=float)
+
+    def set_scale_factors(self, factors: Mapping[str, float | None]) -> None:
+        """Replace the listed samples' factors ({sample: factor}, or a Series; None or NaN: no
+        factor) in one atomic rewrite of zarr.json; the other samples keep theirs. A sample
+        not in the store or not counted yet, or a factor that is not a positive finite number,
+        is a ValueError, and nothing changes."""
+        self._check_writable()
+        given = {str(name): None if is_missing(f) else f for name, f in dict(factors).items()}
+        found = engine_scale_factors.factor_problems(self.store_attributes, given)
+        if found:
+            raise ValueError("; ".join(problem for problem, _ in found.values()))
+        engine_scale_factors.set_scale_factors(self.store_path, given)
+        self._reload()
 
     # ------------------------------------------------------------------ building
 

@@ -1,10 +1,11 @@
 """The `bamstore` command line: extract, merge, build, validate, inspect, check-samplesheet,
-plot, and the reading commands summarize, profile and export.
+scale-factors, plot, and the reading commands summarize, profile and export.
 
 Exit codes: 0 success, 2 bad input or usage (one line per problem: file, problem, fix), 1
 internal error. Tracebacks only with --debug. Progress and warnings go to stderr.
 
-One module per group of commands (`write`, `check`, `read`); what they share is in `common`.
+One module per group of commands (`write`, `check`, `scale`, `read`); what they share is in
+`common`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 from bamstore import __version__
 from bamstore.cli.check import check_samplesheet, inspect, validate
 from bamstore.cli.read import export, plot, profile, summarize
+from bamstore.cli.scale import scale_factors
 from bamstore.cli.write import build, extract, merge
 
 
@@ -33,6 +35,7 @@ for command in (
     validate,
     inspect,
     check_samplesheet,
+    scale_factors,
     plot,
     summarize,
     profile,

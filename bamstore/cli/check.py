@@ -95,7 +95,8 @@ def inspect(store: Path, as_json: bool, html_out: str | None) -> None:
     "--out",
     default=None,
     help="Also write the checked sheet as CSV: absolute paths, columns sample,bam,bai,"
-    "strandedness then the metadata columns, samples in their order (what the pipeline reads).",
+    "strandedness,scale_factor then the metadata columns, samples in their order (what the "
+    "pipeline reads).",
 )
 @click.option(
     "--no-check-files",
@@ -138,7 +139,9 @@ def check_samplesheet(
     if out is not None:
         write_normalised(sheet, out)
     stranded = sum(1 for r in sheet.rows if r.strandedness)
+    factors = sum(1 for r in sheet.rows if r.scale_factor is not None)
+    with_factors = f", {factors} with a scale factor" if factors else ""
     click.echo(
-        f"OK: {len(sheet.rows)} samples ({stranded} stranded), metadata columns: "
+        f"OK: {len(sheet.rows)} samples ({stranded} stranded{with_factors}), metadata columns: "
         f"{', '.join(sheet.metadata_columns) or '(none)'}"
     )

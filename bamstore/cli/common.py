@@ -62,6 +62,8 @@ SETTING_OPTIONS = {
     "mode": "--mode",
     "extend": "--extend",
     "shift": "--shift",
+    "min_fragment_len": "--min-fragment-len",
+    "max_fragment_len": "--max-fragment-len",
     "coverage_definition": "bamstore version",
     "shard": "--shard",
 }

@@ -9,6 +9,7 @@ import click
 
 from bamstore import layout
 from bamstore.cli.common import F, command_options, copy_option, log, out_option, overwrite_option
+from bamstore.errors import InputError
 
 
 def _parse_flags(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
@@ -104,6 +105,23 @@ def extract_options(func: F) -> F:
             "reverse reads [default: 4,-5, Tn5 as deeptools --ATACshift; 0,0: plain 5' ends].",
         ),
         click.option(
+            "--min-fragment-len",
+            type=int,
+            default=None,
+            metavar="N",
+            help="--mode fragments or cutsites: count only proper pairs with |TLEN| >= N "
+            "(both mates; single-end reads are not counted).",
+        ),
+        click.option(
+            "--max-fragment-len",
+            type=int,
+            default=None,
+            metavar="M",
+            help="--mode fragments or cutsites: count only proper pairs with |TLEN| <= M, e.g. "
+            "nucleosome-free ATAC with --max-fragment-len 99, mono-nucleosomes with "
+            "--min-fragment-len 180 --max-fragment-len 247.",
+        ),
+        click.option(
             "--chunk-len",
             type=click.IntRange(1),
             default=layout.DEFAULT_CHUNK_LEN,
@@ -150,7 +168,9 @@ def extract_options(func: F) -> F:
     return func
 
 
-def _extract_settings(kw: dict[str, Any], strandedness: str = ""):
+def _extract_settings(
+    kw: dict[str, Any], strandedness: str = "", scale_factor: float | None = None
+):
     from bamstore.engine.extract import ExtractOptions
     from bamstore.options import CountingMode, ReadFilter
 
@@ -160,7 +180,13 @@ def _extract_settings(kw: dict[str, Any], strandedness: str = ""):
             min_mapq=kw["min_mapq"],
             count_deletions=kw["count_deletions"],
         ),
-        counting=CountingMode(kw["mode"], extend=kw["extend"], shift=kw["shift"]),
+        counting=CountingMode(
+            kw["mode"],
+            extend=kw["extend"],
+            shift=kw["shift"],
+            min_fragment_len=kw["min_fragment_len"],
+            max_fragment_len=kw["max_fragment_len"],
+        ),
         chromosomes=kw["chromosomes"],
         chromsizes=kw["chromsizes"],
         chunk_len=kw["chunk_len"],
@@ -170,6 +196,7 @@ def _extract_settings(kw: dict[str, Any], strandedness: str = ""):
         threads=kw["threads"],
         tmp_dir=kw["tmp_dir"],
         shard=kw["shard"],
+        scale_factor=scale_factor,
     )
 
 
@@ -195,6 +222,14 @@ def _extract_settings(kw: dict[str, Any], strandedness: str = ""):
     default=None,
     help="Also write _fwd/_rev arrays with QuantNado's strand rules.",
 )
+@click.option(
+    "--scale-factor",
+    metavar="F",
+    default=None,
+    help="The sample's scale factor (a spike-in factor, for example; a positive number), "
+    "recorded with it for --normalise scale; it changes no stored value "
+    "(`bamstore scale-factors` shows and sets them later).",
+)
 @overwrite_option
 @extract_options
 @command_options
@@ -204,15 +239,19 @@ def extract(
     out: Path,
     index: Path | None,
     stranded: str | None,
+    scale_factor: str | None,
     overwrite: bool,
     **kw: Any,
 ) -> None:
     """One BAM → one per-sample store (the consolidated layout with one sample)."""
     from bamstore.engine.extract import extract_sample
+    from bamstore.engine.samplesheet import SCALE_FACTOR_FIX, parse_scale_factor
 
-    result = extract_sample(
-        bam, sample, out, _extract_settings(kw, stranded or ""), index=index, overwrite=overwrite
-    )
+    factor, problem = parse_scale_factor(scale_factor or "")
+    if problem:
+        raise InputError(None, f"--scale-factor: {problem}", SCALE_FACTOR_FIX)
+    options = _extract_settings(kw, stranded or "", factor)
+    result = extract_sample(bam, sample, out, options, index=index, overwrite=overwrite)
     log.info(
         "%s: %d reads on %d contigs in %.1f s → %s",
         sample,

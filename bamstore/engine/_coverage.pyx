@@ -25,13 +25,16 @@ without an index: contigs come in the order of their records. The record that en
 and the held record survive from one contig to the next.
 Three counting modes share the window logic and differ only in what one record adds
 (`_add_record`): its aligned blocks (reads), its fragment (fragments) or one cut site (cutsites).
-Their semantics are defined by `CountingMode` in bamstore/options.py.
+Their semantics are defined by `CountingMode` in bamstore/options.py. A fragment-length filter
+(fragments and cutsites only) is applied there too, after the mode is known: reads mode, whose
+loop is the hottest, never tests it, and a record it leaves out is not counted at all
+(`REC_NOT_COUNTED`: no total_reads, no warnings of counted records).
 
 `bamstore/engine/kernel.py` chooses the record source and drives it; the tests compare both
 sources with samtools depth, bedtools and a numpy oracle of each counting mode.
 """
 
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset
 
@@ -121,6 +124,7 @@ cdef enum:
     NEED_DATA_CODE = -5
     ERR_BEFORE_WINDOW = -6
     STREAM_END_CODE = -7
+    REC_NOT_COUNTED = 2  # from _add_record: the record adds nothing and is not counted
 
 cdef enum:
     BAM_CORE_SIZE = 32          # bytes of a BAM record after block_size, before the read name
@@ -222,6 +226,9 @@ cdef class CompiledCoverageReader:
     cdef int64_t shift_fwd    # cutsites: offset of a forward read's cut site from its start
     cdef int64_t shift_rev    # cutsites: offset of a reverse read's cut site from its end - 1
     cdef int64_t lookbehind   # how far before its record's start a record can add coverage
+    cdef bint fragment_len_filter  # only proper pairs with min <= |TLEN| <= max count
+    cdef int64_t min_fragment_len
+    cdef int64_t max_fragment_len
     cdef int64_t chunk_len
     cdef public bint fed  # True: records come from feed()'s blocks; False: htslib iterator
     cdef public bint stream  # read front to back without an index (see the module docstring)
@@ -274,6 +281,7 @@ cdef class CompiledCoverageReader:
     cdef public uint64_t primary_reads, clipped_reads
     cdef public uint64_t mapq255_reads, seqless_reads, long_cigar_reads
     cdef public uint64_t improper_pair_records, off_contig_cut_sites
+    cdef public uint64_t single_end_records, outside_fragment_len
     cdef public bint window_has_total, window_has_fwd, window_has_rev
     cdef public int64_t error_pos, error_prev_pos
 
@@ -291,12 +299,13 @@ cdef class CompiledCoverageReader:
     def __init__(self, str path, str index_path, *, int chunk_len, int exclude_flags=0x704,
                  int min_mapq=0, bint count_deletions=False, int strand_mode=0,
                  int mode=MODE_READS, int64_t extend=0, int64_t shift_fwd=0, int64_t shift_rev=0,
-                 int64_t lookbehind=0, int threads=1, str reference=None, bint stream=False,
-                 int n_targets=-1):
+                 int64_t lookbehind=0, int64_t min_fragment_len=0, int64_t max_fragment_len=0,
+                 int threads=1, str reference=None, bint stream=False, int n_targets=-1):
         """`path` and `index_path`: an indexed BAM/CRAM read through htslib (fed blocks are
         found through its index). `stream=True`: no index; `path` is read front to back by
         htslib, or, with `path` None, records come from fed blocks of a stream whose header
-        (`n_targets` contigs) was read by the caller."""
+        (`n_targets` contigs) was read by the caller. `min_fragment_len`/`max_fragment_len`
+        (0: not set) filter fragments and cutsites by |TLEN|."""
         cdef bytes bpath
         cdef const char *cpath
         cdef bytes bidx
@@ -305,6 +314,9 @@ cdef class CompiledCoverageReader:
             raise ValueError("chunk_len must be positive")
         if mode not in (MODE_READS, MODE_FRAGMENTS, MODE_CUTSITES) or extend < 0 or lookbehind < 0:
             raise ValueError("invalid counting mode")
+        if min_fragment_len < 0 or max_fragment_len < 0 or (
+                (min_fragment_len or max_fragment_len) and mode == MODE_READS):
+            raise ValueError("invalid fragment-length filter")
         self.stream = stream
         if path is not None:
             bpath = path.encode()
@@ -349,6 +361,9 @@ cdef class CompiledCoverageReader:
         self.shift_fwd = shift_fwd
         self.shift_rev = shift_rev
         self.lookbehind = lookbehind
+        self.fragment_len_filter = min_fragment_len > 0 or max_fragment_len > 0
+        self.min_fragment_len = min_fragment_len if min_fragment_len > 0 else 1
+        self.max_fragment_len = max_fragment_len if max_fragment_len > 0 else INT64_MAX
         self.diff_f = <int32_t *>calloc(chunk_len + 1, sizeof(int32_t))
         self.diff_r = <int32_t *>calloc(chunk_len + 1, sizeof(int32_t))
         self.cap_pending = 1024
@@ -490,6 +505,8 @@ cdef class CompiledCoverageReader:
         self.clipped_reads = 0
         self.improper_pair_records = 0
         self.off_contig_cut_sites = 0
+        self.single_end_records = 0
+        self.outside_fragment_len = 0
         self.mapq255_reads = 0
         self.seqless_reads = 0
         self.long_cigar_reads = 0
@@ -849,15 +866,33 @@ cdef class CompiledCoverageReader:
         return self._push_event(end, -1, rev)
 
     cdef int _add_record(self) noexcept nogil:
-        """Add the current (counted) record's coverage, as the counting mode defines it."""
+        """Add the current record's coverage, as the counting mode defines it: 0 (counted),
+        REC_NOT_COUNTED (left out by the fragment-length filter) or an error."""
         cdef bint rev = False
         if self.strand_mode != STRAND_NONE:
             rev = not is_sense_strand(self.rec_flag, self.strand_mode)
         if self.mode == MODE_READS:
             return self._add_aligned_blocks(rev)
+        if self.fragment_len_filter and not self._in_fragment_len_range():
+            return REC_NOT_COUNTED
         if self.mode == MODE_FRAGMENTS:
             return self._add_fragment(rev)
         return self._add_cut_site(rev)
+
+    cdef bint _in_fragment_len_range(self) noexcept nogil:
+        """The fragment-length filter: a record of a proper pair (0x1 and 0x2) whose |TLEN| is
+        within [min, max] counts; the others are counted by why they do not."""
+        cdef int64_t tlen = self.rec_tlen if self.rec_tlen >= 0 else -self.rec_tlen
+        if not (self.rec_flag & FLAG_PAIRED):
+            self.single_end_records += 1
+            return False
+        if not (self.rec_flag & FLAG_PROPER_PAIR) or tlen == 0:
+            self.improper_pair_records += 1
+            return False
+        if tlen < self.min_fragment_len or tlen > self.max_fragment_len:
+            self.outside_fragment_len += 1
+            return False
+        return True
 
     cdef int _add_aligned_blocks(self, bint rev) noexcept nogil:
         """reads: the record's reference blocks (M, =, X; D with count_deletions)."""
@@ -1003,9 +1038,11 @@ cdef class CompiledCoverageReader:
                     self.have_record = True
                 if self.rec_pos >= self.length:
                     # Starts past the contig end: it covers nothing here, but is counted in the
-                    # clipped-read warning like any read that runs past the end.
+                    # clipped-read warning like any read that runs past the end (if it would
+                    # have counted: the fragment-length filter counts the others itself).
                     self.have_record = False
-                    if self._passes():
+                    if self._passes() and (self.mode == MODE_READS or not self.fragment_len_filter
+                                           or self._in_fragment_len_range()):
                         self.clipped_reads += 1
                     continue
                 # A record can add coverage up to `lookbehind` before its start (a cut site
@@ -1016,6 +1053,11 @@ cdef class CompiledCoverageReader:
                 self.have_record = False
                 if not self._passes():
                     continue
+                r = self._add_record()
+                if r != 0:
+                    if r == REC_NOT_COUNTED:
+                        continue
+                    return r
                 if not (self.rec_flag & FLAG_NOT_PRIMARY):
                     self.primary_reads += 1
                 # unusual but valid records, reported as warnings
@@ -1025,9 +1067,6 @@ cdef class CompiledCoverageReader:
                     self.seqless_reads += 1
                 if self.rec_n_cigar > 65535:
                     self.long_cigar_reads += 1
-                r = self._add_record()
-                if r != 0:
-                    return r
                 self.touched = True
             # 3. nothing here: jump straight to the window of the next event
             if not self.touched and self.carry_f == 0 and self.carry_r == 0:

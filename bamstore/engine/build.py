@@ -24,6 +24,7 @@ from bamstore.engine.extract import ExtractOptions, SampleResult, extract_sample
 from bamstore.engine.merge import MergeResult, merge_stores
 from bamstore.engine.publish import check_output_path, output_folder, output_lock, remove_tree
 from bamstore.engine.samplesheet import read_samplesheets
+from bamstore.engine.scale_factors import set_scale_factors
 from bamstore.engine.store import read_store_info
 from bamstore.engine.validate import validate_store
 from bamstore.errors import BamstoreError, InputError, InputErrors, OutOfSpaceError
@@ -129,6 +130,15 @@ def _reusable(job: ExtractJob, contigs: list[tuple[str, int]]) -> bool:
         return False
 
 
+def _update_scale_factor(job: ExtractJob) -> None:
+    """A reused part takes the sample's factor as given now (it changes no value, so a part
+    counted with another factor is not extracted again for it)."""
+    record = read_store_info(job.part).record
+    assert record is not None  # _reusable checked it
+    if record.samples[job.sample].scale_factor != job.options.scale_factor:
+        set_scale_factors(job.part, {job.sample: job.options.scale_factor})
+
+
 def run_extractions(
     jobs: Sequence[ExtractJob],
     workers: int,
@@ -209,6 +219,7 @@ class Sample:
     bam: Path
     bai: Path | None = None
     strandedness: str = ""
+    scale_factor: float | None = None
 
 
 def build_store(
@@ -218,7 +229,10 @@ def build_store(
     `build` takes the keywords of `build_samples` (jobs, overwrite, resume, ...)."""
     sheet = read_samplesheets(inputs)
     return build_samples(
-        [Sample(row.sample, row.bam, row.bai, row.strandedness) for row in sheet.rows],
+        [
+            Sample(row.sample, row.bam, row.bai, row.strandedness, row.scale_factor)
+            for row in sheet.rows
+        ],
         out,
         options,
         metadata_tables=[sheet.metadata_table()],
@@ -259,7 +273,9 @@ def build_samples(
             sample.name,
             sample.bam,
             parts_dir / f"{sample.name}.zarr",
-            dataclasses.replace(options, strandedness=sample.strandedness),
+            dataclasses.replace(
+                options, strandedness=sample.strandedness, scale_factor=sample.scale_factor
+            ),
             sample.bai,
         )
         for sample in samples
@@ -272,6 +288,7 @@ def build_samples(
         for job in all_jobs:
             if resume and _reusable(job, contigs):
                 log.info("[%s] reusing the part from an earlier run", job.sample)
+                _update_scale_factor(job)
                 result.reused.append(job.sample)
             else:
                 todo.append(job)

@@ -52,8 +52,10 @@ from bamstore.engine.kernel import (
 from bamstore.engine.publish import check_output_path, staged_output
 from bamstore.engine.samplesheet import (
     SAMPLE_NAME_FIX,
+    SCALE_FACTOR_FIX,
     STRANDEDNESS_FIX,
     sample_name_problem,
+    scale_factor_problem,
     strandedness_problem,
 )
 from bamstore.engine.writer import ContigRows, StoreWriter
@@ -76,7 +78,8 @@ class GivenContigs:
 
 @dataclass(frozen=True)
 class ExtractOptions:
-    """Settings of one extraction; all but threads/kernel/tmp_dir are recorded in the store."""
+    """Settings of one extraction; all but threads/kernel/tmp_dir are recorded in the store
+    (strandedness and scale_factor with the sample, the others as the store's settings)."""
 
     read_filter: ReadFilter = field(default_factory=ReadFilter)
     counting: CountingMode = field(default_factory=CountingMode)
@@ -90,6 +93,7 @@ class ExtractOptions:
     kernel: KernelName | None = None
     tmp_dir: Path | None = None
     shard: bool = layout.SHARD_BY_DEFAULT
+    scale_factor: float | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_len < 1:
@@ -101,6 +105,11 @@ class ExtractOptions:
         problem = strandedness_problem(self.strandedness)
         if problem:
             raise InputError(None, problem, STRANDEDNESS_FIX)
+        if self.scale_factor is not None:
+            problem = scale_factor_problem(self.scale_factor)
+            if problem:
+                raise InputError(None, problem, SCALE_FACTOR_FIX)
+            object.__setattr__(self, "scale_factor", float(self.scale_factor))
         try:
             layout.compression_profile(self.compression)
         except ValueError as exc:
@@ -166,6 +175,8 @@ class ContigResult:
     long_cigar_reads: int = 0
     improper_pair_records: int = 0
     off_contig_cut_sites: int = 0
+    single_end_records: int = 0  # left out by a fragment-length filter
+    outside_fragment_len: int = 0  # pairs outside a fragment-length filter's range
     # (column, CRC32 of the encoded chunk) per array kind: "total", "fwd", "rev"
     chunk_crcs: dict[str, list[tuple[int, int]]] = field(
         default_factory=lambda: {"total": [], "fwd": [], "rev": []}
@@ -185,11 +196,17 @@ class SampleResult:
     kernel: str
     counting: CountingMode = field(default_factory=CountingMode)
     seconds: float = 0.0
+    scale_factor: float | None = None
 
     @property
     def total_reads(self) -> int:
-        """Primary records that pass the read filter and start on a kept contig (every mode)."""
+        """Primary records that pass the read filter (and a fragment-length filter) and start
+        on a kept contig (every mode)."""
         return sum(c.primary_reads for c in self.contigs)
+
+    @property
+    def outside_fragment_len(self) -> int:
+        return sum(c.outside_fragment_len for c in self.contigs)
 
     @property
     def sparsity(self) -> float:
@@ -200,10 +217,12 @@ class SampleResult:
 
     def warnings(self) -> dict[str, int]:
         keys = ["clipped_reads", "mapq255_reads", "seqless_reads", "long_cigar_reads"]
-        if self.counting.mode == "fragments":
+        if self.counting.mode == "fragments" or self.counting.filters_fragment_len:
             keys.append("improper_pair_records")
         if self.counting.mode == "cutsites":
             keys.append("off_contig_cut_sites")
+        if self.counting.filters_fragment_len:
+            keys.append("single_end_records")
         return {key: sum(getattr(c, key) for c in self.contigs) for key in keys}
 
     def record(self) -> layout.SampleRecord:
@@ -222,6 +241,7 @@ class SampleResult:
             rev_digests=tuple(layout.chunk_digest(c["rev"]) for c in crcs) if stranded else (),
             warnings=self.warnings(),
             kernel=self.kernel,
+            scale_factor=self.scale_factor,
         )
 
 
@@ -330,6 +350,8 @@ def _count_windows(
             "long_cigar_reads",
             "improper_pair_records",
             "off_contig_cut_sites",
+            "single_end_records",
+            "outside_fragment_len",
         ):
             setattr(result, key, int(getattr(reader, key)))
         results[name] = result
@@ -491,6 +513,7 @@ def count_sample(
         kernel=kernel,
         counting=options.counting,
         seconds=time.monotonic() - started,
+        scale_factor=options.scale_factor,
     )
 
 
@@ -556,6 +579,7 @@ def count_stream(
         kernel=kernel,
         counting=options.counting,
         seconds=time.monotonic() - started,
+        scale_factor=options.scale_factor,
     )
 
 
@@ -699,6 +723,12 @@ def extract_sample(
     return result
 
 
+def fragment_len_range(counting: CountingMode) -> str:
+    """The fragment-length filter as shown in messages: [min, max] or >= min."""
+    low, high = counting.min_fragment_len, counting.max_fragment_len
+    return f"[{low}, {high}]" if high is not None else f">= {low}"
+
+
 def _warn(result: SampleResult) -> None:
     w = result.warnings()
     if w["clipped_reads"]:
@@ -709,12 +739,27 @@ def _warn(result: SampleResult) -> None:
             w["clipped_reads"],
             "fragments" if result.counting.mode == "fragments" else "reads",
         )
+    counting = result.counting
     if w.get("improper_pair_records"):
         log.warning(
-            "%s: %d paired records are not in a proper pair (flag 0x2 unset, or TLEN 0) and "
-            "added no fragment",
+            "%s: %d paired records are not in a proper pair (flag 0x2 unset, or TLEN 0) and %s",
             result.sample,
             w["improper_pair_records"],
+            "were not counted" if counting.filters_fragment_len else "added no fragment",
+        )
+    if w.get("single_end_records"):
+        log.warning(
+            "%s: %d single-end records were not counted: the fragment-length filter needs "
+            "pairs (TLEN)",
+            result.sample,
+            w["single_end_records"],
+        )
+    if counting.filters_fragment_len:
+        log.info(
+            "%s: %d records of proper pairs have |TLEN| outside %s and were not counted",
+            result.sample,
+            result.outside_fragment_len,
+            fragment_len_range(counting),
         )
     if w.get("off_contig_cut_sites"):
         log.warning(

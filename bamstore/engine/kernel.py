@@ -65,6 +65,8 @@ class CoverageReader(Protocol):
     long_cigar_reads: int
     improper_pair_records: int
     off_contig_cut_sites: int
+    single_end_records: int
+    outside_fragment_len: int
     window_has_total: bool
     window_has_fwd: bool
     window_has_rev: bool

@@ -2,7 +2,9 @@
 
 A samplesheet is CSV (`.csv`) or TSV (`.tsv`) with a header. Required columns `sample` and
 `bam` (a `.bam` or `.cram` file); optional `bai` (its index: `.bai` or `.csi` for BAM, `.crai`
-for CRAM) and `strandedness` (U, F, R or empty); every other column is per-sample metadata,
+for CRAM), `strandedness` (U, F, R or empty) and `scale_factor` (a positive finite number, or
+empty/NA: none; recorded with the sample, not as metadata); every other column is per-sample
+metadata,
 stored as QuantNado's `metadata_<column>` lists. A metadata table (`merge --metadata`, the
 Python API's `metadata=`) is the same kind of file keyed by a sample column. Relative paths
 resolve against the sheet's folder. Values are kept exactly as written ("1" stays "1",
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
+import numbers
 import os
 import re
 from collections import Counter
@@ -31,7 +35,7 @@ from bamstore.errors import InputError, InputErrors
 from bamstore.layout import STRAND_CODES
 
 REQUIRED_COLUMNS = ("sample", "bam")
-OPTIONAL_COLUMNS = ("bai", "strandedness")
+OPTIONAL_COLUMNS = ("bai", "strandedness", "scale_factor")
 INPUT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS  # never stored as metadata
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
 # Alignment file extension -> the index extensions that can go with it (htslib's own names).
@@ -47,6 +51,9 @@ STRANDEDNESS_FIX = (
     "U: split by alignment strand; F/R: read 1 on the forward/reverse transcript strand; "
     "empty: not stranded"
 )
+SCALE_FACTOR_FIX = "give a positive number (e.g. 0.85 or 1.2e-3), or leave it empty for none"
+NO_SCALE_FACTOR = ("", "NA")
+_DECIMAL = re.compile(r"\+?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 MetadataTable = dict[str, dict[str, str]]  # sample -> column -> value
 
 
@@ -91,6 +98,27 @@ def strandedness_problem(code: str) -> str | None:
     if code in ("", *STRAND_CODES):
         return None
     return f"strandedness {code!r} is not U, F, R or empty"
+
+
+def scale_factor_problem(value: float) -> str | None:
+    """Why `value` cannot be a sample's scale factor (it multiplies coverage), or None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"scale factor {value!r} is not a number"
+    if not math.isfinite(value) or value <= 0:
+        return f"scale factor {value!r} is not a positive finite number"
+    return None
+
+
+def parse_scale_factor(text: str) -> tuple[float | None, str | None]:
+    """(factor, None), or (None, why not), of a scale factor as written in a samplesheet, a
+    scale-factors file or --scale-factor: a decimal number; '' or NA is no factor."""
+    text = text.strip()
+    if text in NO_SCALE_FACTOR:
+        return None, None
+    value = float(text) if _DECIMAL.fullmatch(text) else math.nan
+    if not math.isfinite(value) or value <= 0:
+        return None, f"scale factor {text!r} is not a positive finite number"
+    return value, None
 
 
 def metadata_column_problems(
@@ -273,6 +301,7 @@ class SampleRow:
     metadata: dict[str, str]
     line: int
     sheet: Path
+    scale_factor: float | None = None
 
     @property
     def where(self) -> str:
@@ -330,6 +359,7 @@ def check_samplesheet(
                 metadata={c: row[c] for c in sheet.metadata_columns},
                 line=line_no,
                 sheet=path,
+                scale_factor=parse_scale_factor(row.get("scale_factor", ""))[0],
             )
         )
     if not sheet.rows and not problems:
@@ -360,6 +390,9 @@ def _row_problems(
     problem = strandedness_problem(row.get("strandedness", ""))
     if problem:
         problems.append(InputError(where, problem, STRANDEDNESS_FIX))
+    _, problem = parse_scale_factor(row.get("scale_factor", ""))
+    if problem:
+        problems.append(InputError(where, problem, SCALE_FACTOR_FIX))
     if not row["bam"]:
         problems.append(InputError(where, "bam is empty", "give the path of the sample's BAM"))
         return problems
@@ -473,7 +506,7 @@ def read_samplesheets(paths: Sequence[Path], *, check_files: bool = True) -> Sam
     return merged
 
 
-NORMALISED_COLUMNS = ("sample", "bam", "bai", "strandedness")
+NORMALISED_COLUMNS = ("sample", "bam", "bai", "strandedness", "scale_factor")
 
 
 def without_samples(sheet: Samplesheet, names: Sequence[str]) -> tuple[Samplesheet, list[str]]:
@@ -489,9 +522,10 @@ def without_samples(sheet: Samplesheet, names: Sequence[str]) -> tuple[Sampleshe
 def write_normalised(sheet: Samplesheet, out: str | os.PathLike[str]) -> None:
     """The checked samplesheet as CSV: absolute paths, the samples in their order, then metadata.
 
-    Columns: sample, bam, bai (empty when the index is to be built), strandedness, then the
-    metadata columns in their order of first appearance. It is itself a valid samplesheet, so
-    `bamstore build --input` and `bamstore merge --metadata` read it as they read the original.
+    Columns: sample, bam, bai (empty when the index is to be built), strandedness, scale_factor
+    (empty for none), then the metadata columns in their order of first appearance. It is itself
+    a valid samplesheet, so `bamstore build --input` and `bamstore merge --metadata` read it as
+    they read the original.
     """
     columns = [*NORMALISED_COLUMNS, *sheet.metadata_columns]
     with file_output(out) as staged, staged.open("w", newline="", encoding="utf-8") as fh:
@@ -504,6 +538,7 @@ def write_normalised(sheet: Samplesheet, out: str | os.PathLike[str]) -> None:
                     os.path.abspath(row.bam),
                     os.path.abspath(row.bai) if row.bai else "",
                     row.strandedness,
+                    "" if row.scale_factor is None else repr(row.scale_factor),
                     *(row.metadata.get(column, "") for column in sheet.metadata_columns),
                 ]
             )
@@ -514,7 +549,7 @@ def write_normalised(sheet: Samplesheet, out: str | os.PathLike[str]) -> None:
 
 def read_metadata_table(path: Path, sample_column: str = "sample") -> MetadataTable:
     """A metadata CSV/TSV as {sample: {column: value}}; the sample column is the key, and
-    samplesheet input columns (bam, bai, strandedness) are not metadata."""
+    samplesheet input columns (bam, bai, strandedness, scale_factor) are not metadata."""
     path = Path(path)
     table, problems = read_table(
         path,

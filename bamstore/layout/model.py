@@ -6,6 +6,7 @@ values, the `bamstore` root attribute (`BamstoreRecord`) and the whole root attr
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from bamstore.layout.names import (
     FORMAT_VERSION,
     HASH_WIDTH,
     METADATA_ATTR_PREFIX,
+    READABLE_FORMAT_VERSIONS,
     SAMPLE_HASHES,
     SPARSITY,
     STRUCTURE,
@@ -172,6 +174,8 @@ class StoreSettings:
     shift: tuple[int, int] | None = _setting(
         None, lambda v: "none" if v is None else f"{v[0]},{v[1]}"
     )
+    min_fragment_len: int | None = _setting(None, lambda v: "none" if v is None else str(v))
+    max_fragment_len: int | None = _setting(None, lambda v: "none" if v is None else str(v))
     coverage_definition: str = _setting(COVERAGE_DEFINITION, follows="mode")
     shard: bool = _setting(False, storage=True)
 
@@ -273,7 +277,9 @@ EMPTY_ROW_DIGEST = "00000000"  # chunk_digest([]): a row without chunk files
 class SampleRecord:
     """What extraction learned about one sample; merge and validate check the store against
     it. Per-contig lists follow the store's contig order; strand lists are empty for samples
-    that are not stranded."""
+    that are not stranded. `scale_factor` (a spike-in factor, for example; None: none) is what
+    `--normalise scale` multiplies the sample's coverage by: given at extraction or set later,
+    it changes no stored value."""
 
     strandedness: str
     source: SourceFingerprint
@@ -286,6 +292,7 @@ class SampleRecord:
     rev_digests: tuple[str, ...] = ()
     warnings: Mapping[str, int] = field(default_factory=dict)
     kernel: str = ""
+    scale_factor: float | None = None
 
     def rows(self, contigs: Sequence[str], strand_arrays: bool) -> list[ArrayRow]:
         """Every array row this sample has in a store with these contigs; a sample that is not
@@ -339,6 +346,16 @@ class SampleRecord:
         for key in ("contig_sums", "digests", "fwd_sums", "rev_sums", "fwd_digests", "rev_digests"):
             values[key] = tuple(values.get(key, ()))
         values["warnings"] = dict(values.get("warnings", {}))
+        factor = values.get("scale_factor")
+        if factor is not None and (
+            isinstance(factor, bool)
+            or not isinstance(factor, int | float)
+            or not math.isfinite(factor)
+            or factor <= 0
+        ):
+            raise FormatError(
+                f"its 'bamstore' record has scale factor {factor!r}, not a positive number"
+            )
         return cls(**values)
 
 
@@ -365,10 +382,11 @@ class BamstoreRecord:
         if not isinstance(data, Mapping) or data.get("format") != FORMAT_NAME:
             raise FormatError("it has no 'bamstore' record (not made by bamstore)")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_FORMAT_VERSIONS:
+            readable = " and ".join(str(v) for v in READABLE_FORMAT_VERSIONS)
             raise FormatError(
                 f"its 'bamstore' record is format version {version}, this bamstore reads "
-                f"version {FORMAT_VERSION}"
+                f"versions {readable}"
             )
         try:
             return cls(

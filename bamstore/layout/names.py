@@ -32,7 +32,9 @@ HASH_WIDTH = 16
 BAMSTORE_ATTR = "bamstore"
 METADATA_ATTR_PREFIX = "metadata_"
 FORMAT_NAME = "bamstore"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # what this bamstore writes
+# what it reads: version 2 records lack the fields added in 3, which take their defaults
+READABLE_FORMAT_VERSIONS = (2, 3)
 STRAND_CODES = ("U", "F", "R")
 
 
