@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 NEXTFLOW := .tools/bin/nextflow
 NXF_LIB  := .tools/nextflow/lib
 
-$(STAMP): pyproject.toml setup.py bamstore/engine/_coverage.pyx
+$(STAMP): pyproject.toml setup.py bamstore/engine/_coverage.pyx bamstore/query/_chunkread.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,lint,plot,xarray,bench,bigwig,remote]'
@@ -76,4 +76,5 @@ lock:  ## re-pin the image's Python dependencies (containers/*.lock) from pyproj
 	bash containers/update-locks.sh
 
 clean:
-	rm -rf $(VENV) .venv-quantnado .tools build demo *.egg-info bamstore/engine/_coverage.c bamstore/engine/*.so
+	rm -rf $(VENV) .venv-quantnado .tools build demo *.egg-info bamstore/engine/_coverage.c \
+	    bamstore/query/_chunkread.c bamstore/engine/*.so bamstore/query/*.so

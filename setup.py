@@ -33,7 +33,28 @@ def coverage_extension():
         extra_compile_args=["-O3"],
         define_macros=[*pysam.get_defines(), ("BAMSTORE_PYX_SHA256", f'"{source_sha256}"')],
     )
-    return cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True)
+    return cythonize(
+        [ext, chunk_reader_extension()], compiler_directives={"language_level": "3"}, quiet=True
+    )
+
+
+def chunk_reader_extension():
+    """The query layer's block reader: links libzstd by file name, so the runtime library
+    (libzstd.so.1, on every Linux system that has zstd at all) is all it needs, no headers."""
+    import ctypes.util
+    from setuptools import Extension
+
+    if ctypes.util.find_library("zstd") is None:
+        raise RuntimeError(
+            "bamstore needs the zstd library (libzstd.so.1): install it, e.g. "
+            "`apt-get install libzstd1` or `dnf install libzstd`"
+        )
+    return Extension(
+        "bamstore.query._chunkread",
+        ["bamstore/query/_chunkread.pyx"],
+        libraries=[":libzstd.so.1"],
+        extra_compile_args=["-O3"],
+    )
 
 
 setup(ext_modules=coverage_extension())

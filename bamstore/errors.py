@@ -176,3 +176,11 @@ class StaleKernelError(InputError):
 
 class FormatError(ValueError):
     """The `bamstore` attribute cannot be read as this version's record."""
+
+
+class DamagedStoreError(InputError):
+    """A store whose files do not hold what its record says: a chunk file or shard that is
+    missing, truncated or undecodable. Names the file and points to `bamstore validate`."""
+
+    def __reduce__(self):
+        return (type(self), (self.subject, self.problem, self.fix))

@@ -274,7 +274,17 @@ def _read_index(fh: BinaryIO, path: Path, n_inner: int) -> ShardIndex:
             f"({size_needed} bytes): truncated",
         )
     fh.seek(size - size_needed)
-    raw = fh.read(size_needed)
+    return parse_shard_index(fh.read(size_needed), path, n_inner, size)
+
+
+def parse_shard_index(raw: bytes, path: Path, n_inner: int, size: int | None) -> ShardIndex:
+    """The index of a shard from its last `index_nbytes(n_inner)` bytes `raw`, checked as
+    `read_shard_index` says. `size` is the shard file's size; None (a remote shard fetched by
+    its last bytes alone) leaves out the check that the chunks tile the bytes before the index:
+    each chunk is then checked when it is decoded."""
+    size_needed = index_nbytes(n_inner)
+    if len(raw) != size_needed:
+        raise DamagedShardError(path, f"the index is {len(raw)} bytes, not {size_needed}")
     index, checksum = raw[:-CHECKSUM_BYTES], raw[-CHECKSUM_BYTES:]
     if google_crc32c.value(index) != int.from_bytes(checksum, "little"):
         raise DamagedShardError(
@@ -286,6 +296,8 @@ def _read_index(fh: BinaryIO, path: Path, n_inner: int) -> ShardIndex:
     empty = entries == EMPTY
     if np.any(empty[:, 0] != empty[:, 1]):
         raise DamagedShardError(path, "the shard index has half-empty entries")
+    if size is None:
+        return ShardIndex(path, entries.copy(), -1)
     present = entries[~empty[:, 0]]
     data_end = size - size_needed
     order = np.argsort(present[:, 0], kind="stable")

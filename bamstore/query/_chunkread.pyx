@@ -1,0 +1,808 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Coverage chunks read block by block, without the GIL: the decoding core of `chunks.py`.
+
+Why not numcodecs or zarr: a coverage chunk is one blosc1 frame of up to 1 Mi uint32 positions
+(4 MiB) that blosc cuts into blocks (16 KiB in stores written since format 3, 128 KiB before). A
+2 kb window needs one or two blocks, but numcodecs decodes only whole frames (it dropped partial
+decompression in 0.16) and zarr adds its per-call machinery on top: about 3 ms for a window that
+needs 10 us of decoding. Here a window costs one pread and one zstd call per block it touches,
+and no Python object per block; the loops run without the GIL, so threads read in parallel.
+
+Read here, and nothing else: blosc1 frames (header version 2) of 4-byte items compressed with
+zstd, byte-shuffled or not, split into streams or not; frames that blosc stored uncompressed
+(memcpyed); and raw chunks (no compressor: little-endian uint32). `load_frame` reports anything
+else as UNSUPPORTED, and the caller decodes that chunk whole through numcodecs (`set_decoded`).
+zarr's own reading is the oracle of the tests.
+
+A `ChunkTable` holds what is known of the chunks of one coverage array: for each (row, column)
+nothing yet (UNKNOWN), no chunk (ABSENT: zeros), a frame in a file or in memory with the offsets
+of its blocks, raw items, or a chunk decoded by the caller. The caller loads entries (it knows the
+store's layout: chunk files, shards, URLs); reads happen here. Memory is bounded: `evict` drops
+the least recently used entries past `budget` bytes, never while a read is running.
+"""
+
+from cpython.pythread cimport (
+    WAIT_LOCK,
+    PyThread_acquire_lock,
+    PyThread_allocate_lock,
+    PyThread_free_lock,
+    PyThread_release_lock,
+    PyThread_type_lock,
+)
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memset
+from posix.fcntl cimport O_RDONLY
+from posix.fcntl cimport open as c_open
+from posix.unistd cimport close, pread
+
+import numpy as np
+
+cdef extern from *:
+    """
+    /* libzstd's stable API (zstd.h, v1.0 on), declared here so that the build needs only the
+       runtime library (libzstd.so.1) and not its development headers. */
+    #include <stddef.h>
+    #include <errno.h>
+    typedef struct ZSTD_DCtx_s ZSTD_DCtx;
+    ZSTD_DCtx* ZSTD_createDCtx(void);
+    size_t ZSTD_freeDCtx(ZSTD_DCtx* dctx);
+    size_t ZSTD_decompressDCtx(ZSTD_DCtx* dctx, void* dst, size_t dstCapacity,
+                               const void* src, size_t srcSize);
+    unsigned ZSTD_isError(size_t code);
+    static int bamstore_errno(void) { return errno; }
+    """
+    ctypedef struct ZSTD_DCtx
+    ZSTD_DCtx* ZSTD_createDCtx() nogil
+    size_t ZSTD_freeDCtx(ZSTD_DCtx* dctx) nogil
+    size_t ZSTD_decompressDCtx(ZSTD_DCtx* dctx, void* dst, size_t cap, const void* src,
+                               size_t size) nogil
+    unsigned ZSTD_isError(size_t code) nogil
+    int bamstore_errno() nogil
+    int ENOENT
+
+# entry states
+cdef enum:
+    UNKNOWN = 0
+    ABSENT = 1
+    RAW = 2
+    FRAME = 3
+    DECODED = 4
+
+# Results of loads and reads; after a negative one, the Scratch (reads) or the table (loads)
+# names the chunk in failed_row / failed_col.
+cpdef enum Result:
+    OK = 0
+    NEED_LOAD = -1  # an entry is UNKNOWN: load it and call again
+    MISSING = -2  # the file does not exist
+    DAMAGED = -3  # a frame or block cannot be decoded, or a file is shorter than it says
+    UNSUPPORTED = -4  # not a frame read here: decode the chunk whole and `set_decoded`
+    IO_ERROR = -5  # the file exists but cannot be read (errno in failed_errno)
+
+# reductions of reduce_pieces
+cpdef enum Reduction:
+    SUM = 0
+    MAX = 1
+    MIN = 2
+
+cdef int64_t BLOSC_HEADER = 16
+cdef int64_t HEAD_GUESS = 4096  # bytes read for a frame's header: the block offsets of up to 1,020 blocks
+cdef int BLOSC_SHUFFLE = 0x1
+cdef int BLOSC_MEMCPYED = 0x2
+cdef int BLOSC_BITSHUFFLE = 0x4
+cdef int BLOSC_DONT_SPLIT = 0x10
+cdef int BLOSC_ZSTD = 4
+cdef int ITEM = 4  # bytes per position (uint32)
+cdef int64_t BOUNCE = 65536  # positions per pass when folding raw chunks read from files
+
+
+cdef struct Entry:
+    int32_t state
+    int32_t flags
+    int32_t nblocks
+    int64_t block_bytes
+    int64_t nbytes
+    int64_t base  # offset of the frame (or of raw items) in its file or buffer
+    int64_t *block_start  # offset of each block from `base`
+    int64_t *block_end
+    const uint8_t *mem  # bytes in memory (owned by the table's `owners`), else NULL
+    const uint32_t *decoded  # DECODED: the chunk's values (owned by `owners`)
+    char *path  # the file (owned), NULL for memory
+    int64_t footprint
+    uint64_t last_use
+
+
+cdef inline int32_t le_i32(const uint8_t *p) noexcept nogil:
+    return <int32_t>(<uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16)
+                     | (<uint32_t>p[3] << 24))
+
+
+cdef inline void unshuffle_range(const uint8_t *src, int64_t n, int64_t lo, int64_t hi,
+                                 uint32_t *dest) noexcept nogil:
+    """blosc's byte shuffle undone for items [lo, hi) of a block of n 4-byte items: plane j
+    holds byte j of every item (a block is a whole number of items: blosc's blocksize is a
+    multiple of the typesize). A window reads a few thousand of a block's items."""
+    cdef int64_t i
+    cdef const uint8_t *p0 = src
+    cdef const uint8_t *p1 = src + n
+    cdef const uint8_t *p2 = src + 2 * n
+    cdef const uint8_t *p3 = src + 3 * n
+    for i in range(lo, hi):
+        dest[i] = (<uint32_t>p0[i] | (<uint32_t>p1[i] << 8) | (<uint32_t>p2[i] << 16)
+                   | (<uint32_t>p3[i] << 24))
+
+
+cdef int decode_block(const uint8_t *src, int64_t srclen, int32_t flags, int64_t bsize,
+                      bint leftover, uint8_t *tmp, uint32_t *dest,
+                      ZSTD_DCtx *ctx) noexcept nogil:
+    """Decode one blosc1 block (`bsize` bytes decoded): OK or DAMAGED. A block without shuffle
+    is decoded into `dest`; a byte-shuffled one is left in `tmp` as its byte planes, which the
+    caller unshuffles (`unshuffle_range`) only where it reads.
+
+    As c-blosc's blosc_d: the block is `nsplits` streams (one per item byte when split, else
+    one), each an int32 length then zstd data, or the stream's bytes as they are when that length
+    equals the stream's decoded size.
+    """
+    cdef bint shuffled = (flags & BLOSC_SHUFFLE) != 0
+    cdef int nsplits = 1 if ((flags & BLOSC_DONT_SPLIT) or leftover) else ITEM
+    cdef int64_t neblock = bsize // nsplits
+    cdef uint8_t *target = tmp if shuffled else <uint8_t *>dest
+    cdef int64_t pos = 0
+    cdef int64_t cs
+    cdef int j
+    cdef size_t got
+    for j in range(nsplits):
+        if pos + 4 > srclen:
+            return DAMAGED
+        cs = le_i32(src + pos)
+        pos += 4
+        if cs < 0 or pos + cs > srclen:
+            return DAMAGED
+        if cs == neblock:
+            memcpy(target + j * neblock, src + pos, neblock)
+        else:
+            got = ZSTD_decompressDCtx(ctx, target + j * neblock, neblock, src + pos, cs)
+            if ZSTD_isError(got) or <int64_t>got != neblock:
+                return DAMAGED
+        pos += cs
+    return OK
+
+
+cdef inline int64_t fold(int64_t acc, const uint32_t *run, int64_t n, int how) noexcept nogil:
+    """acc folded with n values (run NULL: n zeros)."""
+    cdef int64_t j
+    cdef uint32_t v
+    if run == NULL:
+        if how == MIN:
+            return 0
+        return acc  # a sum or maximum (>= 0) is unchanged by zeros
+    if how == SUM:
+        for j in range(n):
+            acc += run[j]
+    elif how == MAX:
+        for j in range(n):
+            v = run[j]
+            if v > acc:
+                acc = v
+    else:
+        for j in range(n):
+            v = run[j]
+            if v < acc:
+                acc = v
+    return acc
+
+
+cdef class Scratch:
+    """Buffers, a zstd context and an open file of one reading thread (never shared)."""
+
+    cdef uint8_t *cbuf
+    cdef int64_t cbuf_len
+    cdef uint8_t *tmp
+    cdef uint32_t *block
+    cdef uint32_t *bounce
+    cdef int64_t block_len
+    cdef ZSTD_DCtx *ctx
+    # the block last decoded into `block`: pieces sorted by start reuse it
+    cdef const Entry *last_entry
+    cdef int64_t last_k
+    cdef bint last_shuffled
+    cdef int64_t last_items, valid_lo, valid_hi  # items of `block` already unshuffled
+    # the file of the last read: the blocks of one chunk open it once
+    cdef int fd
+    cdef const char *fd_path
+    cdef readonly int64_t failed_row, failed_col, failed_errno
+    cdef readonly int64_t blocks_decoded
+
+    def __cinit__(self):
+        self.ctx = ZSTD_createDCtx()
+        self.bounce = <uint32_t *>malloc(BOUNCE * ITEM)
+        if self.ctx == NULL or self.bounce == NULL:
+            raise MemoryError("cannot allocate a zstd context")
+        self.fd = -1
+        self.fd_path = NULL
+        self.last_entry = NULL
+        self.last_k = -1
+
+    def __dealloc__(self):
+        self.close()
+        free(self.cbuf)
+        free(self.tmp)
+        free(self.block)
+        free(self.bounce)
+        if self.ctx != NULL:
+            ZSTD_freeDCtx(self.ctx)
+
+    cdef void close(self) noexcept nogil:
+        """Close the kept file and forget the kept block (at the end of every read)."""
+        if self.fd >= 0:
+            close(self.fd)
+        self.fd = -1
+        self.fd_path = NULL
+        self.last_entry = NULL
+        self.last_k = -1
+
+    cdef int64_t pread_path(self, const char *path, void *buf, int64_t n,
+                            int64_t offset) noexcept nogil:
+        """pread of n bytes of `path`, kept open for the next read of the same path; the count
+        read (short: the file is shorter than asked), or -1 with failed_errno set."""
+        cdef int64_t total = 0
+        cdef ssize_t got
+        if self.fd < 0 or self.fd_path != path:
+            if self.fd >= 0:
+                close(self.fd)
+            self.fd_path = NULL
+            self.fd = c_open(path, O_RDONLY)
+            if self.fd < 0:
+                self.failed_errno = bamstore_errno()
+                return -1
+            self.fd_path = path
+        while total < n:
+            got = pread(self.fd, <uint8_t *>buf + total, n - total, offset + total)
+            if got < 0:
+                self.failed_errno = bamstore_errno()
+                return -1
+            if got == 0:
+                break
+            total += got
+        return total
+
+    cdef int reserve(self, int64_t cbytes, int64_t bbytes) noexcept nogil:
+        cdef uint8_t *p
+        cdef uint32_t *q
+        if cbytes > self.cbuf_len:
+            p = <uint8_t *>malloc(cbytes)
+            if p == NULL:
+                return -1
+            free(self.cbuf)
+            self.cbuf = p
+            self.cbuf_len = cbytes
+        if bbytes > self.block_len:
+            p = <uint8_t *>malloc(bbytes)
+            q = <uint32_t *>malloc(bbytes)
+            if p == NULL or q == NULL:
+                free(p)
+                free(q)
+                return -1
+            free(self.tmp)
+            free(self.block)
+            self.tmp = p
+            self.block = q
+            self.block_len = bbytes
+            self.last_entry = NULL
+        return 0
+
+    cdef int fail(self, int rc, int64_t row, int64_t col) noexcept nogil:
+        self.failed_row = row
+        self.failed_col = col
+        return rc
+
+
+cdef char *_copy_path(bytes path) except NULL:
+    cdef Py_ssize_t n = len(path)
+    cdef char *p = <char *>malloc(n + 1)
+    if p == NULL:
+        raise MemoryError()
+    memcpy(p, <const char *>path, n)
+    p[n] = 0
+    return p
+
+
+cdef class ChunkTable:
+    """What is known of the chunks of one coverage array (rows x chunk columns); see above."""
+
+    cdef readonly int64_t n_rows, n_cols, chunk_len, budget, footprint
+    cdef Entry **rows  # per row, an array of n_cols entries, allocated when first touched
+    cdef uint64_t clock
+    cdef int readers
+    cdef PyThread_type_lock lock
+    cdef dict owners  # (row, col) -> the object whose memory an entry points into
+    cdef readonly int64_t failed_row, failed_col, failed_errno
+
+    def __cinit__(self, int64_t n_rows, int64_t n_cols, int64_t chunk_len, int64_t budget):
+        if n_rows < 0 or n_cols < 0 or chunk_len < 1:
+            raise ValueError("a table needs n_rows, n_cols >= 0 and chunk_len >= 1")
+        self.n_rows = n_rows
+        self.n_cols = n_cols
+        self.chunk_len = chunk_len
+        self.budget = budget
+        self.rows = <Entry **>calloc(max(n_rows, 1), sizeof(Entry *))
+        self.lock = PyThread_allocate_lock()
+        self.owners = {}
+        if self.rows == NULL or self.lock == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        cdef int64_t r, c
+        if self.rows != NULL:
+            for r in range(self.n_rows):
+                if self.rows[r] != NULL:
+                    for c in range(self.n_cols):
+                        free(self.rows[r][c].block_start)
+                        free(self.rows[r][c].block_end)
+                        free(self.rows[r][c].path)
+                    free(self.rows[r])
+            free(self.rows)
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
+
+    cdef inline void acquire(self) noexcept nogil:
+        PyThread_acquire_lock(self.lock, WAIT_LOCK)
+
+    cdef inline void release(self) noexcept nogil:
+        PyThread_release_lock(self.lock)
+
+    cdef Entry *entry(self, int64_t row, int64_t col) noexcept nogil:
+        """The entry of (row, col), allocating its row; NULL if out of range or out of memory."""
+        cdef Entry *fresh
+        if row < 0 or row >= self.n_rows or col < 0 or col >= self.n_cols:
+            return NULL
+        if self.rows[row] == NULL:
+            fresh = <Entry *>calloc(self.n_cols, sizeof(Entry))
+            if fresh == NULL:
+                return NULL
+            self.acquire()
+            if self.rows[row] == NULL:
+                self.rows[row] = fresh
+                self.footprint += self.n_cols * sizeof(Entry)
+                fresh = NULL
+            self.release()
+            free(fresh)
+        return &self.rows[row][col]
+
+    # ------------------------------------------------------------ loading (with the GIL)
+
+    @property
+    def entry_size(self) -> int:
+        """Bytes of one entry: each row touched costs n_cols of them, never evicted."""
+        return sizeof(Entry)
+
+    def state(self, int64_t row, int64_t col) -> int:
+        cdef Entry *e = self.entry(row, col)
+        if e == NULL:
+            raise IndexError(f"chunk ({row}, {col}) is outside the table")
+        return e.state
+
+    def unloaded(self, const int64_t[::1] rows, int64_t col_first, int64_t col_last) -> list:
+        """(row, col) pairs of rows x [col_first, col_last] not loaded yet."""
+        cdef list out = []
+        cdef Py_ssize_t i
+        cdef int64_t c
+        cdef Entry *e
+        for i in range(rows.shape[0]):
+            for c in range(col_first, col_last + 1):
+                e = self.entry(rows[i], c)
+                if e == NULL:
+                    raise IndexError(f"chunk ({rows[i]}, {c}) is outside the table")
+                if e.state == UNKNOWN:
+                    out.append((rows[i], c))
+        return out
+
+    def evict(self) -> int:
+        """Drop the least recently used half of the entries while over budget; a no-op while a
+        read is running (entries in use are never freed). Returns the entries dropped."""
+        cdef int64_t r, c, dropped = 0
+        cdef uint64_t cutoff
+        cdef Entry *e
+        self.acquire()
+        try:
+            if self.readers or self.footprint <= self.budget:
+                return 0
+            stamps = []
+            for r in range(self.n_rows):
+                if self.rows[r] != NULL:
+                    for c in range(self.n_cols):
+                        if self.rows[r][c].state != UNKNOWN:
+                            stamps.append(self.rows[r][c].last_use)
+            stamps.sort()
+            if not stamps:
+                return 0
+            cutoff = stamps[len(stamps) // 2]
+            for r in range(self.n_rows):
+                if self.rows[r] == NULL:
+                    continue
+                for c in range(self.n_cols):
+                    e = &self.rows[r][c]
+                    if e.state != UNKNOWN and e.last_use <= cutoff:
+                        free(e.block_start)
+                        free(e.block_end)
+                        free(e.path)
+                        self.footprint -= e.footprint
+                        memset(e, 0, sizeof(Entry))
+                        self.owners.pop((r, c), None)
+                        dropped += 1
+            return dropped
+        finally:
+            self.release()
+
+    def set_absent(self, int64_t row, int64_t col):
+        """No chunk at (row, col): its positions are zeros."""
+        self._install(row, col, ABSENT, None, 0, 0, None, None)
+
+    def set_decoded(self, int64_t row, int64_t col, values):
+        """A chunk the caller decoded (a codec not read here): `chunk_len` uint32 values."""
+        array = np.ascontiguousarray(values, dtype=np.uint32)
+        if array.shape != (self.chunk_len,):
+            raise ValueError(f"{array.shape} values for a chunk of {self.chunk_len}")
+        self._install(row, col, DECODED, None, 0, self.chunk_len * ITEM, None, array)
+
+    def load_raw(self, int64_t row, int64_t col, bytes path, int64_t base):
+        """An uncompressed chunk: `chunk_len` little-endian uint32 at `base` of file `path`."""
+        self._install(row, col, RAW, path, base, self.chunk_len * ITEM, None, None)
+
+    def load_raw_bytes(self, int64_t row, int64_t col, data):
+        """An uncompressed chunk held in memory (fetched from a URL)."""
+        view = memoryview(data).cast("B")
+        if len(view) != self.chunk_len * ITEM:
+            self.failed_row, self.failed_col = row, col
+            return DAMAGED
+        self._install(row, col, RAW, None, 0, self.chunk_len * ITEM, view, data)
+        return OK
+
+    def load_frame(self, int64_t row, int64_t col, bytes path, int64_t base, int64_t length):
+        """A blosc1 frame at `base` of file `path`, `length` bytes long (-1: to the end of the
+        file): reads its header and block offsets. OK, MISSING, DAMAGED, UNSUPPORTED or
+        IO_ERROR (with failed_errno)."""
+        cdef int64_t want = HEAD_GUESS if length < 0 else min(length, HEAD_GUESS)
+        head = self._read(row, col, path, base, want)
+        if not isinstance(head, bytes):
+            return head
+        return self._parse_frame(row, col, head, path, base, length, None)
+
+    def load_frame_bytes(self, int64_t row, int64_t col, frame):
+        """A blosc1 frame held in memory (fetched from a URL); the table keeps `frame` alive
+        while the entry exists."""
+        view = memoryview(frame).cast("B")
+        return self._parse_frame(row, col, bytes(view[:HEAD_GUESS]), None, 0, len(view), frame)
+
+    cdef object _read(self, int64_t row, int64_t col, bytes path, int64_t offset, int64_t n):
+        """n bytes (or fewer at the end of the file) of `path`, or a negative result."""
+        cdef Scratch s = Scratch()
+        buf = bytearray(max(n, 1))
+        cdef uint8_t[::1] view = buf
+        cdef const char *cpath = path
+        cdef int64_t got
+        with nogil:
+            got = s.pread_path(cpath, &view[0], n, offset)
+        if got < 0:
+            self.failed_row, self.failed_col, self.failed_errno = row, col, s.failed_errno
+            return MISSING if s.failed_errno == ENOENT else IO_ERROR
+        return bytes(buf[:got])
+
+    cdef object _parse_frame(self, int64_t row, int64_t col, bytes head, bytes path,
+                             int64_t base, int64_t length, object owner):
+        cdef const uint8_t *h = head
+        cdef int64_t n = len(head)
+        cdef int32_t version, flags, typesize, nbytes, blocksize, cbytes
+        cdef int64_t nblocks, index_end
+        self.failed_row, self.failed_col, self.failed_errno = row, col, 0
+        if n < BLOSC_HEADER:
+            return DAMAGED
+        version, flags, typesize = h[0], h[2], h[3]
+        nbytes, blocksize, cbytes = le_i32(h + 4), le_i32(h + 8), le_i32(h + 12)
+        if version != 2 or typesize != ITEM:
+            return UNSUPPORTED
+        if nbytes != self.chunk_len * ITEM or cbytes < BLOSC_HEADER:
+            return DAMAGED
+        if length >= 0 and cbytes > length:
+            return DAMAGED  # the frame says it is longer than the bytes there are
+        if flags & BLOSC_MEMCPYED:
+            if cbytes != BLOSC_HEADER + nbytes:
+                return DAMAGED
+            self._install(row, col, RAW, path, base + BLOSC_HEADER, nbytes,
+                          None if owner is None else memoryview(owner).cast("B"), owner)
+            return OK
+        if (flags & BLOSC_BITSHUFFLE) or ((flags & 0xE0) >> 5) != BLOSC_ZSTD:
+            return UNSUPPORTED
+        if blocksize <= 0 or blocksize % ITEM:
+            return DAMAGED
+        nblocks = (nbytes + blocksize - 1) // blocksize
+        index_end = BLOSC_HEADER + 4 * nblocks
+        if index_end > cbytes:
+            return DAMAGED
+        if index_end > n:
+            if owner is not None:
+                head = bytes(memoryview(owner).cast("B")[:index_end])
+            else:
+                head = self._read(row, col, path, base, index_end)
+                if not isinstance(head, bytes):
+                    return head
+            if len(head) < index_end:
+                return DAMAGED
+        starts = np.frombuffer(head, dtype="<i4", count=nblocks, offset=BLOSC_HEADER)
+        starts = starts.astype(np.int64)
+        if starts.min() < index_end or starts.max() >= cbytes:
+            return DAMAGED
+        order = np.argsort(starts, kind="stable")
+        ends = np.empty(nblocks, dtype=np.int64)
+        ends[order] = np.append(starts[order][1:], cbytes)
+        if np.any(ends <= starts):
+            return DAMAGED
+        self._install_frame(row, col, path, base, flags, nblocks, blocksize, nbytes, starts,
+                            ends, owner)
+        return OK
+
+    cdef void _install_frame(self, int64_t row, int64_t col, bytes path, int64_t base,
+                             int32_t flags, int64_t nblocks, int64_t blocksize, int64_t nbytes,
+                             starts, ends, object owner) except *:
+        cdef const int64_t[::1] s = starts
+        cdef const int64_t[::1] t = ends
+        cdef int64_t *bs = <int64_t *>malloc(nblocks * sizeof(int64_t))
+        cdef int64_t *be = <int64_t *>malloc(nblocks * sizeof(int64_t))
+        cdef int64_t i
+        cdef Entry *e
+        cdef const uint8_t[::1] mem
+        cdef char *cpath = NULL
+        if bs == NULL or be == NULL:
+            free(bs)
+            free(be)
+            raise MemoryError()
+        for i in range(nblocks):
+            bs[i] = s[i]
+            be[i] = t[i]
+        if path is not None:
+            cpath = _copy_path(path)
+        if owner is not None:
+            mem = memoryview(owner).cast("B")
+        e = self.entry(row, col)
+        if e == NULL:
+            free(bs)
+            free(be)
+            free(cpath)
+            raise IndexError(f"chunk ({row}, {col}) is outside the table")
+        self.acquire()
+        if e.state != UNKNOWN:  # loaded meanwhile by another thread
+            self.release()
+            free(bs)
+            free(be)
+            free(cpath)
+            return
+        e.flags = flags
+        e.nblocks = <int32_t>nblocks
+        e.block_bytes = blocksize
+        e.nbytes = nbytes
+        e.base = base
+        e.block_start = bs
+        e.block_end = be
+        e.mem = &mem[0] if owner is not None else NULL
+        e.path = cpath
+        e.footprint = 16 * nblocks + (len(path) if path is not None else 0) + sizeof(Entry)
+        self.footprint += e.footprint
+        self.clock += 1
+        e.last_use = self.clock
+        e.state = FRAME
+        if owner is not None:
+            self.owners[(row, col)] = owner
+        self.release()
+
+    cdef void _install(self, int64_t row, int64_t col, int state, bytes path, int64_t base,
+                       int64_t nbytes, object mem_view, object owner) except *:
+        cdef const uint8_t[::1] mem
+        cdef const uint32_t[::1] values
+        cdef char *cpath = NULL
+        cdef Entry *e = self.entry(row, col)
+        if e == NULL:
+            raise IndexError(f"chunk ({row}, {col}) is outside the table")
+        if path is not None:
+            cpath = _copy_path(path)
+        self.acquire()
+        if e.state != UNKNOWN:
+            self.release()
+            free(cpath)
+            return
+        e.base = base
+        e.nbytes = nbytes
+        e.path = cpath
+        if state == DECODED:
+            values = owner
+            e.decoded = &values[0]
+        elif mem_view is not None:
+            mem = mem_view
+            e.mem = &mem[0]
+        e.footprint = sizeof(Entry) + (len(path) if path is not None else 0) + (
+            nbytes if owner is not None else 0)
+        self.footprint += e.footprint
+        self.clock += 1
+        e.last_use = self.clock
+        e.state = state
+        if owner is not None:
+            self.owners[(row, col)] = owner
+        self.release()
+
+    # ------------------------------------------------------------ reading (without the GIL)
+
+    cdef void begin_read(self) noexcept nogil:
+        self.acquire()
+        self.readers += 1
+        self.clock += 1
+        self.release()
+
+    cdef void end_read(self, Scratch s) noexcept nogil:
+        s.close()
+        self.acquire()
+        self.readers -= 1
+        self.release()
+
+    cdef int block(self, Entry *e, int64_t k, int64_t lo, int64_t hi, Scratch s,
+                   const uint32_t **values) noexcept nogil:
+        """Block k of a FRAME entry in s.block, with at least its items [lo, hi) unshuffled;
+        the block last decoded is reused."""
+        cdef int64_t start, length, got, bsize
+        cdef const uint8_t *src
+        cdef int rc
+        if s.last_entry == e and s.last_k == k:
+            if s.last_shuffled and (lo < s.valid_lo or hi > s.valid_hi):
+                lo = min(lo, s.valid_lo)
+                hi = max(hi, s.valid_hi)
+                unshuffle_range(s.tmp, s.last_items, lo, hi, s.block)
+                s.valid_lo, s.valid_hi = lo, hi
+            values[0] = s.block
+            return OK
+        start = e.block_start[k]
+        length = e.block_end[k] - start
+        bsize = min(e.block_bytes, e.nbytes - k * e.block_bytes)
+        if s.reserve(length, e.block_bytes) != 0:
+            return DAMAGED
+        if e.mem != NULL:
+            src = e.mem + e.base + start
+        else:
+            got = s.pread_path(e.path, s.cbuf, length, e.base + start)
+            if got < 0:
+                return MISSING if s.failed_errno == ENOENT else IO_ERROR
+            if got != length:
+                return DAMAGED
+            src = s.cbuf
+        rc = decode_block(src, length, e.flags, bsize, bsize < e.block_bytes, s.tmp, s.block,
+                          s.ctx)
+        if rc != OK:
+            s.last_entry = NULL
+            return rc
+        s.blocks_decoded += 1
+        s.last_entry = e
+        s.last_k = k
+        s.last_items = bsize // ITEM
+        s.last_shuffled = (e.flags & BLOSC_SHUFFLE) != 0
+        if s.last_shuffled:
+            unshuffle_range(s.tmp, s.last_items, lo, hi, s.block)
+            s.valid_lo, s.valid_hi = lo, hi
+        values[0] = s.block
+        return OK
+
+    cdef int run(self, int64_t row, int64_t pos, int64_t end, Scratch s, const uint32_t **values,
+                 int64_t *count) noexcept nogil:
+        """The values of `row` from `pos` on, as far as they lie in one piece of memory (up to
+        `end`): a pointer and a count, or values NULL for a run of zeros."""
+        cdef int64_t col = pos // self.chunk_len
+        cdef int64_t cstart = col * self.chunk_len
+        cdef int64_t stop = min(end, cstart + self.chunk_len)
+        cdef int64_t items, k, b0, got, n
+        cdef Entry *e = self.entry(row, col)
+        cdef int rc
+        if e == NULL or e.state == UNKNOWN:
+            return s.fail(NEED_LOAD, row, col)
+        e.last_use = self.clock
+        if e.state == ABSENT:
+            values[0] = NULL
+            count[0] = stop - pos
+        elif e.state == DECODED:
+            values[0] = e.decoded + (pos - cstart)
+            count[0] = stop - pos
+        elif e.state == RAW:
+            n = stop - pos
+            if e.mem != NULL:
+                values[0] = <const uint32_t *>(e.mem + e.base) + (pos - cstart)
+            else:
+                n = min(n, BOUNCE)
+                got = s.pread_path(e.path, s.bounce, n * ITEM, e.base + (pos - cstart) * ITEM)
+                if got < 0:
+                    return s.fail(MISSING if s.failed_errno == ENOENT else IO_ERROR, row, col)
+                if got != n * ITEM:
+                    return s.fail(DAMAGED, row, col)
+                values[0] = s.bounce
+            count[0] = n
+        else:
+            items = e.block_bytes // ITEM
+            k = (pos - cstart) // items
+            b0 = cstart + k * items
+            n = min(stop, b0 + items) - pos
+            rc = self.block(e, k, pos - b0, pos - b0 + n, s, values)
+            if rc != OK:
+                return s.fail(rc, row, col)
+            values[0] += pos - b0
+            count[0] = n
+        return OK
+
+    def read_windows(self, const int64_t[::1] rows, const int64_t[::1] starts, int64_t width,
+                     uint32_t[:, :, ::1] out, Scratch scratch) -> int:
+        """out[w, i] = positions [starts[w], starts[w] + width) of rows[i]; OK or a code."""
+        cdef Py_ssize_t w, i
+        cdef int rc = OK
+        cdef int64_t pos, end, n
+        cdef const uint32_t *vals
+        cdef uint32_t *dest
+        if (out.shape[0] != starts.shape[0] or out.shape[1] != rows.shape[0]
+                or out.shape[2] != width):
+            raise ValueError("out has the wrong shape")
+        if width == 0:
+            return OK
+        with nogil:
+            self.begin_read()
+            for i in range(rows.shape[0]):
+                for w in range(starts.shape[0]):
+                    pos = starts[w]
+                    end = pos + width
+                    dest = &out[w, i, 0]
+                    while pos < end:
+                        rc = self.run(rows[i], pos, end, scratch, &vals, &n)
+                        if rc != OK:
+                            break
+                        if vals == NULL:
+                            memset(dest, 0, n * ITEM)
+                        else:
+                            memcpy(dest, vals, n * ITEM)
+                        dest += n
+                        pos += n
+                    if rc != OK:
+                        break
+                if rc != OK:
+                    break
+            self.end_read(scratch)
+        return rc
+
+    def reduce_pieces(self, const int64_t[::1] rows, const int64_t[::1] starts,
+                      const int64_t[::1] ends, int how, int64_t[:, ::1] out,
+                      Scratch scratch) -> int:
+        """out[i, p] folded with the sum, maximum or minimum of positions [starts[p], ends[p])
+        of rows[i] (out holds the starting values). Pieces sorted by start decode each block
+        once."""
+        cdef Py_ssize_t i, p
+        cdef int rc = OK
+        cdef int64_t pos, end, n, acc
+        cdef const uint32_t *vals
+        if out.shape[0] != rows.shape[0] or out.shape[1] != starts.shape[0]:
+            raise ValueError("out has the wrong shape")
+        if ends.shape[0] != starts.shape[0]:
+            raise ValueError("starts and ends differ in length")
+        with nogil:
+            self.begin_read()
+            for i in range(rows.shape[0]):
+                for p in range(starts.shape[0]):
+                    pos = starts[p]
+                    end = ends[p]
+                    acc = out[i, p]
+                    while pos < end:
+                        rc = self.run(rows[i], pos, end, scratch, &vals, &n)
+                        if rc != OK:
+                            break
+                        acc = fold(acc, vals, n, how)
+                        pos += n
+                    if rc != OK:
+                        break
+                    out[i, p] = acc
+                if rc != OK:
+                    break
+            self.end_read(scratch)
+        return rc
+
+
+def new_scratch() -> Scratch:
+    return Scratch()
