@@ -298,3 +298,73 @@ def test_formats_not_read_here_are_refused():
         {"chunk_key_encoding": {"name": "v2", "configuration": {"separator": "."}}},
     ):
         assert chunks.ArrayFormat.of({**base, **change}) is None, change
+
+
+# ---------------------------------------------------------------------------- at a URL
+
+
+def remote_reader(url: str, **storage_options) -> chunks.CoverageArray:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url, **storage_options)
+    document = json.loads(fs.cat_file(f"{root}/chr1/zarr.json"))
+    fmt = chunks.ArrayFormat.of(document)
+    files = chunks.Files(url, None, fs, url if url.startswith("http") else root)
+    return chunks.CoverageArray(files, "chr1", fmt, lambda row: chunks.UNKNOWN_PRESENCE, url)
+
+
+@pytest.mark.parametrize("shard", [False, True], ids=["files", "shard"])
+def test_http_range_requests_equal_local(tmp_path, shard):
+    from servers import serve_folder
+
+    values = coverage(ROWS, LENGTH, seed=11)
+    path = write_array(tmp_path / "s.zarr", values, chunk_len=8192, blocksize=4096, shard=shard)
+    with serve_folder(tmp_path) as (base, requests):
+        array = remote_reader(f"{base}/s.zarr")
+        check_reads(array, values, block_items=1024)
+        requests.clear()
+        fresh = remote_reader(f"{base}/s.zarr")
+        requests.clear()
+        # one window of two rows across a chunk edge: one request per chunk it needs, and for a
+        # shard, its index once (then nothing more for another window in the same chunks)
+        fresh.windows([0, 2], [8192 - 100], 200)
+        fresh.windows([0, 2], [8192 - 50], 100)
+    chunk_requests = {k: n for k, n in requests.items() if "/c/" in k}
+    if shard:
+        assert chunk_requests == {"/s.zarr/chr1/c/0/0": 3, "/s.zarr/chr1/c/2/0": 3}
+    else:
+        assert chunk_requests == {
+            "/s.zarr/chr1/c/0/0": 1,
+            "/s.zarr/chr1/c/0/1": 1,
+            "/s.zarr/chr1/c/2/0": 1,
+            "/s.zarr/chr1/c/2/1": 1,
+        }
+    assert path.exists()
+
+
+def test_http_missing_listed_chunk_is_an_error(tmp_path):
+    from servers import serve_folder
+
+    values = coverage(ROWS, LENGTH, seed=12)
+    write_array(tmp_path / "s.zarr", values, chunk_len=8192, blocksize=4096)
+    (tmp_path / "s.zarr" / "chr1" / "c" / "0" / "2").unlink()
+    with serve_folder(tmp_path) as (base, _requests):
+        array = remote_reader(f"{base}/s.zarr")
+        array.presence = _presence(range(7))
+        with pytest.raises(DamagedStoreError) as info:
+            array.windows([0], [2 * 8192], 10)
+    assert f"{base}/s.zarr/chr1/c/0/2" in str(info.value)
+
+
+@pytest.mark.parametrize("shard", [False, True], ids=["files", "shard"])
+def test_s3_equals_local(tmp_path, monkeypatch, shard):
+    pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
+    from servers import s3_bucket, s3_environment
+
+    values = coverage(ROWS, LENGTH, seed=13)
+    path = write_array(tmp_path / "s.zarr", values, chunk_len=8192, blocksize=4096, shard=shard)
+    with s3_bucket("cohort", {"s.zarr": path}) as endpoint:
+        for key, value in s3_environment(endpoint).items():
+            monkeypatch.setenv(key, value)
+        array = remote_reader("s3://cohort/s.zarr", client_kwargs={"endpoint_url": endpoint})
+        check_reads(array, values, block_items=1024)

@@ -374,7 +374,8 @@ class CoverageArray:
             raise self.damaged(row, 0, "shard is damaged: shorter than its index")
         tail = tail[-size:]  # a server that ignores Range sends the whole file
         try:
-            return shard.parse_shard_index(tail, Path(self.files.path(self._key(row, 0))), n_inner)
+            path = Path(self.files.path(self._key(row, 0)))
+            return shard.parse_shard_index(tail, path, n_inner, None)
         except shard.DamagedShardError as exc:
             raise self.damaged(row, 0, f"shard is damaged: {exc.reason}") from None
 
