@@ -806,3 +806,23 @@ cdef class ChunkTable:
 
 def new_scratch() -> Scratch:
     return Scratch()
+
+
+def zstd_decompress(const uint8_t[::1] data, int64_t nbytes) -> bytes:
+    """A zstd frame decoded to exactly `nbytes` bytes (ValueError otherwise): the small
+    metadata arrays zarr writes with its default bytes + zstd codecs."""
+    out = bytearray(nbytes)
+    cdef uint8_t[::1] view = out
+    cdef ZSTD_DCtx *ctx = ZSTD_createDCtx()
+    cdef size_t got
+    if ctx == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            got = ZSTD_decompressDCtx(ctx, &view[0] if nbytes else NULL, nbytes,
+                                      &data[0] if data.shape[0] else NULL, data.shape[0])
+    finally:
+        ZSTD_freeDCtx(ctx)
+    if ZSTD_isError(got) or <int64_t>got != nbytes:
+        raise ValueError(f"not a zstd frame of {nbytes} bytes")
+    return bytes(out)
