@@ -64,7 +64,10 @@ def write_array(
         if cname is None
         else [
             BloscCodec(
-                cname=cname, clevel=3, shuffle=BloscShuffle.shuffle, typesize=4,
+                cname=cname,
+                clevel=3,
+                shuffle=BloscShuffle.shuffle,
+                typesize=4,
                 blocksize=blocksize,
             )
         ]
@@ -149,7 +152,11 @@ def check_reads(array: chunks.CoverageArray, values: np.ndarray, block_items: in
 def test_reads_equal_zarr(tmp_path, shard, cname, blocksize, chunk_len):
     values = coverage(ROWS, LENGTH, seed=chunk_len)
     path = write_array(
-        tmp_path / "s.zarr", values, chunk_len=chunk_len, cname=cname, blocksize=blocksize,
+        tmp_path / "s.zarr",
+        values,
+        chunk_len=chunk_len,
+        cname=cname,
+        blocksize=blocksize,
         shard=shard,
     )
     oracle = np.asarray(zarr.open_group(path, mode="r")["chr1"][...])

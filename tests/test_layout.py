@@ -98,12 +98,17 @@ def test_unstranded_samples_have_empty_strand_rows(demo_store: Path) -> None:
 
 @pytest.mark.parametrize("profile", sorted(layout.COMPRESSION_PROFILES))
 def test_encoder_bytes_equal_zarr_bytes(tmp_path: Path, profile: str) -> None:
-    chunk_len = 4096
+    chunk_len = 65_536  # 16 blosc blocks of BLOSC_BLOCK_BYTES
     rng = np.random.default_rng(0)
     values = np.repeat(rng.poisson(5, chunk_len // 8), 8).astype(np.uint32)
     prof = layout.compression_profile(profile)
     compressors = (
-        BloscCodec(cname="zstd", clevel=prof.blosc_clevel, shuffle="shuffle")
+        BloscCodec(
+            cname="zstd",
+            clevel=prof.blosc_clevel,
+            shuffle="shuffle",
+            blocksize=layout.BLOSC_BLOCK_BYTES,
+        )
         if prof.blosc_clevel is not None
         else None
     )
@@ -118,6 +123,8 @@ def test_encoder_bytes_equal_zarr_bytes(tmp_path: Path, profile: str) -> None:
     arr[0, :] = values
     written = (tmp_path / "x.zarr" / "c" / "0" / "0").read_bytes()
     assert prof.encoder().encode(values) == written
+    if prof.blosc_clevel is not None:  # the frame's own header: blosc blocks of that size
+        assert int.from_bytes(written[8:12], "little") == layout.BLOSC_BLOCK_BYTES
     doc = json.loads((tmp_path / "x.zarr" / "zarr.json").read_text())
     assert doc == layout.coverage_array_document(1, chunk_len, chunk_len, prof)
 
@@ -171,6 +178,18 @@ def test_the_record_reads_back_as_written_and_names_what_it_cannot_read(tmp_path
     assert layout.StoreAttributes.from_json(bad_factor).record_problem == (
         "its 'bamstore' record has scale factor -1, not a positive number"
     )
+    # a record of format 2 (no chunk columns) reads, its rows' chunks unknown
+    samples = raw["bamstore"]["samples"]
+    assert all(record["columns"] for record in samples.values())
+    before = json.loads(json.dumps(raw))
+    before["bamstore"]["format_version"] = 2
+    for record in before["bamstore"]["samples"].values():
+        for key in ("columns", "fwd_columns", "rev_columns"):
+            record.pop(key, None)
+    record = layout.StoreAttributes.from_json(before).bamstore
+    assert record is not None
+    rows = [row for r in record.samples.values() for row in r.rows(["chr1"], False)]
+    assert rows and all(row.columns is None for row in rows)
     record = attrs.bamstore.samples["rna_r"]
     names = attrs.contig_names
     moved = record.in_order(names, names[1:] + names[:1])

@@ -245,3 +245,84 @@ def test_merge_and_append_of_sharded_parts_never_decode(
     assert validate_store(grown.out).ok
     for row, part in enumerate(parts):
         np.testing.assert_array_equal(read_rows(grown.out, "chr1")[row], read_rows(part, "chr1")[0])
+
+
+def _as_format_2(store: Path, blocksize: int = 0) -> None:
+    """Make `store` one written before format 3: no chunk columns in its record, blosc's own
+    block size in its chunks (re-encoded, as bamstore 0.1 wrote them)."""
+    import json
+
+    import numcodecs
+
+    doc = json.loads((store / "zarr.json").read_text())
+    record = doc["attributes"]["bamstore"]
+    record["format_version"] = 2
+    for sample in record["samples"].values():
+        for key in ("columns", "fwd_columns", "rev_columns"):
+            sample.pop(key, None)
+    (store / "zarr.json").write_text(json.dumps(doc))
+    old = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=1, blocksize=blocksize)
+    for array_doc in store.glob("*/zarr.json"):
+        array = json.loads(array_doc.read_text())
+        if array.get("node_type") != "array":
+            continue
+        for codec in array["codecs"]:
+            if codec["name"] == "blosc":
+                codec["configuration"]["blocksize"] = blocksize
+        array_doc.write_text(json.dumps(array))
+        for chunk in (array_doc.parent / "c").rglob("*"):
+            if chunk.is_file():
+                values = numcodecs.Blosc().decode(chunk.read_bytes())
+                chunk.write_bytes(old.encode(np.frombuffer(values, "<u4")))
+    # the digests recorded cover the bytes: recompute them as extraction would have
+    names = doc["attributes"]["sample_names"]
+    info = read_store_info(store)
+    for row, name in enumerate(names):
+        sample = record["samples"][name]
+        for i, (contig, _length) in enumerate(info.contigs):
+            for key, array in (
+                ("digests", contig),
+                ("fwd_digests", contig + "_fwd"),
+                ("rev_digests", contig + "_rev"),
+            ):
+                if key in sample:
+                    crcs = (
+                        [
+                            (int(p.name), layout.file_crc32(p))
+                            for p in (store / array / "c" / str(row)).glob("*")
+                        ]
+                        if (store / array / "c" / str(row)).is_dir()
+                        else []
+                    )
+                    sample[key][i] = layout.chunk_digest(crcs)
+    (store / "zarr.json").write_text(json.dumps(doc))
+
+
+def test_a_format_2_cohort_grows_into_format_3(parts, tmp_path, read_rows) -> None:
+    """A cohort written before format 3 (no chunk columns in its record, 128 KiB blosc blocks)
+    takes new samples: its chunks join as they are, and the merged record lists every row's
+    chunk columns, as found in the files placed."""
+    old = tmp_path / "old.zarr"
+    merge_stores(parts[:2], old)
+    _as_format_2(old)
+    assert (
+        layout.StoreAttributes.from_json(
+            __import__("json").loads((old / "zarr.json").read_text())["attributes"]
+        )
+        .bamstore.samples["pe"]
+        .columns
+        == ()
+    )
+    out = tmp_path / "grown.zarr"
+    merge_stores([old, parts[2]], out)
+    info = read_store_info(out)
+    assert info.attrs.bamstore is not None
+    for row, name in enumerate(info.sample_names):
+        record = info.attrs.bamstore.samples[name]
+        for array_row in record.rows(info.attrs.contig_names, info.has_strand_arrays):
+            folder = out / array_row.array / "c" / str(row)
+            present = sorted(int(p.name) for p in folder.glob("*")) if folder.is_dir() else []
+            assert layout.parse_columns(array_row.columns) == frozenset(present), (name, array_row)
+    for contig, _ in RANDOM_CONTIGS:
+        np.testing.assert_array_equal(read_rows(out, contig)[:2], read_rows(old, contig))
+    assert validate_store(out).ok

@@ -91,7 +91,13 @@ def zarr_compressors(profile: str) -> BloscCodec | None:
     clevel = layout.compression_profile(profile).blosc_clevel
     if clevel is None:
         return None
-    return BloscCodec(typesize=4, cname="zstd", clevel=clevel, shuffle="shuffle", blocksize=0)
+    return BloscCodec(
+        typesize=4,
+        cname="zstd",
+        clevel=clevel,
+        shuffle="shuffle",
+        blocksize=layout.BLOSC_BLOCK_BYTES,
+    )
 
 
 def write_with_zarr(store: Path, rows: np.ndarray, chunk_len: int, profile: str, sharded: bool):

@@ -242,7 +242,15 @@ class SampleResult:
             warnings=self.warnings(),
             kernel=self.kernel,
             scale_factor=self.scale_factor,
+            columns=tuple(_columns(c["total"]) for c in crcs),
+            fwd_columns=tuple(_columns(c["fwd"]) for c in crcs) if stranded else (),
+            rev_columns=tuple(_columns(c["rev"]) for c in crcs) if stranded else (),
         )
+
+
+def _columns(chunk_crcs: list[tuple[int, int]]) -> str:
+    """The columns of a row's chunks, as the record lists them."""
+    return layout.columns_text(col for col, _ in chunk_crcs)
 
 
 class _WindowBuffers:

@@ -144,7 +144,7 @@ def fit_problems(
     if isinstance(target, StoreInfo) and not problems and info.contigs:
         contig = info.contigs[0][0]  # same settings, so the codecs must be the same too
         mine_codecs = chunk_codecs(info.array_document(contig))
-        if mine_codecs != chunk_codecs(target.array_document(contig)):
+        if not layout.same_chunk_codecs(mine_codecs, chunk_codecs(target.array_document(contig))):
             problems.append(
                 InputError(
                     info.path,
@@ -225,16 +225,35 @@ class _RowJob:
     record: layout.SampleRecord
 
 
+@dataclass
+class _Placed:
+    """What `_place_rows` did: the problems (none: every row placed and sound) and, per
+    sample, the columns of the chunks placed in each array (what the record lists)."""
+
+    problems: list[str]
+    columns: dict[str, dict[str, list[int]]]
+
+    def records(
+        self, records: Mapping[str, layout.SampleRecord], contigs: Sequence[str]
+    ) -> dict[str, layout.SampleRecord]:
+        """`records` listing the chunk columns found in the files placed and checked (records
+        of parts written before format 3 learn them here)."""
+        return {
+            name: record.with_columns(contigs, self.columns.get(name, {}))
+            for name, record in records.items()
+        }
+
+
 def _place_rows(
     jobs: Sequence[_RowJob],
     target: Path,
     target_layouts: Mapping[str, ArrayLayout],
     placer: _ChunkPlacer,
     threads: int,
-) -> list[str]:
+) -> _Placed:
     """Place every job's rows (chunk files or shards, converted to the target's layout where
     the part's differs) and check each placed row against the digest recorded at extraction;
-    return the problems (none: all placed and sound)."""
+    return the problems and the columns placed."""
     tasks = []
     part_layouts: dict[Path, dict[str, ArrayLayout]] = {}
     for job in jobs:
@@ -244,7 +263,7 @@ def _place_rows(
         for array_row in job.record.rows(part.attrs.contig_names, part.has_strand_arrays):
             tasks.append((job, array_row))
 
-    def place(task: tuple[_RowJob, layout.ArrayRow]) -> str | None:
+    def place(task: tuple[_RowJob, layout.ArrayRow]) -> tuple[str | None, list[int]]:
         job, array_row = task
         array, part_layout = array_row.array, part_layouts[job.part.path][array_row.array]
         try:
@@ -255,15 +274,19 @@ def _place_rows(
                 placer.place,
             )
         except DamagedShardError as exc:
-            return _damaged_problem(job.name, array, exc, job.part.path, job.part_row)
+            return _damaged_problem(job.name, array, exc, job.part.path, job.part_row), []
         if converted:
             placer.count_converted()
-        return _digest_problem(
-            job.name, array_row, crcs, f"{_files(part_layout, crcs)} in {job.part.path}"
-        )
+        where = f"{_files(part_layout, crcs)} in {job.part.path}"
+        return _digest_problem(job.name, array_row, crcs, where), [col for col, _ in crcs]
 
+    placed = _Placed([], {})
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return [p for p in pool.map(place, tasks) if p]
+        for (job, array_row), (problem, columns) in zip(tasks, pool.map(place, tasks), strict=True):
+            if problem:
+                placed.problems.append(problem)
+            placed.columns.setdefault(job.name, {})[array_row.array] = columns
+    return placed
 
 
 def _files(array_layout: ArrayLayout, crcs: list[tuple[int, int]]) -> str:
@@ -416,11 +439,11 @@ def _merge_into(
             for contig, length in first.contigs
             for array in layout.coverage_array_names([contig], writer.stranded)
         }
-        problems = _place_rows(jobs, tmp, target_layouts, placer, threads)
-        if problems:
-            raise _refuse(out, problems)
+        placed = _place_rows(jobs, tmp, target_layouts, placer, threads)
+        if placed.problems:
+            raise _refuse(out, placed.problems)
         writer.write_metadata(meta)
-        record = first.record.with_samples(records)
+        record = first.record.with_samples(placed.records(records, order))
         writer.write_root_attributes(
             layout.StoreAttributes(
                 contigs=tuple(first.contigs),
@@ -528,15 +551,16 @@ def insert_part(store: Path, part: Path, row: int) -> layout.SampleRecord:
     target_layouts = target.array_layouts()
     for array in target_layouts:
         remove_tree(layout.row_folder(store, array, row))  # an earlier attempt's
-    problems_text = _place_rows(
+    placed = _place_rows(
         [_RowJob(info, 0, name, row, info.record.samples[name])],  # type: ignore[union-attr]
         store,
         target_layouts,
         _ChunkPlacer(copy=False),
         threads=1,
     )
-    if problems_text:
-        raise _refuse(store, problems_text)
+    if placed.problems:
+        raise _refuse(store, placed.problems)
+    record = placed.records({name: record}, target.attrs.contig_names)[name]
     values = info.metadata_arrays
     for spec, column in values.items():
         if spec.name != layout.COMPLETED:

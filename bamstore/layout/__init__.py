@@ -33,6 +33,7 @@ from bamstore.layout.codec import (
     chunk_digest,
     compression_profile,
     file_crc32,
+    same_chunk_codecs,
 )
 from bamstore.layout.io import (
     coverage_array_document,
@@ -60,11 +61,14 @@ from bamstore.layout.model import (
     StoreAttributes,
     StoreSettings,
     average_sparsity,
+    columns_text,
+    parse_columns,
     shown_value,
 )
 from bamstore.layout.names import (
     BAMSTORE_ATTR,
     BIN_SIZE,
+    BLOSC_BLOCK_BYTES,
     CHUNK_FOLDER,
     COMPLETED,
     COVERAGE_DTYPE,
@@ -103,6 +107,7 @@ from bamstore.layout.names import (
 __all__ = [
     "BAMSTORE_ATTR",
     "BIN_SIZE",
+    "BLOSC_BLOCK_BYTES",
     "CHUNK_FOLDER",
     "COMPLETED",
     "COMPRESSION_ALIASES",
@@ -150,6 +155,7 @@ __all__ = [
     "average_sparsity",
     "chunk_digest",
     "chunk_path",
+    "columns_text",
     "compression_profile",
     "contig_name_problem",
     "contig_name_problems",
@@ -158,10 +164,12 @@ __all__ = [
     "file_crc32",
     "group_document",
     "n_chunks",
+    "parse_columns",
     "read_json",
     "rewrite_root_attributes",
     "row_chunk_files",
     "row_folder",
+    "same_chunk_codecs",
     "sample_names_hash",
     "sample_names_hash_problem",
     "shown_value",

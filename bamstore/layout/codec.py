@@ -9,15 +9,14 @@ validate check chunk files by their CRC32 without decoding them.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numcodecs
 import numpy as np
 
-from bamstore.layout.names import COVERAGE_DTYPE
+from bamstore.layout.names import BLOSC_BLOCK_BYTES, COVERAGE_DTYPE
 
 try:  # libdeflate's CRC32: the same value as zlib's, several times faster
     from deflate import crc32 as _crc32
@@ -43,7 +42,7 @@ class CompressionProfile:
                         "cname": "zstd",
                         "clevel": self.blosc_clevel,
                         "shuffle": "shuffle",
-                        "blocksize": 0,
+                        "blocksize": BLOSC_BLOCK_BYTES,
                     },
                 }
             )
@@ -80,13 +79,15 @@ class ChunkEncoder:
     """
 
     def __init__(self, profile: CompressionProfile):
+        import numcodecs  # here, not at import: the reading commands never encode
+
         self.profile = profile
         self._blosc = (
             numcodecs.Blosc(
                 cname="zstd",
                 clevel=profile.blosc_clevel,
                 shuffle=numcodecs.Blosc.SHUFFLE,
-                blocksize=0,
+                blocksize=BLOSC_BLOCK_BYTES,
             )
             if profile.blosc_clevel is not None
             else None
@@ -97,6 +98,23 @@ class ChunkEncoder:
         if self._blosc is None:
             return data.tobytes()
         return bytes(self._blosc.encode(data))
+
+
+def same_chunk_codecs(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether chunks encoded with codecs `a` are read as chunks encoded with `b`: the same
+    codecs, but for blosc's block size, which only the encoder uses (each frame records its own),
+    so chunks of stores from before format 3 join newer ones as they are."""
+
+    def key(codecs: Sequence[Mapping[str, Any]]) -> list[Any]:
+        out = []
+        for codec in codecs:
+            config = dict(codec.get("configuration", {}))
+            if codec.get("name") == "blosc":
+                config.pop("blocksize", None)
+            out.append((codec.get("name"), sorted(config.items())))
+        return out
+
+    return key(a) == key(b)
 
 
 def chunk_digest(chunks: Iterable[tuple[int, int]]) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +23,11 @@ from bamstore.layout.names import (
     DEFAULT_EXCLUDE_FLAGS,
     FORMAT_NAME,
     FORMAT_VERSION,
+    FWD_SUFFIX,
     HASH_WIDTH,
     METADATA_ATTR_PREFIX,
     READABLE_FORMAT_VERSIONS,
+    REV_SUFFIX,
     SAMPLE_HASHES,
     SPARSITY,
     STRUCTURE,
@@ -259,15 +261,45 @@ class SourceFingerprint:
         )
 
 
+def columns_text(columns: Iterable[int]) -> str:
+    """Chunk columns as ranges, `0-57,60,62-63` ("" for none): how records list a row's chunks
+    (one range for a row covered end to end, a few bytes for any real one)."""
+    parts: list[str] = []
+    run: list[int] = []
+    for col in sorted(set(columns)):
+        if run and col == run[-1] + 1:
+            run[-1] = col
+        else:
+            if run:
+                parts.append(str(run[0]) if run[0] == run[1] else f"{run[0]}-{run[1]}")
+            run = [col, col]
+    if run:
+        parts.append(str(run[0]) if run[0] == run[1] else f"{run[0]}-{run[1]}")
+    return ",".join(parts)
+
+
+def parse_columns(text: str) -> frozenset[int]:
+    """The columns of `columns_text`; ValueError for anything else."""
+    out: set[int] = set()
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        lo, hi = int(first), int(last or first)
+        if lo < 0 or hi < lo:
+            raise ValueError(f"bad chunk column range {part!r}")
+        out.update(range(lo, hi + 1))
+    return frozenset(out)
+
+
 @dataclass(frozen=True)
 class ArrayRow:
-    """What one row of one coverage array must hold: the digest of its chunk files and the
-    sum of its values."""
+    """What one row of one coverage array must hold: the digest of its chunk files, the sum of
+    its values and (records since format 3) the columns of its chunks (`columns_text`)."""
 
     array: str
     contig_index: int
     coverage_sum: int
     digest: str
+    columns: str | None = None
 
 
 EMPTY_ROW_DIGEST = "00000000"  # chunk_digest([]): a row without chunk files
@@ -276,10 +308,12 @@ EMPTY_ROW_DIGEST = "00000000"  # chunk_digest([]): a row without chunk files
 @dataclass(frozen=True)
 class SampleRecord:
     """What extraction learned about one sample; merge and validate check the store against
-    it. Per-contig lists follow the store's contig order; strand lists are empty for samples
-    that are not stranded. `scale_factor` (a spike-in factor, for example; None: none) is what
-    `--normalise scale` multiplies the sample's coverage by: given at extraction or set later,
-    it changes no stored value."""
+    it, and readers know from it which chunk files must exist. Per-contig lists follow the
+    store's contig order; strand lists are empty for samples that are not stranded; the
+    `columns` lists (format 3: each row's chunk columns as `columns_text`) are empty in records
+    written before them (which chunks exist is then unknown). `scale_factor` (a spike-in factor,
+    for example; None: none) is what `--normalise scale` multiplies the sample's coverage by:
+    given at extraction or set later, it changes no stored value."""
 
     strandedness: str
     source: SourceFingerprint
@@ -293,22 +327,77 @@ class SampleRecord:
     warnings: Mapping[str, int] = field(default_factory=dict)
     kernel: str = ""
     scale_factor: float | None = None
+    columns: tuple[str, ...] = ()
+    fwd_columns: tuple[str, ...] = ()
+    rev_columns: tuple[str, ...] = ()
+
+    PER_CONTIG = (
+        "contig_sums",
+        "digests",
+        "fwd_sums",
+        "rev_sums",
+        "fwd_digests",
+        "rev_digests",
+        "columns",
+        "fwd_columns",
+        "rev_columns",
+    )
+    STRAND_LISTS = ("fwd_sums", "rev_sums", "fwd_digests", "rev_digests")
+
+    def _columns(self, key: str, i: int) -> str | None:
+        values = getattr(self, key)
+        return values[i] if values else None
 
     def rows(self, contigs: Sequence[str], strand_arrays: bool) -> list[ArrayRow]:
         """Every array row this sample has in a store with these contigs; a sample that is not
         stranded has empty strand rows in a store that has strand arrays."""
         out: list[ArrayRow] = []
         for i, contig in enumerate(contigs):
-            out.append(ArrayRow(contig, i, self.contig_sums[i], self.digests[i]))
+            total = self._columns("columns", i)
+            out.append(ArrayRow(contig, i, self.contig_sums[i], self.digests[i], total))
             if strand_arrays:
                 fwd, rev = strand_array_names(contig)
                 if self.strandedness:
-                    out.append(ArrayRow(fwd, i, self.fwd_sums[i], self.fwd_digests[i]))
-                    out.append(ArrayRow(rev, i, self.rev_sums[i], self.rev_digests[i]))
+                    out.append(
+                        ArrayRow(
+                            fwd,
+                            i,
+                            self.fwd_sums[i],
+                            self.fwd_digests[i],
+                            self._columns("fwd_columns", i),
+                        )
+                    )
+                    out.append(
+                        ArrayRow(
+                            rev,
+                            i,
+                            self.rev_sums[i],
+                            self.rev_digests[i],
+                            self._columns("rev_columns", i),
+                        )
+                    )
                 else:
-                    out.append(ArrayRow(fwd, i, 0, EMPTY_ROW_DIGEST))
-                    out.append(ArrayRow(rev, i, 0, EMPTY_ROW_DIGEST))
+                    out.append(ArrayRow(fwd, i, 0, EMPTY_ROW_DIGEST, ""))
+                    out.append(ArrayRow(rev, i, 0, EMPTY_ROW_DIGEST, ""))
         return out
+
+    def with_columns(
+        self, contigs: Sequence[str], placed: Mapping[str, Iterable[int]]
+    ) -> SampleRecord:
+        """This record listing the chunk columns of each of its rows as `placed` ({array:
+        columns}, every array of the sample's rows): what merge found in the files it placed
+        and checked against the digests."""
+
+        def listed(suffix: str) -> tuple[str, ...]:
+            return tuple(columns_text(placed[contig + suffix]) for contig in contigs)
+
+        stranded = bool(self.strandedness)
+        return dataclasses.replace(
+            self,
+            columns=listed(""),
+            fwd_columns=listed(FWD_SUFFIX) if stranded else (),
+            rev_columns=listed(REV_SUFFIX) if stranded else (),
+        )
 
     def in_order(self, contigs: Sequence[str], order: Sequence[str]) -> SampleRecord:
         """This record, whose per-contig lists follow `contigs`, with the lists in `order` (the
@@ -317,33 +406,49 @@ class SampleRecord:
             return self
         index = {contig: i for i, contig in enumerate(contigs)}
         pick = [index[contig] for contig in order]
-        lists = ("contig_sums", "digests", "fwd_sums", "rev_sums", "fwd_digests", "rev_digests")
         return dataclasses.replace(
             self,
-            **{k: tuple(getattr(self, k)[i] for i in pick) for k in lists if getattr(self, k)},
+            **{
+                k: tuple(getattr(self, k)[i] for i in pick)
+                for k in self.PER_CONTIG
+                if getattr(self, k)
+            },
         )
 
     def length_problems(self, n_contigs: int) -> list[str]:
-        """Per-contig lists that do not list every contig."""
+        """Per-contig lists that do not list every contig (the column lists may be absent)."""
         keys = ["contig_sums", "digests"]
         if self.strandedness:
-            keys += ["fwd_sums", "rev_sums", "fwd_digests", "rev_digests"]
-        return [k for k in keys if len(getattr(self, k)) != n_contigs]
+            keys += list(self.STRAND_LISTS)
+        keys += [k for k in ("columns", "fwd_columns", "rev_columns") if getattr(self, k)]
+        if self.strandedness and bool(self.columns) != bool(self.fwd_columns):
+            keys += ["fwd_columns", "rev_columns"]
+        problems = [k for k in keys if len(getattr(self, k)) != n_contigs]
+        for key in ("columns", "fwd_columns", "rev_columns"):
+            try:
+                for text in getattr(self, key):
+                    parse_columns(text)
+            except (TypeError, ValueError, AttributeError):
+                problems.append(key)
+        return problems
 
     def to_json(self) -> dict[str, Any]:
         data = {
             k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
         }
         if not self.strandedness:
-            for key in ("fwd_sums", "rev_sums", "fwd_digests", "rev_digests"):
+            for key in (*self.STRAND_LISTS, "fwd_columns", "rev_columns"):
                 del data[key]
+        if not self.columns:
+            for key in ("columns", "fwd_columns", "rev_columns"):
+                data.pop(key, None)
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SampleRecord:
         values = dict(data)
         values["source"] = SourceFingerprint(**values["source"])
-        for key in ("contig_sums", "digests", "fwd_sums", "rev_sums", "fwd_digests", "rev_digests"):
+        for key in cls.PER_CONTIG:
             values[key] = tuple(values.get(key, ()))
         values["warnings"] = dict(values.get("warnings", {}))
         factor = values.get("scale_factor")

@@ -175,7 +175,10 @@ class Files:
         starts = [None if r is None else r[0] for r in ranges]
         ends = [None if r is None else r[1] for r in ranges]
         out = self.fs.cat_ranges(paths, starts, ends, on_error="return")
-        return [_missing(p, v) if isinstance(v, Exception) else v for p, v in zip(paths, out, strict=True)]
+        return [
+            _missing(p, v) if isinstance(v, Exception) else v
+            for p, v in zip(paths, out, strict=True)
+        ]
 
 
 def _read_local(path: str, span: tuple[int, int | None] | None) -> Any:
@@ -505,5 +508,3 @@ def split(n: int, parts: int) -> list[slice]:
     parts = max(1, min(parts, n))
     bounds = np.linspace(0, n, parts + 1).astype(int)
     return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
-
-
