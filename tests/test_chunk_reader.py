@@ -24,6 +24,7 @@ from zarr.storage import LocalStore
 
 from bamstore.errors import DamagedStoreError
 from bamstore.query import _chunkread, chunks
+from bamstore.storage import StoreFiles
 
 ROWS = 3
 LENGTH = 50_000
@@ -91,7 +92,7 @@ def reader(path: Path, presence=None) -> chunks.CoverageArray:
     document = json.loads((path / "chr1" / "zarr.json").read_text())
     fmt = chunks.ArrayFormat.of(document)
     assert fmt is not None, document
-    files = chunks.Files(str(path), path)
+    files = StoreFiles(str(path), path)
     return chunks.CoverageArray(
         files, "chr1", fmt, presence or (lambda row: chunks.UNKNOWN_PRESENCE), str(path)
     )
@@ -311,12 +312,8 @@ def test_formats_not_read_here_are_refused():
 
 
 def remote_reader(url: str, **storage_options) -> chunks.CoverageArray:
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(url, **storage_options)
-    document = json.loads(fs.cat_file(f"{root}/chr1/zarr.json"))
-    fmt = chunks.ArrayFormat.of(document)
-    files = chunks.Files(url, None, fs, url if url.startswith("http") else root)
+    files = StoreFiles.open(url, storage_options)
+    fmt = chunks.ArrayFormat.of(files.read_json("chr1/zarr.json"))
     return chunks.CoverageArray(files, "chr1", fmt, lambda row: chunks.UNKNOWN_PRESENCE, url)
 
 

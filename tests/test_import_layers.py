@@ -26,6 +26,7 @@ UNITS = {
     "errors": "format",
     "options": "format",
     "extras": "format",
+    "storage": "format",
     "layout": "format",
     "simulate": "format",
     "engine": "engine",

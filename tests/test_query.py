@@ -239,67 +239,39 @@ def many_regions_in_few_chunks(tmp_path: Path) -> Path:
 NEEDED_CHUNKS = [("chr1", c) for c in range(0, 1030 // CHUNK + 1)] + [("chr3", 9), ("chr3", 10)]
 
 
-def test_summarize_decodes_each_chunk_once(store: Path, tmp_path: Path, sharded: bool) -> None:
-    """Thousands of regions in few chunks, read through zarr: each needed chunk is read from
-    the store once (sharded: each inner chunk's byte range once; the shard index is read by
-    zarr on each of its reads)."""
-    from zarr.abc.store import SuffixByteRequest
-
-    class Counting(WrapperStore):
-        def __init__(self, inner) -> None:
-            super().__init__(inner)
-            self.gets: list[tuple[str, object]] = []
-
-        async def get(self, key, prototype, byte_range=None):
-            self.gets.append((key, byte_range))
-            return await self._store.get(key, prototype, byte_range)
-
-    counting = Counting(LocalStore(store, read_only=True))
-    source = CoverageSource.from_group(str(store), zarr.open_group(store=counting, mode="r"))
-    bed = many_regions_in_few_chunks(tmp_path)
-    counting.gets.clear()
-    summarize_frame(source, bed, stat="max", threads=2)
-    chunk_reads = [
-        (key, byte_range)
-        for key, byte_range in counting.gets
-        if "/c/" in key and not isinstance(byte_range, SuffixByteRequest)  # not an index
-    ]
-    assert len(chunk_reads) == len(set(chunk_reads))  # never twice
-    keys = {key for key, _ in chunk_reads}
-    if sharded:
-        assert keys <= {f"{a}/c/{r}/0" for a in ("chr1", "chr3") for r in range(3)}
-        assert len(chunk_reads) <= 3 * len(NEEDED_CHUNKS)
-    else:
-        needed = {f"{a}/c/{r}/{c}" for a, c in NEEDED_CHUNKS for r in range(3)}
-        assert keys <= needed  # only chunks the regions touch (empty ones are absent)
-    assert {k.split("/c/")[0] for k in keys} == {"chr1", "chr3"}
-
-
-def test_local_reads_decode_each_chunk_once(
+def test_summarize_decodes_each_block_once(
     store: Path, tmp_path: Path, read_rows, monkeypatch, sharded: bool
 ) -> None:
-    """The direct path (local files, no zarr) decodes each stored chunk the regions touch
-    exactly once, and, sharded, reads each row's shard index once."""
-    import numcodecs
-
+    """Thousands of regions in few chunks: each stored chunk the regions touch is loaded once
+    (its header), each of its blocks decoded once (a 64-position chunk is one block here), and,
+    sharded, each row's shard index is read once."""
     from bamstore.engine import shard
+    from bamstore.query import chunks
 
-    decoded: list[int] = []
+    loaded: list[tuple[str, int, int]] = []
     indexes: list[Path] = []
-    real_decode, real_index = numcodecs.Blosc.decode, shard.read_shard_index
+    real_files, real_sharded = chunks.CoverageArray._load_files, chunks.CoverageArray._load_sharded
+    real_index = shard.read_shard_index
 
-    def count_decode(self, buf, out=None):
-        decoded.append(1)
-        return real_decode(self, buf, out=out)
+    def count_files(self, pairs):
+        loaded.extend((self.name, r, c) for r, c in pairs)
+        return real_files(self, pairs)
+
+    def count_sharded(self, pairs):
+        loaded.extend((self.name, r, c) for r, c in pairs)
+        return real_sharded(self, pairs)
 
     def count_index(path, n_inner):
         indexes.append(Path(path))
         return real_index(path, n_inner)
 
     rows = {contig: read_rows(store, contig) for contig in ("chr1", "chr3")}
-    monkeypatch.setattr(numcodecs.Blosc, "decode", count_decode)
+    monkeypatch.setattr(chunks.CoverageArray, "_load_files", count_files)
+    monkeypatch.setattr(chunks.CoverageArray, "_load_sharded", count_sharded)
     monkeypatch.setattr(shard, "read_shard_index", count_index)
+    before = chunks.blocks_decoded()
     summarize_frame(CoverageSource.open(store), many_regions_in_few_chunks(tmp_path), stat="max")
+    decoded = chunks.blocks_decoded() - before
     monkeypatch.undo()
     stored = [
         (contig, r, c)
@@ -307,12 +279,37 @@ def test_local_reads_decode_each_chunk_once(
         for r in range(3)
         if rows[contig][r, c * CHUNK : (c + 1) * CHUNK].any()
     ]
-    assert len(decoded) == len(stored)
+    assert sorted(loaded) == sorted({(a, r, c) for a, c in NEEDED_CHUNKS for r in range(3)})
+    assert decoded == len(stored)
     if sharded:
         assert sorted(indexes) == sorted(set(indexes))
         assert len(indexes) == len({(contig, r) for contig, r, _ in stored})
     else:
         assert indexes == []
+
+
+def test_block_reader_and_zarr_read_the_same(store: Path, tmp_path: Path, sharded: bool) -> None:
+    """Stores bamstore writes (blosc and uncompressed) take the block reader and read what
+    zarr reads; a zarr store of another kind (a wrapper) is read through zarr, the same."""
+    bams = [make_bam(tmp_path / f"n{i}.bam", 300, CONTIGS, seed=70 + i, threads=1) for i in (0, 1)]
+    plain = tmp_path / "plain.zarr"
+    BamStore.from_bam_files(
+        bams, store_path=plain, chunk_len=CHUNK, construction_compression="none", shard=sharded
+    )
+    for path, rows in ((store, [2, 0]), (plain, [1, 0])):
+        source = CoverageSource.open(path)
+        group = zarr.open_group(str(path), mode="r")
+        for name, length in CONTIGS:
+            assert source.coverage(name) is not None
+            got = source.read(name, rows, 0, length)
+            np.testing.assert_array_equal(got, group[name].oindex[rows, :])
+    wrapped = zarr.open_group(store=WrapperStore(LocalStore(store, read_only=True)), mode="r")
+    through_zarr = CoverageSource.from_group(str(store), wrapped)
+    assert through_zarr.coverage("chr1") is None
+    np.testing.assert_array_equal(
+        through_zarr.read("chr1", [0, 2], 5, 4000),
+        CoverageSource.open(store).read("chr1", [0, 2], 5, 4000),
+    )
 
 
 def test_summarize_cli_tsv(store: Path, tmp_path: Path, run_cli, read_rows) -> None:
@@ -810,27 +807,3 @@ def test_batches_give_the_same_table(store: Path, tmp_path: Path) -> None:
     batched = to_frame(summarize(source, bed, stat="min", threads=2, batch_size=7))
     pd.testing.assert_frame_equal(batched, whole)
     assert list(zip(batched.chrom, batched.start, batched.end, strict=True)) == regions
-
-
-def test_local_chunk_files_read_what_zarr_reads(store: Path, tmp_path: Path, sharded: bool) -> None:
-    """The direct chunk path (local stores in the layout's codecs) equals zarr's own reading,
-    for blosc and for uncompressed stores; other stores go through zarr."""
-    from bamstore.query.reduce import ChunkReader, LocalChunkFiles, LocalShardFiles
-
-    bams = [make_bam(tmp_path / f"n{i}.bam", 300, CONTIGS, seed=70 + i, threads=1) for i in (0, 1)]
-    plain = tmp_path / "plain.zarr"
-    BamStore.from_bam_files(
-        bams, store_path=plain, chunk_len=CHUNK, construction_compression="none", shard=sharded
-    )
-    for path, rows in ((store, [2, 0]), (plain, [1, 0])):
-        source = CoverageSource.open(path)
-        reader = ChunkReader(source, rows, threads=1)
-        for name, length in CONTIGS:
-            array = source.root[name]
-            direct = LocalChunkFiles.of(array, CHUNK)
-            assert direct is not None and isinstance(direct, LocalShardFiles) == sharded
-            last = (length - 1) // CHUNK
-            got = np.concatenate(reader.fetch(name, 0, 0, last), axis=1)
-            np.testing.assert_array_equal(got, zarr.open_group(str(path), mode="r")[name][rows, :])
-    wrapped = zarr.open_group(store=WrapperStore(LocalStore(store, read_only=True)), mode="r")
-    assert LocalChunkFiles.of(wrapped["chr1"], CHUNK) is None

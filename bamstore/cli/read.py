@@ -172,13 +172,13 @@ def summarize(
     )
     rows = write_tsv(summary, out)
     log.info(
-        "%s: %d region(s) x %d sample(s), %s%s (%d chunk(s) read)",
+        "%s: %d region(s) x %d sample(s), %s%s (%d block(s) decoded)",
         out,
         rows,
         len(summary.samples),
         stat,
         "" if summary.normalise is None else f", {summary.normalise}",
-        summary.chunks_read,
+        summary.blocks_read,
     )
 
 
@@ -251,13 +251,13 @@ def profile(
     result.save_npz(out)
     samples_n, regions_n, bins_n = result.matrix.shape
     log.info(
-        "%s: %d sample(s) x %d region(s) x %d bin(s) of %d bp (%d chunk(s) read)",
+        "%s: %d sample(s) x %d region(s) x %d bin(s) of %d bp (%d block(s) decoded)",
         out,
         samples_n,
         regions_n,
         bins_n,
         bin_size,
-        result.chunks_read,
+        result.blocks_read,
     )
     if plot_out is not None:
         from bamstore.plot.heatmap import plot_profile

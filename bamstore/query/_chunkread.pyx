@@ -94,6 +94,12 @@ cdef int BLOSC_DONT_SPLIT = 0x10
 cdef int BLOSC_ZSTD = 4
 cdef int ITEM = 4  # bytes per position (uint32)
 cdef int64_t BOUNCE = 65536  # positions per pass when folding raw chunks read from files
+# Decoded blocks a reading thread keeps, least recently used replaced first: intervals sorted
+# by start that each span fewer blocks decode every block once (a region across a block edge
+# and the next one, back in the first block, would otherwise decode it twice), and a reader
+# moving along a row (a data loader's neighbouring windows) decodes each block once.
+cdef enum:
+    SLOTS = 4
 
 
 cdef struct Entry:
@@ -110,6 +116,7 @@ cdef struct Entry:
     char *path  # the file (owned), NULL for memory
     int64_t footprint
     uint64_t last_use
+    uint64_t stamp  # when it was loaded: a block decoded from an earlier load is not reused
 
 
 cdef inline int32_t le_i32(const uint8_t *p) noexcept nogil:
@@ -193,20 +200,27 @@ cdef inline int64_t fold(int64_t acc, const uint32_t *run, int64_t n, int how) n
 
 
 cdef class Scratch:
-    """Buffers, a zstd context and an open file of one reading thread (never shared)."""
+    """Buffers, a zstd context, an open file and the last decoded blocks of one reading thread
+    (never shared between threads)."""
 
     cdef uint8_t *cbuf
     cdef int64_t cbuf_len
-    cdef uint8_t *tmp
-    cdef uint32_t *block
     cdef uint32_t *bounce
-    cdef int64_t block_len
     cdef ZSTD_DCtx *ctx
-    # the block last decoded into `block`: pieces sorted by start reuse it
-    cdef const Entry *last_entry
-    cdef int64_t last_k
-    cdef bint last_shuffled
-    cdef int64_t last_items, valid_lo, valid_hi  # items of `block` already unshuffled
+    # SLOTS decoded blocks: the byte planes (`planes`) of a shuffled block are unshuffled into
+    # `data` only where read ([lo, hi) items), as a window reads a few thousand of them
+    cdef int64_t slot_len
+    cdef uint8_t *planes[SLOTS]
+    cdef uint32_t *data[SLOTS]
+    cdef const Entry *slot_entry[SLOTS]
+    cdef uint64_t slot_stamp[SLOTS]
+    cdef int64_t slot_k[SLOTS]
+    cdef int64_t slot_items[SLOTS]
+    cdef int64_t slot_lo[SLOTS]
+    cdef int64_t slot_hi[SLOTS]
+    cdef bint slot_shuffled[SLOTS]
+    cdef uint64_t slot_used[SLOTS]
+    cdef uint64_t tick
     # the file of the last read: the blocks of one chunk open it once
     cdef int fd
     cdef const char *fd_path
@@ -220,26 +234,31 @@ cdef class Scratch:
             raise MemoryError("cannot allocate a zstd context")
         self.fd = -1
         self.fd_path = NULL
-        self.last_entry = NULL
-        self.last_k = -1
+        self.forget()
 
     def __dealloc__(self):
+        cdef int i
         self.close()
         free(self.cbuf)
-        free(self.tmp)
-        free(self.block)
+        for i in range(SLOTS):
+            free(self.planes[i])
+            free(self.data[i])
         free(self.bounce)
         if self.ctx != NULL:
             ZSTD_freeDCtx(self.ctx)
 
+    cdef void forget(self) noexcept nogil:
+        cdef int i
+        for i in range(SLOTS):
+            self.slot_entry[i] = NULL
+            self.slot_k[i] = -1
+
     cdef void close(self) noexcept nogil:
-        """Close the kept file and forget the kept block (at the end of every read)."""
+        """Close the kept file (at the end of every read; decoded blocks are kept)."""
         if self.fd >= 0:
             close(self.fd)
         self.fd = -1
         self.fd_path = NULL
-        self.last_entry = NULL
-        self.last_k = -1
 
     cdef int64_t pread_path(self, const char *path, void *buf, int64_t n,
                             int64_t offset) noexcept nogil:
@@ -267,8 +286,10 @@ cdef class Scratch:
         return total
 
     cdef int reserve(self, int64_t cbytes, int64_t bbytes) noexcept nogil:
+        """Room for a compressed block of cbytes and decoded blocks of bbytes (0 or -1)."""
         cdef uint8_t *p
         cdef uint32_t *q
+        cdef int i
         if cbytes > self.cbuf_len:
             p = <uint8_t *>malloc(cbytes)
             if p == NULL:
@@ -276,20 +297,35 @@ cdef class Scratch:
             free(self.cbuf)
             self.cbuf = p
             self.cbuf_len = cbytes
-        if bbytes > self.block_len:
-            p = <uint8_t *>malloc(bbytes)
-            q = <uint32_t *>malloc(bbytes)
-            if p == NULL or q == NULL:
-                free(p)
-                free(q)
-                return -1
-            free(self.tmp)
-            free(self.block)
-            self.tmp = p
-            self.block = q
-            self.block_len = bbytes
-            self.last_entry = NULL
+        if bbytes > self.slot_len:
+            for i in range(SLOTS):
+                free(self.planes[i])
+                free(self.data[i])
+                self.planes[i] = <uint8_t *>malloc(bbytes)
+                self.data[i] = <uint32_t *>malloc(bbytes)
+                if self.planes[i] == NULL or self.data[i] == NULL:
+                    self.slot_len = 0
+                    self.forget()
+                    return -1
+            self.slot_len = bbytes
+            self.forget()
         return 0
+
+    cdef int slot_of(self, const Entry *e, int64_t k) noexcept nogil:
+        """The slot holding block k of entry e as loaded now, or -1."""
+        cdef int i
+        for i in range(SLOTS):
+            if self.slot_entry[i] == e and self.slot_k[i] == k and self.slot_stamp[i] == e.stamp:
+                return i
+        return -1
+
+    cdef int victim(self) noexcept nogil:
+        """The least recently used slot."""
+        cdef int i, best = 0
+        for i in range(1, SLOTS):
+            if self.slot_used[i] < self.slot_used[best]:
+                best = i
+        return best
 
     cdef int fail(self, int rc, int64_t row, int64_t col) noexcept nogil:
         self.failed_row = row
@@ -589,6 +625,7 @@ cdef class ChunkTable:
         self.footprint += e.footprint
         self.clock += 1
         e.last_use = self.clock
+        e.stamp = self.clock
         e.state = FRAME
         if owner is not None:
             self.owners[(row, col)] = owner
@@ -623,6 +660,7 @@ cdef class ChunkTable:
         self.footprint += e.footprint
         self.clock += 1
         e.last_use = self.clock
+        e.stamp = self.clock
         e.state = state
         if owner is not None:
             self.owners[(row, col)] = owner
@@ -644,47 +682,51 @@ cdef class ChunkTable:
 
     cdef int block(self, Entry *e, int64_t k, int64_t lo, int64_t hi, Scratch s,
                    const uint32_t **values) noexcept nogil:
-        """Block k of a FRAME entry in s.block, with at least its items [lo, hi) unshuffled;
-        the block last decoded is reused."""
+        """Block k of a FRAME entry, decoded (or still held) in a slot of `s`, with at least its
+        items [lo, hi) unshuffled."""
         cdef int64_t start, length, got, bsize
         cdef const uint8_t *src
         cdef int rc
-        if s.last_entry == e and s.last_k == k:
-            if s.last_shuffled and (lo < s.valid_lo or hi > s.valid_hi):
-                lo = min(lo, s.valid_lo)
-                hi = max(hi, s.valid_hi)
-                unshuffle_range(s.tmp, s.last_items, lo, hi, s.block)
-                s.valid_lo, s.valid_hi = lo, hi
-            values[0] = s.block
-            return OK
-        start = e.block_start[k]
-        length = e.block_end[k] - start
-        bsize = min(e.block_bytes, e.nbytes - k * e.block_bytes)
-        if s.reserve(length, e.block_bytes) != 0:
-            return DAMAGED
-        if e.mem != NULL:
-            src = e.mem + e.base + start
-        else:
-            got = s.pread_path(e.path, s.cbuf, length, e.base + start)
-            if got < 0:
-                return MISSING if s.failed_errno == ENOENT else IO_ERROR
-            if got != length:
+        cdef int i = s.slot_of(e, k)
+        s.tick += 1
+        if i < 0:
+            start = e.block_start[k]
+            length = e.block_end[k] - start
+            bsize = min(e.block_bytes, e.nbytes - k * e.block_bytes)
+            if s.reserve(length, e.block_bytes) != 0:
                 return DAMAGED
-            src = s.cbuf
-        rc = decode_block(src, length, e.flags, bsize, bsize < e.block_bytes, s.tmp, s.block,
-                          s.ctx)
-        if rc != OK:
-            s.last_entry = NULL
-            return rc
-        s.blocks_decoded += 1
-        s.last_entry = e
-        s.last_k = k
-        s.last_items = bsize // ITEM
-        s.last_shuffled = (e.flags & BLOSC_SHUFFLE) != 0
-        if s.last_shuffled:
-            unshuffle_range(s.tmp, s.last_items, lo, hi, s.block)
-            s.valid_lo, s.valid_hi = lo, hi
-        values[0] = s.block
+            if e.mem != NULL:
+                src = e.mem + e.base + start
+            else:
+                got = s.pread_path(e.path, s.cbuf, length, e.base + start)
+                if got < 0:
+                    return MISSING if s.failed_errno == ENOENT else IO_ERROR
+                if got != length:
+                    return DAMAGED
+                src = s.cbuf
+            i = s.victim()
+            s.slot_entry[i] = NULL
+            rc = decode_block(src, length, e.flags, bsize, bsize < e.block_bytes, s.planes[i],
+                              s.data[i], s.ctx)
+            if rc != OK:
+                return rc
+            s.blocks_decoded += 1
+            s.slot_entry[i] = e
+            s.slot_stamp[i] = e.stamp
+            s.slot_k[i] = k
+            s.slot_items[i] = bsize // ITEM
+            s.slot_shuffled[i] = (e.flags & BLOSC_SHUFFLE) != 0
+            s.slot_lo[i] = 0
+            s.slot_hi[i] = 0 if s.slot_shuffled[i] else s.slot_items[i]
+        s.slot_used[i] = s.tick
+        if lo < s.slot_lo[i] or hi > s.slot_hi[i]:
+            if s.slot_hi[i] > s.slot_lo[i]:  # extend the unshuffled range
+                lo = min(lo, s.slot_lo[i])
+                hi = max(hi, s.slot_hi[i])
+            unshuffle_range(s.planes[i], s.slot_items[i], lo, hi, s.data[i])
+            s.slot_lo[i] = lo
+            s.slot_hi[i] = hi
+        values[0] = s.data[i]
         return OK
 
     cdef int run(self, int64_t row, int64_t pos, int64_t end, Scratch s, const uint32_t **values,

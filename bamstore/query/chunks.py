@@ -39,6 +39,7 @@ from bamstore import layout
 from bamstore.engine import shard
 from bamstore.errors import DamagedStoreError
 from bamstore.query import _chunkread
+from bamstore.storage import StoreFiles
 
 Result = _chunkread.Result
 INDEX_BUDGET = 64 * 2**20  # bytes of chunk headers (and remote frames) kept per array
@@ -145,67 +146,6 @@ class Presence:
 UNKNOWN_PRESENCE = Presence()
 
 
-class Files:
-    """The files of a store: a local folder or a URL (through fsspec)."""
-
-    def __init__(self, label: str, local: Path | None, fs: Any = None, root: str = ""):
-        self.label = label
-        self.local = local
-        self.fs = fs
-        self.root = root.rstrip("/")
-
-    @property
-    def remote(self) -> bool:
-        return self.local is None
-
-    def path(self, key: str) -> str:
-        """The local path or URL of a store key (`chr1/c/0/3`), for messages and reads."""
-        if self.local is not None:
-            return str(self.local / key)
-        return f"{self.root}/{key}"
-
-    def fetch(
-        self, keys: Sequence[str], ranges: Sequence[tuple[int, int | None] | None]
-    ) -> list[Any]:
-        """The bytes of each key, or of its [start, end) range ((-n, None): its last n bytes),
-        fetched concurrently; FileNotFoundError objects in place of missing files."""
-        paths = [self.path(k) for k in keys]
-        if self.local is not None:
-            return [_read_local(p, r) for p, r in zip(paths, ranges, strict=True)]
-        starts = [None if r is None else r[0] for r in ranges]
-        ends = [None if r is None else r[1] for r in ranges]
-        out = self.fs.cat_ranges(paths, starts, ends, on_error="return")
-        return [
-            _missing(p, v) if isinstance(v, Exception) else v
-            for p, v in zip(paths, out, strict=True)
-        ]
-
-
-def _read_local(path: str, span: tuple[int, int | None] | None) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            if span is None:
-                return fh.read()
-            start, end = span
-            if end is None:
-                fh.seek(max(start, -os.fstat(fh.fileno()).st_size), os.SEEK_END)
-                return fh.read()
-            fh.seek(start)
-            return fh.read(end - start)
-    except FileNotFoundError as exc:
-        return exc
-
-
-def _missing(path: str, exc: Exception) -> Exception:
-    """fsspec's errors for a file that is not there, as FileNotFoundError; others as they are."""
-    if isinstance(exc, FileNotFoundError):
-        return exc
-    status = getattr(exc, "status", None) or getattr(exc, "code", None)
-    if status == 404:
-        return FileNotFoundError(path)
-    return exc
-
-
 class CoverageArray:
     """One coverage array of a store, read through a `ChunkTable`.
 
@@ -215,7 +155,7 @@ class CoverageArray:
 
     def __init__(
         self,
-        files: Files,
+        files: StoreFiles,
         name: str,
         fmt: ArrayFormat,
         presence: Callable[[int], Presence],
@@ -427,7 +367,9 @@ class CoverageArray:
         for _ in range(MAX_RELOADS):
             self.ensure(rows, cols)
             scratch = self._scratch()
+            before = scratch.blocks_decoded
             result = read(scratch)
+            _count_blocks(scratch.blocks_decoded - before)
             if result == Result.OK:
                 return
             row, col = scratch.failed_row, scratch.failed_col
@@ -444,7 +386,7 @@ class CoverageArray:
         out = np.empty((len(starts_a), len(rows_a), width), dtype=np.uint32)
         if width == 0 or len(starts_a) == 0 or len(rows_a) == 0:
             return out
-        cols = _columns(starts_a, starts_a + width, self.format.chunk_len)
+        cols = columns_of(starts_a, starts_a + width, self.format.chunk_len)
         self._retrying(
             rows_a,
             cols,
@@ -463,7 +405,7 @@ class CoverageArray:
         keep = ends_a > starts_a
         if not keep.any() or len(rows_a) == 0:
             return
-        cols = _columns(starts_a[keep], ends_a[keep], self.format.chunk_len)
+        cols = columns_of(starts_a, ends_a, self.format.chunk_len)
         self._retrying(
             rows_a,
             cols,
@@ -471,8 +413,10 @@ class CoverageArray:
         )
 
 
-def _columns(starts: np.ndarray, ends: np.ndarray, chunk_len: int) -> np.ndarray:
-    """Every chunk column that intervals [starts, ends) (non-empty) touch."""
+def columns_of(starts: np.ndarray, ends: np.ndarray, chunk_len: int) -> np.ndarray:
+    """Every chunk column that intervals [starts, ends) touch (empty ones: none)."""
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]
     first = starts // chunk_len
     last = (ends - 1) // chunk_len
     if np.all(first == last):
@@ -488,7 +432,22 @@ def _read_span(path: bytes, span: tuple[int, int]) -> bytes:
         return fh.read(span[1] - span[0])
 
 
-# ------------------------------------------------------------ parallel reads
+# ------------------------------------------------------------ counts and parallel reads
+
+_BLOCKS = [0]
+_BLOCKS_LOCK = threading.Lock()
+
+
+def _count_blocks(n: int) -> None:
+    with _BLOCKS_LOCK:
+        _BLOCKS[0] += n
+
+
+def blocks_decoded() -> int:
+    """Blosc blocks decoded by every reader of this process so far (tests hold reads to
+    "each block once" with it)."""
+    return _BLOCKS[0]
+
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()

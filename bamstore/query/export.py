@@ -15,8 +15,9 @@ values and bin means are rounded to the nearest float32 (relative error below 6e
 neighbouring runs may read back as the same float32. bedGraph is text and writes each value as
 the shortest decimal that reads back as the same float64 (whole depths as integers).
 
-Each chunk of the sample's row is decoded once, `threads` chunks ahead of the writer. The track
-is written as `engine.outputs` says (`-`: stdout; a file is renamed into place when complete).
+Each block of the sample's row is decoded once, `threads` spans ahead of the writer. The
+track is written as `engine.outputs` says (`-`: stdout; a file is renamed into place when
+complete).
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ import numpy as np
 from bamstore.engine.outputs import file_output
 from bamstore.errors import InputError, QueryError
 from bamstore.extras import require_extra
-from bamstore.query.reduce import ChunkReader
+from bamstore.query import chunks
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
 
 FORMATS = ("bigwig", "bedgraph")
+SPAN_CHUNKS = 4  # chunks of a row read at a time (16 MiB of values at 1 Mi positions)
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class ExportResult:
     bin_size: int
     normalise: str | None
     strand: str | None
-    chunks_read: int
+    blocks_read: int
 
 
 @dataclass(frozen=True)
@@ -64,23 +66,22 @@ class Runs:
 
 
 def _units(
-    reader: ChunkReader, array: str, length: int, bin_size: int, threads: int
+    source: CoverageSource, row: int, array: str, length: int, bin_size: int, threads: int
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(index of the first unit, values) windows along a contig: positions at bin size 1, else
-    bin means; each chunk decoded once, up to `threads` fetches ahead of the writer."""
-    n_cols = -(-length // reader.source.chunk_len)
-    step = reader.columns_per_fetch
+    bin means; each block decoded once, up to `threads` spans read ahead of the writer."""
+    span = SPAN_CHUNKS * source.chunk_len
     carry = np.zeros(0, dtype=np.uint32)
     first_unit = 0
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        ahead: list[Future[list[np.ndarray]]] = []
-        next_col = 0
-        for _ in range(0, n_cols, step):
-            while next_col < n_cols and len(ahead) < threads + 1:
-                last = min(n_cols, next_col + step) - 1
-                ahead.append(pool.submit(reader.fetch, array, 0, next_col, last))
-                next_col = last + 1
-            block = np.concatenate([b[0] for b in ahead.pop(0).result()])
+        ahead: list[Future[np.ndarray]] = []
+        next_start = 0
+        while next_start < length or ahead:
+            while next_start < length and len(ahead) < threads + 1:
+                stop = min(length, next_start + span)
+                ahead.append(pool.submit(source.read, array, [row], next_start, stop))
+                next_start = stop
+            block = ahead.pop(0).result()[0]
             if bin_size == 1:
                 yield first_unit, block
                 first_unit += len(block)
@@ -97,14 +98,14 @@ def _units(
 
 
 def contig_runs(
-    reader: ChunkReader, array: str, length: int, bin_size: int, threads: int
+    source: CoverageSource, row: int, array: str, length: int, bin_size: int, threads: int
 ) -> Iterator[Runs]:
     """Maximal runs of equal value along one contig, in order, a batch per chunk.
 
     The last run of a window is held back until the next window shows whether it goes on.
     """
     held_start, held_value = 0, None
-    for first_unit, values in _units(reader, array, length, bin_size, threads):
+    for first_unit, values in _units(source, row, array, length, bin_size, threads):
         change = np.flatnonzero(values[1:] != values[:-1]) + 1
         starts = np.concatenate([[0], change]) + first_unit
         vals = values[np.concatenate([[0], change])]
@@ -235,7 +236,7 @@ def export_track(
     arrays = {c: source.array_name(c, strand) for c in contigs}
     per_million = source.per_million(rows, method)
     scale = None if per_million is None else float(per_million[0])
-    reader = ChunkReader(source, rows, threads)
+    first_block = chunks.blocks_decoded()
     written = 0
     with file_output(out) as staged:
         chroms = [(c, source.chromsizes[c]) for c in contigs]
@@ -247,7 +248,10 @@ def export_track(
         try:
             for contig in contigs:
                 length = source.chromsizes[contig]
-                for runs in contig_runs(reader, arrays[contig], length, int(bin_size), threads):
+                runs_of = contig_runs(
+                    source, rows[0], arrays[contig], length, int(bin_size), threads
+                )
+                for runs in runs_of:
                     if skip_zeros:
                         keep = runs.value != 0
                         runs = Runs(runs.start[keep], runs.end[keep], runs.value[keep])
@@ -270,7 +274,7 @@ def export_track(
         bin_size=int(bin_size),
         normalise=method,
         strand=strand,
-        chunks_read=reader.chunks_read,
+        blocks_read=chunks.blocks_decoded() - first_block,
     )
 
 

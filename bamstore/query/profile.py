@@ -10,9 +10,9 @@ contig is an error naming the line, unless skipped (`--skip-missing`).
 
 Normalisation is per position, as `extract_region`: CPM = mean / (library size / 1e6), RPKM =
 CPM x 1000 (1 bp = 0.001 kb). The matrix is (samples x regions x bins) float64, regions in input
-order; every bin is reduced chunk by chunk with each chunk decoded once (`reduce`). The matrix is
-the output and is held in memory (8 B x samples x regions x bins); the working memory besides it
-does not grow with the number of regions.
+order; every bin is reduced from the blosc blocks it covers, each decoded once (`reduce`). The
+matrix is the output and is held in memory (8 B x samples x regions x bins); the working memory
+besides it does not grow with the number of regions.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 
 from bamstore.engine.outputs import file_output
 from bamstore.errors import QueryError
-from bamstore.query.reduce import ChunkReader, Intervals, reduce_intervals
+from bamstore.query.reduce import Intervals, Reducer
 from bamstore.query.regions import (
     BedInput,
     BedRegion,
@@ -56,7 +56,7 @@ class Profile:
     strand: str | None
     store: str
     skipped: int = 0
-    chunks_read: int = 0
+    blocks_read: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -134,7 +134,8 @@ def profile(
     index = {name: i for i, name in enumerate(contigs)}
     arrays = [source.array_name(c, strand) for c in contigs]
     per_million = source.per_million(rows, method)
-    reader = ChunkReader(source, rows, threads)
+    reducer = Reducer(source, rows, threads)
+    first_block = reducer.blocks_decoded
     label = bed_label(bed)
     skipped = Skipped()
     kept: list[BedRegion] = []
@@ -161,7 +162,7 @@ def profile(
         bin_offsets = np.where(minus[:, None], offsets[::-1][None, :], offsets[None, :])
         starts = (lo_arr[:, None] + bin_offsets).ravel()
         contig = np.repeat(np.fromiter((index[r.chrom] for r in good), np.int64, len(good)), n_bins)
-        sums = reduce_intervals(reader, arrays, Intervals(contig, starts, starts + bin_size), "sum")
+        sums = reducer.reduce(arrays, Intervals(contig, starts, starts + bin_size), "sum")
         means = sums / bin_size
         if per_million is not None:
             means = means / per_million[None, :]
@@ -184,7 +185,7 @@ def profile(
         strand=strand,
         store=source.label,
         skipped=skipped.count,
-        chunks_read=reader.chunks_read,
+        blocks_read=reducer.blocks_decoded - first_block,
     )
 
 

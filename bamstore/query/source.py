@@ -1,75 +1,61 @@
 """Open a store read-only from a local path or a URL: what every query reads through.
 
-A store is found at a path (zarr's `LocalStore`) or at an `http://`, `https://` or `s3://` URL
-(zarr's `FsspecStore`: HTTP through fsspec + aiohttp, S3 through s3fs). Both give the same zarr
-group, so the queries, `BamStore.extract_region` and QuantNado's readers see the same values
-wherever the store lives. Remote stores are always read-only. The fsspec packages are the
-`remote` extra; without them a URL gives one line saying what to install.
+`CoverageSource` is the read-only view the queries and `BamStore.extract_region(s)` take: what
+they need from the root attributes and `metadata/`, read once, and a `chunks.CoverageArray` per
+coverage array, which reads only the blosc blocks a query touches (local files, or HTTP/S3
+range requests through fsspec: `bamstore.storage`). It turns the user's choices (samples,
+strand, normalisation) into array names, rows and divisors, and refuses bad ones in one line.
 
-S3 settings come from the usual places (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-`AWS_ENDPOINT_URL` for an S3-compatible server, `~/.aws/`), or from `storage_options` in Python.
-
-`CoverageSource` is the read-only view the queries take: the zarr group plus what they need from
-the root attributes and `metadata/`, read once. It turns the user's choices (samples, strand,
-normalisation) into array names, rows and library-size divisors, and refuses bad ones in one line.
+zarr is not imported on this path: the reading commands start in a tenth of a second and never
+pay zarr's per-call machinery. It is used only for what the block reader does not read (arrays
+in another layout, metadata arrays with other codecs), and as `root` for the API's QuantNado
+properties. QuantNado's readers and zarr itself read the same stores (the tests compare).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
-from zarr.abc.store import Store
-from zarr.storage import FsspecStore, LocalStore
 
 from bamstore import layout
 from bamstore.engine.samplesheet import repeated_names
 from bamstore.errors import (
     ArgumentTypeError,
+    DamagedStoreError,
     FormatError,
     QueryError,
     UnanswerableError,
 )
 from bamstore.extras import require_extra
+from bamstore.query import chunks
+from bamstore.storage import REMOTE_SCHEMES, Location, StoreFiles, is_url, url_scheme
 
-# scheme -> (the packages fsspec needs for it, what they are called on PyPI)
-# the modules (of the `remote` extra) that zarr's FsspecStore needs for each scheme
-REMOTE_SCHEMES: dict[str, tuple[str, ...]] = {
-    "http": ("fsspec", "aiohttp"),
-    "https": ("fsspec", "aiohttp"),
-    "s3": ("fsspec", "s3fs"),
-}
 NORMALISE_CHOICES = ("none", "cpm", "rpkm")
 STRAND_CHOICES = ("fwd", "rev")
-Location = str | os.PathLike[str]
+VALIDATE_FIX = "run `bamstore validate {store}` to see what is damaged, then rebuild it"
+
+__all__ = [
+    "REMOTE_SCHEMES",
+    "CoverageSource",
+    "check_normalise",
+    "check_strand",
+    "is_url",
+    "open_group",
+    "open_zarr_store",
+    "url_scheme",
+]
 
 
-def url_scheme(location: Location) -> str | None:
-    """The scheme of a URL we can open ('http', 'https', 's3'), None for a local path."""
-    text = os.fspath(location)
-    if not isinstance(text, str) or "://" not in text:
-        return None
-    scheme = text.split("://", 1)[0].lower()
-    if scheme not in REMOTE_SCHEMES:
-        raise QueryError(
-            text,
-            f"cannot open {scheme}:// stores",
-            f"give a local path or an {', '.join(s + '://' for s in REMOTE_SCHEMES)} URL",
-        )
-    return scheme
+def open_zarr_store(location: Location, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """A read-only zarr store for a path or URL (FileNotFoundError if a path does not exist):
+    the API's `dataset` and QuantNado's readers work on it."""
+    from zarr.storage import FsspecStore, LocalStore
 
-
-def is_url(location: Location) -> bool:
-    return url_scheme(location) is not None
-
-
-def open_zarr_store(location: Location, storage_options: Mapping[str, Any] | None = None) -> Store:
-    """A read-only zarr store for a path or URL (FileNotFoundError if a path does not exist)."""
     scheme = url_scheme(location)
     if scheme is None:
         path = Path(location)
@@ -81,8 +67,11 @@ def open_zarr_store(location: Location, storage_options: Mapping[str, Any] | Non
     return FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=True)
 
 
-def open_group(location: Location, storage_options: Mapping[str, Any] | None = None) -> zarr.Group:
-    """The root group of a store at a path or URL, read-only; QueryError if it is not one."""
+def open_group(location: Location, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """The root zarr group of a store at a path or URL, read-only; QueryError if it is not
+    one."""
+    import zarr
+
     remote = is_url(location)
     try:
         store = open_zarr_store(location, storage_options)
@@ -102,62 +91,242 @@ def open_group(location: Location, storage_options: Mapping[str, Any] | None = N
         raise QueryError(location, f"is not a Zarr v3 group ({exc})", "check the path") from exc
 
 
-@dataclass(frozen=True)
-class CoverageSource:
-    """A store as the queries read it: its group and the attributes they need, read once."""
+def _damaged(files: StoreFiles, key: str, problem: str) -> DamagedStoreError:
+    return DamagedStoreError(files.path(key), problem, VALIDATE_FIX.format(store=files.label))
 
-    label: str  # path or URL, for messages
-    root: zarr.Group
-    sample_names: list[str]
-    chromsizes: dict[str, int]  # the store's order
-    chunk_len: int
-    stranded: dict[str, str]  # sample -> "U"/"F"/"R" or ""
-    has_strand_arrays: bool
-    completed: np.ndarray  # bool per sample
-    total_reads: np.ndarray | None  # float per sample (NaN where incomplete); None: not stored
+
+def _document(files: StoreFiles, key: str) -> dict[str, Any] | None:
+    """The zarr.json at `key` (None if it is not there); one that is not a JSON object is
+    damage, named."""
+    try:
+        doc = files.read_json(key)
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError):
+        raise _damaged(files, key, "is not JSON (truncated or altered)") from None
+    if not isinstance(doc, dict):
+        raise _damaged(files, key, "is not a zarr.json document (not a JSON object)")
+    return doc
+
+
+_DTYPES = {"bool": "|b1", "int64": "<i8", "uint8": "|u1", "float32": "<f4", "uint32": "<u4"}
+
+
+def read_small_array(files: StoreFiles, key: str) -> np.ndarray | None:
+    """A small array of `metadata/` (one value, or one row of 16, per sample) read without zarr:
+    zarr's default codecs (little-endian bytes, then zstd or nothing) on a regular grid along
+    the samples. None when the array is written otherwise (the caller then asks zarr); a
+    missing or undecodable chunk of a listed array is damage, named."""
+    doc = _document(files, f"{key}/{layout.ZARR_JSON}")
+    if doc is None:
+        return None
+    try:
+        shape = [int(n) for n in doc["shape"]]
+        grid = [int(n) for n in doc["chunk_grid"]["configuration"]["chunk_shape"]]
+        dtype = np.dtype(_DTYPES[doc["data_type"]])
+        names = [c["name"] for c in doc["codecs"]]
+        endian = doc["codecs"][0].get("configuration", {}).get("endian", "little")
+        separator = doc["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
+        plain = (
+            doc["chunk_key_encoding"]["name"] == "default"
+            and separator == "/"
+            and len(shape) in (1, 2)
+            and grid[1:] == shape[1:]
+            and names in (["bytes"], ["bytes", "zstd"])
+            and (endian == "little" or dtype.itemsize == 1)
+            and doc.get("zarr_format") == 3
+        )
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return None
+    if not plain:
+        return None
+    from bamstore.query import _chunkread
+
+    row_items = int(np.prod(shape[1:], dtype=np.int64))
+    fill = doc.get("fill_value", 0)
+    out = np.full(shape, np.nan if fill == "NaN" else fill, dtype=dtype)
+    n_chunks = -(-shape[0] // grid[0]) if shape[0] else 0
+    suffix = "/0" * (len(shape) - 1)
+    keys = [f"{key}/c/{i}{suffix}" for i in range(n_chunks)]
+    for i, data in enumerate(files.fetch(keys, [None] * n_chunks)):
+        if isinstance(data, FileNotFoundError):
+            continue  # never written: the fill value
+        if isinstance(data, Exception):
+            raise data
+        nbytes = grid[0] * row_items * dtype.itemsize
+        try:
+            raw = _chunkread.zstd_decompress(data, nbytes) if names[-1] == "zstd" else data
+            values = np.frombuffer(raw, dtype=dtype, count=grid[0] * row_items)
+        except ValueError:
+            raise _damaged(files, keys[i], "cannot be decoded (truncated or altered)") from None
+        lo = i * grid[0]
+        hi = min(shape[0], lo + grid[0])
+        out[lo:hi] = values.reshape(grid)[: hi - lo]
+    return out
+
+
+class CoverageSource:
+    """A store as the queries read it: what they need of it, read once, and its arrays."""
+
+    def __init__(
+        self,
+        label: str,
+        files: StoreFiles | None,
+        attrs: layout.StoreAttributes,
+        completed: np.ndarray,
+        total_reads: np.ndarray | None,
+        has_strand_arrays: bool,
+        root: Any = None,
+    ) -> None:
+        self.label = label  # path or URL, for messages
+        self.files = files  # None: a zarr store of another kind, read through zarr
+        self.attrs = attrs
+        self.sample_names = list(attrs.sample_names)
+        self.chromsizes = dict(attrs.contigs)  # the store's order
+        self.chunk_len = attrs.chunk_len
+        self.stranded = dict(attrs.stranded)  # sample -> "U"/"F"/"R" or ""
+        self.has_strand_arrays = has_strand_arrays
+        self.completed = completed  # bool per sample
+        self.total_reads = total_reads  # float (NaN where incomplete); None: not stored
+        self._root = root
+        self._arrays: dict[str, chunks.CoverageArray | None] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def open(
         cls, location: Location, storage_options: Mapping[str, Any] | None = None
     ) -> CoverageSource:
-        return cls.from_group(os.fspath(location), open_group(location, storage_options))
+        """The store at a path or URL; QueryError if there is none, DamagedStoreError if its
+        documents are damaged."""
+        label = os.fspath(location)
+        files = StoreFiles.open(location, storage_options)
+        if not files.exists():
+            raise QueryError(label, "store does not exist", "check the path")
+        try:
+            doc = _document(files, layout.ZARR_JSON)
+        except OSError as exc:
+            raise QueryError(label, f"cannot be opened ({exc})", "check the path or URL") from exc
+        if doc is None:
+            raise QueryError(label, "no store there (no zarr.json)", "check the path or URL")
+        if doc.get("zarr_format") != 3 or doc.get("node_type") != "group":
+            raise QueryError(label, "is not a Zarr v3 group", "give a store made by bamstore")
+        attrs = _attributes(label, doc.get("attributes", {}))
+        completed = read_small_array(files, f"{layout.METADATA_GROUP}/{layout.COMPLETED}")
+        reads = read_small_array(files, f"{layout.METADATA_GROUP}/{layout.TOTAL_READS}")
+        root = None
+        if completed is None:  # absent, or written with codecs read only by zarr
+            root = open_group(location, storage_options)
+            return cls.from_group(label, root, files=files)
+        first = next(iter(attrs.contig_names), None)
+        strands = first is not None and (
+            _document(files, f"{layout.strand_array_names(first)[0]}/{layout.ZARR_JSON}")
+            is not None
+        )
+        return cls(
+            label,
+            files,
+            attrs,
+            completed.astype(bool),
+            _library_sizes(reads, completed.astype(bool)),
+            strands,
+            root,
+        )
 
     @classmethod
-    def from_group(cls, label: str, root: zarr.Group) -> CoverageSource:
-        try:
-            attrs = layout.StoreAttributes.from_json(dict(root.attrs))
-        except FormatError as exc:
-            raise QueryError(
-                label,
-                f"{exc}, so it is not a coverage store",
-                "give a store made by bamstore (or QuantNado)",
-            ) from None
-        names = list(attrs.sample_names)
-        sizes = dict(attrs.contigs)
-        stranded = dict(attrs.stranded)
+    def from_group(cls, label: str, root: Any, files: StoreFiles | None = None) -> CoverageSource:
+        """The store of an open zarr group (the API's), read through the same block reader."""
+        import zarr
+
+        attrs = _attributes(label, dict(root.attrs))
         meta = root.get(layout.METADATA_GROUP)
         done = meta.get(layout.COMPLETED) if isinstance(meta, zarr.Group) else None
         if not isinstance(done, zarr.Array):
             raise QueryError(label, "has no metadata/completed array", "rebuild the store")
         completed = np.asarray(done[...], dtype=bool)
         reads = meta.get(layout.TOTAL_READS) if isinstance(meta, zarr.Group) else None
-        total: np.ndarray | None = None
-        if isinstance(reads, zarr.Array):
-            total = np.asarray(reads[...], dtype=np.float64)
-            total[~completed] = np.nan
-        first = next(iter(sizes), None)
+        total = np.asarray(reads[...]) if isinstance(reads, zarr.Array) else None
+        first = next(iter(attrs.contig_names), None)
         strands = first is not None and layout.strand_array_names(first)[0] in root
         return cls(
-            label=label,
-            root=root,
-            sample_names=names,
-            chromsizes=sizes,
-            chunk_len=attrs.chunk_len,
-            stranded=stranded,
-            has_strand_arrays=bool(strands),
-            completed=completed,
-            total_reads=total,
+            label,
+            files or _files_of(label, root),
+            attrs,
+            completed,
+            _library_sizes(total, completed),
+            bool(strands),
+            root,
         )
+
+    @property
+    def root(self) -> Any:
+        """The store's zarr group (opened on first use: the fallback for arrays the block
+        reader does not read, and the API's `dataset`)."""
+        if self._root is None:
+            assert self.files is not None  # a source without files was made from its group
+            self._root = open_group(self.files.label if self.files.remote else self.files.local)
+        return self._root
+
+    # ---------------------------------------------------------------- reading coverage
+
+    def coverage(self, array_name: str) -> chunks.CoverageArray | None:
+        """The block reader of one coverage array; None for an array in a layout it does not
+        read (read through zarr instead)."""
+        with self._lock:
+            if array_name in self._arrays:
+                return self._arrays[array_name]
+        if self.files is None:
+            return None
+        key = f"{array_name}/{layout.ZARR_JSON}"
+        doc = _document(self.files, key)
+        if doc is None:
+            raise _damaged(self.files, key, "is missing: the store lists this array")
+        fmt = chunks.ArrayFormat.of(doc)
+        array = None
+        if fmt is not None:
+            array = chunks.CoverageArray(
+                self.files, array_name, fmt, self._presence(array_name), self.label
+            )
+        with self._lock:
+            return self._arrays.setdefault(array_name, array)
+
+    def _presence(self, array_name: str) -> Callable[[int], chunks.Presence]:
+        """Which chunks the record lists for each row of `array_name`."""
+        record = self.attrs.bamstore
+        if record is None:
+            return lambda row: chunks.UNKNOWN_PRESENCE
+        contigs = self.attrs.contig_names
+        by_row: list[chunks.Presence] = []
+        for name in self.sample_names:
+            sample = record.samples.get(name)
+            found = chunks.UNKNOWN_PRESENCE
+            if sample is not None:
+                for row in sample.rows(contigs, self.has_strand_arrays):
+                    if row.array == array_name:
+                        if row.columns is not None:
+                            found = chunks.Presence(layout.parse_columns(row.columns))
+                        else:
+                            found = chunks.Presence(any_data=row.coverage_sum > 0)
+                        break
+            by_row.append(found)
+        return lambda row: by_row[row] if self.completed[row] else chunks.UNKNOWN_PRESENCE
+
+    def read(self, array_name: str, rows: Sequence[int], start: int, end: int) -> np.ndarray:
+        """Coverage of `rows` over [start, end) of one array (rows x positions, uint32)."""
+        return self.read_windows(array_name, rows, [start], end - start)[0]
+
+    def read_windows(
+        self, array_name: str, rows: Sequence[int], starts: Sequence[int], width: int
+    ) -> np.ndarray:
+        """(windows, rows, width) uint32: [start, start + width) of each row for each start."""
+        array = self.coverage(array_name)
+        if array is not None:
+            return array.windows(rows, starts, width)
+        zarray = self.root[array_name]
+        index = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(starts), len(index), width), dtype=np.uint32)
+        for w, start in enumerate(starts):
+            out[w] = np.asarray(zarray.oindex[index, int(start) : int(start) + width])
+        return out
 
     # ---------------------------------------------------------------- choices -> arrays, rows
 
@@ -270,12 +439,6 @@ class CoverageSource:
             lib = self.total_reads[np.asarray(rows, dtype=np.int64)]
         return np.where(lib > 0, lib / 1e6, np.nan)
 
-    def read(self, array_name: str, rows: Sequence[int], start: int, end: int) -> np.ndarray:
-        """Coverage of `rows` over [start, end) of one array, reading only the chunks needed."""
-        array = self.root[array_name]
-        assert isinstance(array, zarr.Array)
-        return np.asarray(array.oindex[np.asarray(rows, dtype=np.int64), start:end])
-
     def normalised(
         self,
         values: np.ndarray,
@@ -294,6 +457,47 @@ class CoverageSource:
         if check_normalise(normalise) == "rpkm":
             out = out / (layout.BIN_SIZE / 1000.0)
         return out
+
+
+def _attributes(label: str, raw: Mapping[str, Any]) -> layout.StoreAttributes:
+    try:
+        return layout.StoreAttributes.from_json(raw)
+    except (FormatError, ValueError) as exc:
+        raise QueryError(
+            label,
+            f"{exc}, so it is not a coverage store",
+            "give a store made by bamstore (or QuantNado)",
+        ) from None
+
+
+def _library_sizes(reads: np.ndarray | None, completed: np.ndarray) -> np.ndarray | None:
+    if reads is None:
+        return None
+    total = np.asarray(reads, dtype=np.float64).copy()
+    total[~completed] = np.nan
+    return total
+
+
+def _files_of(label: str, root: Any) -> StoreFiles | None:
+    """The files behind a zarr group: a LocalStore's folder or an FsspecStore's filesystem;
+    None for any other zarr store (its arrays are then read through zarr)."""
+    from zarr.storage import FsspecStore, LocalStore
+
+    store = root.store
+    if isinstance(store, LocalStore):
+        return StoreFiles(label, Path(store.root))
+    if isinstance(store, FsspecStore):
+        # zarr's filesystem is asynchronous; the block reader's calls are not: the same kind,
+        # with the same options, made synchronous. Its path: the whole URL for HTTP, bucket/key
+        # for S3 (as StoreFiles.open).
+        import fsspec
+
+        fs = store.fs
+        if getattr(fs, "asynchronous", False):
+            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+            fs = fsspec.filesystem(protocol, **{**fs.storage_options, "asynchronous": False})
+        return StoreFiles(label, None, fs, store.path)
+    return None
 
 
 def check_normalise(normalise: str | None) -> str | None:

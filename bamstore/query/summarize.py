@@ -4,10 +4,10 @@ Rows come out in input order, one per BED line, as `chrom start end name` then o
 sample. The BED is read in batches (`batch_size`, about 127,000 regions for 8 samples), so the
 working set depends on the batch and the samples, not on the length of the BED (measured peak
 RSS still creeps up by about 8 MiB per 100,000 regions past one batch: benchmarks/README.md).
-Within a batch the regions are sorted and reduced chunk by chunk (`reduce`): each chunk is
-decoded once per batch, and a cache carries the last chunks into the next batch, so a BED
-sorted by position decodes each chunk once however long it is; an unsorted BED longer than one
-batch may decode a chunk once per batch that touches it.
+Within a batch the regions are sorted and reduced from the blosc blocks they cover (`reduce`):
+each block is decoded once per batch, so a BED sorted by position decodes each block about once
+however long it is; an unsorted BED longer than one batch may decode a block once per batch that
+touches it.
 
 Statistics over a region's positions [start, end): `mean`, `sum`, `max`, `min` of the per-base
 depth. Normalisation (library size = `metadata/total_reads`, as `extract_region`):
@@ -33,7 +33,7 @@ import pandas as pd
 
 from bamstore.engine.outputs import file_output
 from bamstore.errors import QueryError
-from bamstore.query.reduce import ChunkReader, Intervals, reduce_intervals
+from bamstore.query.reduce import Intervals, Reducer
 from bamstore.query.regions import (
     BedInput,
     BedRegion,
@@ -65,7 +65,7 @@ class Summary:
     threads: int
     batch_size: int
     skipped: Skipped = field(default_factory=Skipped)
-    chunks_read: int = 0
+    blocks_read: int = 0
 
     @property
     def samples(self) -> list[str]:
@@ -82,7 +82,8 @@ class Summary:
         contigs = list(source.chromsizes)
         index = {name: i for i, name in enumerate(contigs)}
         arrays = [source.array_name(c, self.strand) for c in contigs]
-        reader = ChunkReader(source, self.rows, self.threads)
+        reducer = Reducer(source, self.rows, self.threads)
+        first_block = reducer.blocks_decoded
         per_million = source.per_million(self.rows, self.normalise)
         how = "sum" if self.stat in ("mean", "sum") else self.stat
         for batch in batched(read_bed(self.bed), self.batch_size):
@@ -102,7 +103,7 @@ class Summary:
                 np.fromiter((r.start for r in kept), np.int64, len(kept)),
                 np.fromiter((r.end for r in kept), np.int64, len(kept)),
             )
-            values = reduce_intervals(reader, arrays, intervals, how)
+            values = reducer.reduce(arrays, intervals, how)
             length = (intervals.end - intervals.start).astype(np.float64)[:, None]
             if self.stat == "mean":
                 with np.errstate(invalid="ignore", divide="ignore"):
@@ -112,7 +113,7 @@ class Summary:
                 if self.normalise == "rpkm":
                     with np.errstate(invalid="ignore", divide="ignore"):
                         values = values / (length / 1000) if self.stat == "sum" else values * 1000
-            self.chunks_read = reader.chunks_read
+            self.blocks_read = reducer.blocks_decoded - first_block
             yield kept, values
         self.skipped.warn(label)
 
