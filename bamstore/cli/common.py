@@ -44,7 +44,12 @@ def _configure_logging(quiet: bool, debug: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    if not debug:  # htslib's own [E::...] lines: bamstore reports those problems itself
+    # htslib's own [E::...] lines: bamstore reports those problems itself (kept with --debug);
+    # set when the BAM input is first imported, so commands that read no BAM never load pysam
+    from bamstore.engine import bam_input_settings
+
+    bam_input_settings.quiet_htslib = not debug
+    if not debug and "bamstore.engine.bam_input" in sys.modules:
         from bamstore.engine.bam_input import quiet_htslib
 
         quiet_htslib()

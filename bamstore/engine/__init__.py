@@ -26,6 +26,13 @@ _ENTRY_POINTS = {
 __all__ = sorted(_ENTRY_POINTS)
 
 
+class bam_input_settings:
+    """Set before the BAM input is imported (the CLI sets it from --debug): whether htslib's
+    own stderr lines are silenced, applied when `bam_input` loads pysam."""
+
+    quiet_htslib = False
+
+
 def __getattr__(name: str) -> Any:
     module = _ENTRY_POINTS.get(name)
     if module is None:

@@ -719,13 +719,19 @@ cdef class ChunkTable:
             s.slot_lo[i] = 0
             s.slot_hi[i] = 0 if s.slot_shuffled[i] else s.slot_items[i]
         s.slot_used[i] = s.tick
-        if lo < s.slot_lo[i] or hi > s.slot_hi[i]:
-            if s.slot_hi[i] > s.slot_lo[i]:  # extend the unshuffled range
-                lo = min(lo, s.slot_lo[i])
-                hi = max(hi, s.slot_hi[i])
+        # unshuffle what is asked and not yet done, each item once per decode (the gap between
+        # the done range and the asked one too: the done range stays one interval)
+        if s.slot_hi[i] <= s.slot_lo[i]:
             unshuffle_range(s.planes[i], s.slot_items[i], lo, hi, s.data[i])
             s.slot_lo[i] = lo
             s.slot_hi[i] = hi
+        else:
+            if lo < s.slot_lo[i]:
+                unshuffle_range(s.planes[i], s.slot_items[i], lo, s.slot_lo[i], s.data[i])
+                s.slot_lo[i] = lo
+            if hi > s.slot_hi[i]:
+                unshuffle_range(s.planes[i], s.slot_items[i], s.slot_hi[i], hi, s.data[i])
+                s.slot_hi[i] = hi
         values[0] = s.data[i]
         return OK
 

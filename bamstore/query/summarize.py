@@ -26,10 +26,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from bamstore.engine.outputs import file_output
 from bamstore.errors import QueryError
@@ -44,6 +43,9 @@ from bamstore.query.regions import (
     read_bed,
 )
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STATS = ("mean", "sum", "max", "min")
 BATCH_BYTES = 32 * 2**20  # per batch: results (8 B per sample) plus ~250 B per region
@@ -148,6 +150,8 @@ def summarize(
 
 def to_frame(summary: Summary) -> pd.DataFrame:
     """The whole summary as a DataFrame: chrom, start, end, name, then one column per sample."""
+    import pandas as pd  # here: the command line writes TSV and never needs it
+
     parts: list[pd.DataFrame] = []
     for regions, values in summary.batches():
         frame = pd.DataFrame(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pysam
 
+from bamstore.engine import bam_input_settings
 from bamstore.engine.bam_input import fixes
 from bamstore.engine.bam_input.cram import needs_reference, no_reference_server
 from bamstore.engine.bam_input.sniff import AlignmentFormat, sniff_file
@@ -65,6 +66,10 @@ def quiet_htslib() -> None:
     """Silence htslib's own [E::...]/[W::...] stderr lines: bamstore reports each such problem
     itself as one line (file, problem, fix). The CLI keeps them with --debug."""
     pysam.set_verbosity(0)
+
+
+if bam_input_settings.quiet_htslib:
+    quiet_htslib()
 
 
 def header_sort_order(text: str) -> tuple[str | None, int]:
