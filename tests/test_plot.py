@@ -107,7 +107,11 @@ def test_plot_strand_tracks(store: Path, tmp_path: Path) -> None:
             ["--region", "chr9:0-10"],
             "{store}: Chromosome 'chr9' not in store. Available: ['chr1', 'chr2']",
         ),
-        (["--region", "chr1:50-10"], "End coordinate must be greater than start: chr1:50-10"),
+        (["--region", "chr1:50-10"], "End coordinate must not be less than start: chr1:50-10"),
+        (
+            ["--region", "chr1:50-50"],
+            "{store}: region chr1:50-50 is empty: nothing to draw; fix: give end > start",
+        ),
         (
             ["--region", "chr1:0-10", "--samples", "nope"],
             "{store}: sample 'nope' is not in the store; fix: choose from x, y",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,13 @@ import zarr
 from zarr.storage import LocalStore
 
 from bamstore import layout
-from bamstore.api.regions import resolve_region
+from bamstore.api.regions import (
+    RegionBatch,
+    RegionTable,
+    region_batches,
+    region_table,
+    resolve_region,
+)
 from bamstore.engine.samplesheet import DERIVED_COLUMNS, QUANTNADO_LABEL_COLUMN
 from bamstore.errors import FormatError, QueryError
 from bamstore.extras import require_extra
@@ -82,9 +88,9 @@ class StoreReader:
     @property
     def source(self) -> CoverageSource:
         """The store as the readers and queries see it (`CoverageSource`): samples, strand
-        arrays, completed and library sizes. Read once when read-only (nothing can change it
-        through us); re-read on every use when writable."""
-        if self._source is None or not self.read_only:
+        arrays, completed and library sizes, and the block reader of each array. Read once, and
+        again after every write through this object (each calls `_reload`)."""
+        if self._source is None:
             self._source = CoverageSource.from_group(self._label, self.root)
         return self._source
 
@@ -273,23 +279,93 @@ class StoreReader:
         and `InputError`s.
         """
         chrom, start, end = self.resolve_region(region, chrom, start, end)
-        if isinstance(samples, str | int | np.integer):
-            samples = [samples]
-        elif samples is None:  # every sample: with a strand, all must be stranded
-            samples = list(range(self.n_samples))
-        elif len(samples) == 0:
-            raise QueryError(None, "samples is empty")
         method = check_normalise(normalise)
         strand_name = check_strand(strand)
         source = self.source
         array_name = source.array_name(chrom, strand_name)
-        rows = source.rows(list(samples), strand_name, repeats=True)
+        rows = self._rows(samples, strand_name)
         data = source.normalised(
             source.read(array_name, rows, start, end), rows, method, library_sizes
         )
         if not as_xarray:
             return data
         return self._as_xarray(data, rows, chrom, start, end, strand, method)
+
+    def extract_regions(
+        self,
+        regions: Any,
+        samples: Sequence[str | int] | str | int | None = None,
+        strand: str | None = None,
+        normalise: str | None = None,
+        library_sizes: pd.Series | Mapping[str, float] | None = None,
+    ) -> np.ndarray:
+        """Coverage of many regions of one width at once: regions x samples x width (uint32,
+        or float64 when normalised), for data loaders and models.
+
+        `regions`: a DataFrame with columns chrom, start, end (else its first three), a
+        sequence of (chrom, start, end) or of region strings, 0-based and end-exclusive as
+        `extract_region`. Every region must have the same width (an error says which differ).
+        The other arguments are `extract_region`'s. Regions are read contig by contig, each
+        blosc block once per call, in the order given.
+        """
+        table = region_table(regions, self.chromsizes)
+        return self._read_table(table, samples, strand, normalise, library_sizes)
+
+    def iter_regions(
+        self,
+        regions: Any,
+        batch_size: int = 256,
+        samples: Sequence[str | int] | str | int | None = None,
+        strand: str | None = None,
+        normalise: str | None = None,
+        library_sizes: pd.Series | Mapping[str, float] | None = None,
+    ) -> Iterator[RegionBatch]:
+        """`extract_regions` in batches of `batch_size` regions, in order: one `RegionBatch`
+        (the batch's regions as a DataFrame and its regions x samples x width array) at a time,
+        so a BED of any length streams into a training loop. `regions` is also a BED path
+        (equal-width lines; `-` reads stdin)."""
+        if int(batch_size) < 1:
+            raise QueryError(None, f"batch_size must be >= 1, not {batch_size}")
+        names = self._sample_names_of(samples)
+        for table in region_batches(regions, self.chromsizes, int(batch_size)):
+            values = self._read_table(table, samples, strand, normalise, library_sizes)
+            yield RegionBatch(table.frame(), values, names)
+
+    def _sample_names_of(self, samples: Any) -> list[str]:
+        rows = self._rows(samples, None)
+        return [self.sample_names[r] for r in rows]
+
+    def _rows(self, samples: Any, strand_name: str | None) -> list[int]:
+        if isinstance(samples, str | int | np.integer):
+            samples = [samples]
+        elif samples is None:  # every sample: with a strand, all must be stranded
+            samples = list(range(self.n_samples))
+        elif len(samples) == 0:
+            raise QueryError(None, "samples is empty")
+        return self.source.rows(list(samples), strand_name, repeats=True)
+
+    def _read_table(
+        self,
+        table: RegionTable,
+        samples: Any,
+        strand: str | None,
+        normalise: str | None,
+        library_sizes: Any,
+    ) -> np.ndarray:
+        method = check_normalise(normalise)
+        strand_name = check_strand(strand)
+        source = self.source
+        rows = self._rows(samples, strand_name)
+        width = table.width
+        out = np.empty((len(table), len(rows), width), dtype=np.uint32)
+        for contig, index in table.by_contig().items():
+            array = source.array_name(contig, strand_name)
+            out[index] = source.read_windows(array, rows, table.start[index], width)
+        if method is None:
+            return out
+        return source.normalised(out.transpose(1, 0, 2), rows, method, library_sizes).transpose(
+            1, 0, 2
+        )
 
     def _as_xarray(
         self,

@@ -112,6 +112,8 @@ def plot_region(
     bs = store if isinstance(store, BamStore) else BamStore.open(store)
     label = bs.source.label
     chrom, start, end = resolve_region(bs.chromsizes, region, subject=label)
+    if end == start:
+        raise QueryError(label, f"region {region} is empty: nothing to draw", "give end > start")
     if samples is None:
         names = bs.sample_names
         samples = [n for n in names if bs.stranded.get(n)] if strand else names
