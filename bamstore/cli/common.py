@@ -43,7 +43,10 @@ def _configure_logging(quiet: bool, debug: bool) -> None:
     handler.setFormatter(_Format())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    # bamstore's own messages at the level asked for; other libraries' (numcodecs, fsspec,
+    # imported on first use) only from warnings up, even with --debug
+    root.setLevel(logging.WARNING)
+    logging.getLogger("bamstore").setLevel(level)
     # htslib's own [E::...] lines: bamstore reports those problems itself (kept with --debug);
     # set when the BAM input is first imported, so commands that read no BAM never load pysam
     from bamstore.engine import bam_input_settings
