@@ -318,6 +318,12 @@ def main() -> None:
     default=None,
     help="Also write _fwd/_rev arrays with QuantNado's strand rules.",
 )
+@click.option(
+    "--source-path",
+    default=None,
+    help="Path to record as the sample's source instead of --bam's, e.g. the samplesheet's "
+    "path of a staged copy; size, mtime and header are still read from --bam.",
+)
 @overwrite_option
 @extract_options
 @command_options
@@ -327,6 +333,7 @@ def extract(
     out: Path,
     index: Path | None,
     stranded: str | None,
+    source_path: str | None,
     overwrite: bool,
     **kw: Any,
 ) -> None:
@@ -334,7 +341,13 @@ def extract(
     from bamstore.extract import extract_sample
 
     result = extract_sample(
-        bam, sample, out, _extract_settings(kw, stranded or ""), index=index, overwrite=overwrite
+        bam,
+        sample,
+        out,
+        _extract_settings(kw, stranded or ""),
+        index=index,
+        overwrite=overwrite,
+        source_path=source_path,
     )
     log.info(
         "%s: %d reads on %d contigs in %.1f s → %s",

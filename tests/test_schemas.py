@@ -53,6 +53,7 @@ SET_BY_PIPELINE = {
     "out": "<sample>.zarr in the task directory",
     "index": "the samplesheet's bai, or built by extract in its task directory",
     "stranded": "the samplesheet's strandedness (meta.strandedness)",
+    "source_path": "the samplesheet's bam path (the task reads a staged copy)",
     "reference": "--fasta",
     "threads": "task.cpus",
     "tmp_dir": "the task directory",
