@@ -45,6 +45,9 @@ PIPELINE_ONLY = {
     "slurm_account": "sbatch --account (-profile slurm)",
     "slurm_options": "other sbatch options (-profile slurm)",
     "slurm_array_size": "extraction tasks per job array (-profile slurm)",
+    "max_cpus": "cap of every task's CPUs (process.resourceLimits)",
+    "max_memory": "cap of every task's memory (process.resourceLimits)",
+    "max_time": "cap of every task's time (process.resourceLimits)",
 }
 # Options of `bamstore extract` that are not params, and why.
 SET_BY_PIPELINE = {

@@ -122,28 +122,34 @@ def convertType(value, type) {
 */
 
 //
-// Parameters a profile sets for the pipeline's own checks, not for users: conf/slurm.config
-// records the slurm_array_size it built its job arrays and queue size from
+// Parameters a profile sets for the pipeline's own checks and the resource caps, not for users:
+// conf/slurm.config records the slurm_array_size it built its job arrays and queue size from,
+// and the partition node it read the caps from
 //
 def profileParameters() {
-    return ['slurm_profile_array_size']
+    return ['slurm_profile_array_size', 'slurm_profile_node']
 }
 
 //
-// The job arrays are built when Nextflow reads the profile, before any -c config: a
-// slurm_array_size set in a -c config arrives too late to change them, so the run is refused
-// rather than run with arrays of another size than asked for
+// The job arrays are built, and the partition's node read, when Nextflow reads the profile,
+// before any -c config: a slurm_array_size or slurm_queue set in a -c config arrives too late,
+// so the run is refused rather than run with other arrays, or caps of another partition, than
+// asked for
 //
 def slurmProfileProblems(given, typed) {
     // containsKey: reading a param that no profile set would log a warning on every other run
     def applied = given.containsKey('slurm_profile_array_size') ? given.slurm_profile_array_size : null
     def wanted = typed.slurm_array_size
-    if (applied == null || wanted == null || (applied as long) == wanted) {
-        return []
+    def problems = []
+    if (applied != null && wanted != null && (applied as long) != wanted) {
+        problems << "--slurm_array_size: ${wanted} was set after the slurm profile built its job arrays from ${applied} (a -c config is read after the profiles): give --slurm_array_size ${wanted} on the command line or in -params-file"
     }
-    return [
-        "--slurm_array_size: ${wanted} was set after the slurm profile built its job arrays from ${applied} (a -c config is read after the profiles): give --slurm_array_size ${wanted} on the command line or in -params-file"
-    ]
+    def node = given.containsKey('slurm_profile_node') ? given.slurm_profile_node : null
+    def capsGiven = typed.max_cpus != null && typed.max_memory != null && typed.max_time != null
+    if (node && typed.slurm_queue && typed.slurm_queue != node.partition && !capsGiven) {
+        problems << "--slurm_queue: ${typed.slurm_queue} was set after the slurm profile read the resource caps from partition ${node.partition} (a -c config is read after the profiles): give --slurm_queue ${typed.slurm_queue} on the command line or in -params-file, or give --max_cpus, --max_memory and --max_time"
+    }
+    return problems
 }
 
 def shown(value) {
