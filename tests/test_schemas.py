@@ -162,19 +162,18 @@ def test_each_cli_option_is_a_param_or_set_by_the_pipeline() -> None:
         assert name in merge_options, name
 
 
-def test_the_extract_module_passes_every_extraction_param() -> None:
-    """Each extraction param reaches extract's command line in BAMSTORE_EXTRACT."""
-    module = (REPO / "modules" / "local" / "bamstore_extract" / "main.nf").read_text()
-    utils = (REPO / "subworkflows" / "local" / "utils_bamstore_pipeline" / "main.nf").read_text()
-    settings = re.search(r"def names = \[([^\]]*)\]", utils).group(1)
+def test_extraction_params_are_extract_options_that_the_module_can_render() -> None:
+    """BAMSTORE_EXTRACT passes every extraction param but the staged files as the extract
+    option of the same name, leaving out false and unset (null) ones: so each is an option,
+    and a boolean one must mean false when left out."""
+    options = click_options(extract_command)
+    cli_defaults = parse_extract()
     for name, spec in SCHEMA["$defs"]["extraction_options"]["properties"].items():
-        flag = f"--{name.replace('_', '-')}"
-        if name in ("chromsizes", "fasta"):
-            continue  # staged files, explicit path inputs
-        assert f"'{name}'" in settings, f"{name} is not in extractionSettings()"
-        assert flag in module and f"settings.{name}" in module, name
+        if spec.get("format") == "file-path":
+            continue  # chromsizes, fasta: staged path inputs of the module
+        assert name in options, name
         if spec["type"] == "boolean":
-            assert f"settings.{name} ? '{flag}'" in module, name
+            assert cli_defaults[name] is False, f"extract --{name} must default to false"
 
 
 def test_docs_describe_every_param() -> None:

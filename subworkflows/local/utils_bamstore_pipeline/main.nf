@@ -12,15 +12,16 @@
 */
 
 //
-// Every parameter of nextflow_schema.json: name -> its property (plus `group` and `required`)
+// Every parameter of nextflow_schema.json: name -> its property, plus `group` (its group's
+// title), `section` (the group's name in $defs) and `required`
 //
 def schemaParameters(schemaPath) {
     def schema = new groovy.json.JsonSlurper().parseText(file(schemaPath).text)
     def specs = [:]
-    schema['$defs'].each { _groupName, group ->
+    schema['$defs'].each { groupName, group ->
         def required = group.required ?: []
         group.properties.each { name, spec ->
-            specs[name] = spec + [group: group.title, required: required.contains(name)]
+            specs[name] = spec + [group: group.title, section: groupName, required: required.contains(name)]
         }
     }
     return specs
@@ -185,15 +186,14 @@ def editDistance(a, b) {
 }
 
 //
-// The options every sample is extracted with (the `bamstore extract` options of the same names).
-// A new extraction parameter is added here, in nextflow_schema.json, nextflow.config and the
-// BAMSTORE_EXTRACT module's command line.
+// The options every sample is extracted with: the schema's extraction parameters but the files
+// (chromsizes, fasta: staged as path inputs). BAMSTORE_EXTRACT passes each one as the `bamstore
+// extract` option of the same name, so a new extraction option is a parameter in
+// nextflow_schema.json and nextflow.config, and nothing else.
 //
-def extractionSettings(typed) {
-    def names = [
-        'chromosomes', 'min_mapq', 'exclude_flags', 'count_deletions', 'mode', 'extend', 'shift',
-        'chunk_len', 'compression', 'shard',
-    ]
+def extractionSettings(typed, schemaPath) {
+    def specs = schemaParameters(schemaPath)
+    def names = specs.findAll { _name, spec -> spec.section == 'extraction_options' && spec.format != 'file-path' }.keySet()
     return names.collectEntries { name -> [name, typed[name]] }
 }
 
@@ -306,6 +306,7 @@ def samplesFromSheet(csv, samplesheet) {
         samples << [
             meta: [id: row.sample, strandedness: row.strandedness ?: ''],
             bam: file(row.bam),
+            bam_path: row.bam,
             index: row.bai ? file(row.bai) : [],
             number: i + 1,
         ]
