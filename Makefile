@@ -4,8 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-pipeline lint bench bench-scale quantnado nextflow image lock clean slurm-up \
-        slurm-down test-slurm
+.PHONY: install demo test test-pipeline lint bench bench-scale quantnado nextflow nf-test image lock clean \
+        slurm-up slurm-down test-slurm
 
 # Nextflow from Maven Central (tools/nextflow/pom.xml), launched by .tools/bin/nextflow
 NEXTFLOW := .tools/bin/nextflow
@@ -42,6 +42,19 @@ $(NEXTFLOW): tools/nextflow/pom.xml tools/nextflow/nextflow.sh
 	$@ -version | grep -i version
 
 nextflow: $(NEXTFLOW)  ## Nextflow (pinned in tools/nextflow/pom.xml) at .tools/bin/nextflow
+
+# nf-test, built from its source release (tools/nf-test/build.sh): the vendored copy when there
+# is one, else the release's tag archive, which must have the pinned SHA-256
+NFTEST         := .tools/bin/nf-test
+NFTEST_VERSION := 0.9.5
+NFTEST_SHA256  ?= 25beb60bbc63b176aeffa0dc644d255221516f377947e534f1971ee57be3938a
+NFTEST_VENDOR  := ../shared/vendor/nf-test-$(NFTEST_VERSION)-src.tar.gz
+NFTEST_SRC     ?= $(if $(wildcard $(NFTEST_VENDOR)),$(NFTEST_VENDOR),https://github.com/askimed/nf-test/archive/refs/tags/v$(NFTEST_VERSION).tar.gz)
+
+$(NFTEST): tools/nf-test/build.sh tools/nf-test/nf-test.sh | $(NEXTFLOW)
+	tools/nf-test/build.sh $(NFTEST_SRC) $(NFTEST_SHA256) .tools
+
+nf-test: $(NFTEST)  ## nf-test $(NFTEST_VERSION) at .tools/bin/nf-test (built once; offline afterwards)
 
 lint: install nextflow  ## ruff, and `nextflow lint` (strict syntax) over every .nf and .config file
 	$(BIN)/ruff check bamstore tests benchmarks bin/bamstore
