@@ -121,8 +121,21 @@ def test_schema_accepts_the_defaults_and_rejects_bad_values(tmp_path: Path) -> N
         ("count_deletions", "false"),
         ("slurm_array_size", -1),
         ("slurm_queue", True),
+        ("max_cpus", 0),
+        ("max_memory", "1.5.GB"),  # Nextflow: "multiple points"
+        ("max_memory", "64"),
+        ("max_memory", "64 G"),
+        ("max_time", "soon"),
+        ("max_time", "1.5.h"),
     ]:
         assert list(validator.iter_errors({**values, name: bad})), (name, bad)
+    # values Nextflow's MemoryUnit and Duration read (checked with 25.04.3)
+    for name, good in [
+        *(("max_memory", v) for v in ("64 GB", "128.GB", "1536.MB", "1.5GB", "2TB", "512 KB")),
+        *(("max_time", v) for v in ("2d 12h", "48.h", "90m", "1.5h", "30s", "2days", "3 hours")),
+        *(("max_time", v) for v in ("10 min", "45sec", "500ms", "1minute", "2seconds")),
+    ]:
+        assert not list(validator.iter_errors({**values, name: good})), (name, good)
 
 
 def test_each_param_is_a_cli_option_with_the_same_default() -> None:
