@@ -94,4 +94,4 @@ lock:  ## re-pin the image's Python dependencies (containers/*.lock) from pyproj
 	bash containers/update-locks.sh
 
 clean:
-	rm -rf $(VENV) .venv-quantnado .tools build demo *.egg-info bamstore/_coverage.c bamstore/*.so
+	rm -rf $(VENV) .venv-quantnado .tools .nf-test .nf-test.log build demo *.egg-info bamstore/_coverage.c bamstore/*.so
