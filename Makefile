@@ -4,8 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-pipeline lint bench bench-scale quantnado nextflow image lock clean slurm-up \
-        slurm-down test-slurm
+.PHONY: install demo test test-pipeline lint bench bench-scale quantnado nextflow nf-test image lock clean \
+        slurm-up slurm-down test-slurm
 
 # Nextflow from Maven Central (tools/nextflow/pom.xml), launched by .tools/bin/nextflow
 NEXTFLOW := .tools/bin/nextflow
@@ -31,7 +31,11 @@ demo: install  ## build a store from the bundled test BAMs and summarise it
 test: install  ## the test suite (pytest, one worker per core), without test-pipeline and test-slurm
 	$(BIN)/python -m pytest -q -n auto --durations=10
 
-test-pipeline: install nextflow  ## the pipeline end to end with the real Nextflow (tests/pipeline)
+# The nf-test tests (modules, workflow, pipeline: nf-test.config), then what nf-test cannot express
+# (tests/pipeline: stores equal to `bamstore build`, podman). --ci: a missing or changed snapshot
+# fails the test instead of being written. The tasks run this checkout's bamstore (the venv's).
+test-pipeline: install nextflow nf-test  ## the pipeline end to end with the real Nextflow: nf-test, then tests/pipeline
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(NFTEST) test --ci
 	BAMSTORE_REQUIRE_NEXTFLOW=1 $(BIN)/python -m pytest -q -m pipeline tests/pipeline
 
 $(NEXTFLOW): tools/nextflow/pom.xml tools/nextflow/nextflow.sh
@@ -43,11 +47,25 @@ $(NEXTFLOW): tools/nextflow/pom.xml tools/nextflow/nextflow.sh
 
 nextflow: $(NEXTFLOW)  ## Nextflow (pinned in tools/nextflow/pom.xml) at .tools/bin/nextflow
 
+# nf-test, built from its source release (tools/nf-test/build.sh): the vendored copy when there
+# is one, else the release's tag archive, which must have the pinned SHA-256
+NFTEST         := .tools/bin/nf-test
+NFTEST_VERSION := 0.9.5
+NFTEST_SHA256  ?= 25beb60bbc63b176aeffa0dc644d255221516f377947e534f1971ee57be3938a
+NFTEST_VENDOR  := ../shared/vendor/nf-test-$(NFTEST_VERSION)-src.tar.gz
+NFTEST_SRC     ?= $(if $(wildcard $(NFTEST_VENDOR)),$(NFTEST_VENDOR),https://github.com/askimed/nf-test/archive/refs/tags/v$(NFTEST_VERSION).tar.gz)
+
+$(NFTEST): tools/nf-test/build.sh tools/nf-test/nf-test.sh | $(NEXTFLOW)
+	tools/nf-test/build.sh $(NFTEST_SRC) $(NFTEST_SHA256) .tools
+
+nf-test: $(NFTEST)  ## nf-test $(NFTEST_VERSION) at .tools/bin/nf-test (built once; offline afterwards)
+
 lint: install nextflow  ## ruff, and `nextflow lint` (strict syntax) over every .nf and .config file
 	$(BIN)/ruff check bamstore tests benchmarks bin/bamstore
 	$(BIN)/ruff format --check bamstore tests benchmarks bin/bamstore
-	@# strict syntax (the default parser of newer Nextflow); warnings fail the target too
-	$(NEXTFLOW) lint -o concise $$(git ls-files '*.nf' '*.config') 2>&1 | tee .tools/lint.log
+	@# strict syntax (the default parser of newer Nextflow); warnings fail the target too.
+	@# nf-test.config is nf-test's, not a Nextflow config
+	$(NEXTFLOW) lint -o concise $$(git ls-files '*.nf' '*.config' ':!nf-test.config') 2>&1 | tee .tools/lint.log
 	@! grep -qE '^(Error|Warn)' .tools/lint.log || { echo "nextflow lint: fix the above" >&2; exit 1; }
 
 slurm-up:  ## start the local one-node SLURM cluster (needs root; state in .slurm/); a no-op when up
@@ -76,5 +94,5 @@ lock:  ## re-pin the image's Python dependencies (containers/*.lock) from pyproj
 	bash containers/update-locks.sh
 
 clean:
-	rm -rf $(VENV) .venv-quantnado .tools build demo *.egg-info bamstore/engine/_coverage.c \
-	    bamstore/query/_chunkread.c bamstore/engine/*.so bamstore/query/*.so
+	rm -rf $(VENV) .venv-quantnado .tools .nf-test .nf-test.log build demo *.egg-info \
+	    bamstore/engine/_coverage.c bamstore/query/_chunkread.c bamstore/engine/*.so bamstore/query/*.so

@@ -51,7 +51,7 @@ workflow {
         BAMSTORE(
             file(opts.input),
             opts.store_name,
-            extractionSettings(opts),
+            extractionSettings(opts, schema),
             opts.chromsizes ? file(opts.chromsizes) : [],
             fasta,
             fasta_fai,
@@ -60,11 +60,14 @@ workflow {
         )
 
         //
-        // pipeline_info/bamstore_software_versions.yml
+        // pipeline_info/bamstore_software_versions.yml: what every process sent to the
+        // `versions` topic ([process, tool, version]), one YAML block per process
         //
-        BAMSTORE.out.versions
-            .map { versions -> versions.text }
+        channel.topic('versions')
+            .map { process, tool, version -> [process.tokenize(':').last(), "${tool}: ${version}".toString()] }
             .unique()
+            .groupTuple()
+            .map { process, tools -> "${process}:\n" + tools.sort().collect { tool -> "    ${tool}" }.join('\n') }
             .collectFile(
                 storeDir: "${opts.outdir}/pipeline_info",
                 name: 'bamstore_software_versions.yml',

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import BIN, REPO, TEST_DATA
+from support import BIN, REPO, TEST_DATA, store_attrs
 
 COMMANDS = ["extract", "merge", "build", "validate", "inspect", "check-samplesheet"]
 
@@ -257,3 +257,24 @@ def test_check_samplesheet(tmp_path: Path, run_cli) -> None:
         f"bamstore: error: {bad}:3: bam file {tmp_path / 'nope2.bam'} {missing}samplesheet's "
         "folder)",
     ]
+
+
+def test_extract_records_the_source_path_given(tmp_path: Path, run_cli) -> None:
+    """--source-path names the original of a staged copy (a symlink, as Nextflow stages it) in
+    the sample's record; size, mtime and header are still read from --bam (the real file)."""
+    original = TEST_DATA / "chip_a.bam"
+    (tmp_path / "staged.bam").symlink_to(original)
+    out = tmp_path / "s.zarr"
+    args = ["extract", "--bam", tmp_path / "staged.bam", "--sample", "s", "--out", out]
+    done = run_cli(*args, "--source-path", original)
+    assert done.returncode == 0, done.stderr
+    source = store_attrs(out)["bamstore"]["samples"]["s"]["source"]
+    assert source["path"] == str(original)
+    assert (source["size"], source["mtime_ns"]) == (
+        original.stat().st_size,
+        original.stat().st_mtime_ns,
+    )
+    plain = tmp_path / "plain.zarr"
+    assert run_cli(*args[:-1], plain).returncode == 0
+    plain_source = store_attrs(plain)["bamstore"]["samples"]["s"]["source"]
+    assert plain_source == {**source, "path": str(tmp_path / "staged.bam")}

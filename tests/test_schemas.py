@@ -45,6 +45,9 @@ PIPELINE_ONLY = {
     "slurm_account": "sbatch --account (-profile slurm)",
     "slurm_options": "other sbatch options (-profile slurm)",
     "slurm_array_size": "extraction tasks per job array (-profile slurm)",
+    "max_cpus": "cap of every task's CPUs (process.resourceLimits)",
+    "max_memory": "cap of every task's memory (process.resourceLimits)",
+    "max_time": "cap of every task's time (process.resourceLimits)",
 }
 # Options of `bamstore extract` that are not params, and why.
 SET_BY_PIPELINE = {
@@ -53,6 +56,7 @@ SET_BY_PIPELINE = {
     "out": "<sample>.zarr in the task directory",
     "index": "the samplesheet's bai, or built by extract in its task directory",
     "stranded": "the samplesheet's strandedness (meta.strandedness)",
+    "source_path": "the samplesheet's bam path (the task reads a staged copy)",
     "reference": "--fasta",
     "threads": "task.cpus",
     "tmp_dir": "the task directory",
@@ -125,8 +129,21 @@ def test_schema_accepts_the_defaults_and_rejects_bad_values(tmp_path: Path) -> N
         ("count_deletions", "false"),
         ("slurm_array_size", -1),
         ("slurm_queue", True),
+        ("max_cpus", 0),
+        ("max_memory", "1.5.GB"),  # Nextflow: "multiple points"
+        ("max_memory", "64"),
+        ("max_memory", "64 G"),
+        ("max_time", "soon"),
+        ("max_time", "1.5.h"),
     ]:
         assert list(validator.iter_errors({**values, name: bad})), (name, bad)
+    # values Nextflow's MemoryUnit and Duration read (checked with 25.04.3)
+    for name, good in [
+        *(("max_memory", v) for v in ("64 GB", "128.GB", "1536.MB", "1.5GB", "2TB", "512 KB")),
+        *(("max_time", v) for v in ("2d 12h", "48.h", "90m", "1.5h", "30s", "2days", "3 hours")),
+        *(("max_time", v) for v in ("10 min", "45sec", "500ms", "1minute", "2seconds")),
+    ]:
+        assert not list(validator.iter_errors({**values, name: good})), (name, good)
 
 
 def test_each_param_is_a_cli_option_with_the_same_default() -> None:
@@ -173,19 +190,18 @@ def test_each_cli_option_is_a_param_or_set_by_the_pipeline() -> None:
         assert name in merge_options, name
 
 
-def test_the_extract_module_passes_every_extraction_param() -> None:
-    """Each extraction param reaches extract's command line in BAMSTORE_EXTRACT."""
-    module = (REPO / "modules" / "local" / "bamstore_extract" / "main.nf").read_text()
-    utils = (REPO / "subworkflows" / "local" / "utils_bamstore_pipeline" / "main.nf").read_text()
-    settings = re.search(r"def names = \[([^\]]*)\]", utils).group(1)
+def test_extraction_params_are_extract_options_that_the_module_can_render() -> None:
+    """BAMSTORE_EXTRACT passes every extraction param but the staged files as the extract
+    option of the same name, leaving out false and unset (null) ones: so each is an option,
+    and a boolean one must mean false when left out."""
+    options = click_options(extract_command)
+    cli_defaults = parse_extract()
     for name, spec in SCHEMA["$defs"]["extraction_options"]["properties"].items():
-        flag = f"--{name.replace('_', '-')}"
-        if name in ("chromsizes", "fasta"):
-            continue  # staged files, explicit path inputs
-        assert f"'{name}'" in settings, f"{name} is not in extractionSettings()"
-        assert flag in module and f"settings.{name}" in module, name
+        if spec.get("format") == "file-path":
+            continue  # chromsizes, fasta: staged path inputs of the module
+        assert name in options, name
         if spec["type"] == "boolean":
-            assert f"settings.{name} ? '{flag}'" in module, name
+            assert cli_defaults[name] is False, f"extract --{name} must default to false"
 
 
 def test_docs_describe_every_param() -> None:

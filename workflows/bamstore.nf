@@ -24,26 +24,22 @@ workflow BAMSTORE {
     append_to    // path or []: an existing store to grow (only the samples it lacks are extracted)
 
     main:
-    ch_versions = channel.empty()
-
     //
     // The samplesheet, checked by `bamstore check-samplesheet` with the rules `bamstore build`
     // applies; the workflow reads its normalised copy (absolute paths, samples in row order).
     // With append_to, the copy lists only the samples that store does not hold yet.
     //
     BAMSTORE_CHECKSAMPLESHEET(samplesheet, append_to, code_digest)
-    ch_versions = ch_versions.mix(BAMSTORE_CHECKSAMPLESHEET.out.versions)
 
     // All rows at once: every BAM and index must exist before the first extraction starts
     ch_rows = BAMSTORE_CHECKSAMPLESHEET.out.csv
         .map { csv -> samplesFromSheet(csv, samplesheet) }
 
     //
-    // One store per sample
+    // One store per sample; its record names the BAM by the samplesheet's path
     //
-    ch_samples = ch_rows.flatMap { rows -> rows.collect { row -> [row.meta, row.bam, row.index] } }
+    ch_samples = ch_rows.flatMap { rows -> rows.collect { row -> [row.meta, row.bam, row.index, row.bam_path] } }
     BAMSTORE_EXTRACT(ch_samples, chromsizes, fasta, fasta_fai, settings, code_digest)
-    ch_versions = ch_versions.mix(BAMSTORE_EXTRACT.out.versions)
 
     //
     // One merge of every part, in samplesheet row order: the store's sample axis follows the
@@ -62,19 +58,16 @@ workflow BAMSTORE {
         .filter { stores -> !stores.isEmpty() }
         .map { stores -> [[id: store_name], stores] }
     BAMSTORE_MERGE(ch_parts, BAMSTORE_CHECKSAMPLESHEET.out.csv, settings.shard, code_digest)
-    ch_versions = ch_versions.mix(BAMSTORE_MERGE.out.versions)
 
     //
     // Reports on the store: its structural check and its summary (published under reports/)
     //
     BAMSTORE_VALIDATE(BAMSTORE_MERGE.out.zarr, code_digest)
-    ch_versions = ch_versions.mix(BAMSTORE_VALIDATE.out.versions)
     BAMSTORE_INSPECT(BAMSTORE_MERGE.out.zarr, code_digest)
-    ch_versions = ch_versions.mix(BAMSTORE_INSPECT.out.versions)
 
     emit:
     store      = BAMSTORE_MERGE.out.zarr      // channel: [ val(meta), path(<store_name>.zarr) ]
     validation = BAMSTORE_VALIDATE.out.json   // channel: [ val(meta), path(<store_name>.validate.json) ]
     summary    = BAMSTORE_INSPECT.out.json    // channel: [ val(meta), path(<store_name>.inspect.json) ]
-    versions   = ch_versions                  // channel: path(versions.yml)
+    // software versions: every process sends [process, tool, version] to the `versions` topic
 }

@@ -230,6 +230,12 @@ def _extract_settings(
     "recorded with it for --normalise scale; it changes no stored value "
     "(`bamstore scale-factors` shows and sets them later).",
 )
+@click.option(
+    "--source-path",
+    default=None,
+    help="Path to record as the sample's source instead of --bam's, e.g. the samplesheet's "
+    "path of a staged copy; size, mtime and header are still read from --bam.",
+)
 @overwrite_option
 @extract_options
 @command_options
@@ -240,6 +246,7 @@ def extract(
     index: Path | None,
     stranded: str | None,
     scale_factor: str | None,
+    source_path: str | None,
     overwrite: bool,
     **kw: Any,
 ) -> None:
@@ -251,7 +258,9 @@ def extract(
     if problem:
         raise InputError(None, f"--scale-factor: {problem}", SCALE_FACTOR_FIX)
     options = _extract_settings(kw, stranded or "", factor)
-    result = extract_sample(bam, sample, out, options, index=index, overwrite=overwrite)
+    result = extract_sample(
+        bam, sample, out, options, index=index, overwrite=overwrite, source_path=source_path
+    )
     log.info(
         "%s: %d reads on %d contigs in %.1f s → %s",
         sample,

@@ -690,11 +690,14 @@ def extract_sample(
     overwrite: bool = False,
     cancel: threading.Event | None = None,
     stdin: BinaryIO | None = None,
+    source_path: str | None = None,
 ) -> SampleResult:
     """BAM → per-sample store at `out`, published atomically. Raises InputError on bad input,
     ExtractionCancelled (nothing published) once `cancel` is set.
 
     `bam` "-" reads a BAM stream from `stdin` (standard input if not given), without an index.
+    `source_path` is recorded as the sample's source path instead of `bam` (a staged copy's
+    original); the rest of the fingerprint is still `bam`'s.
     """
     check_output_path(
         out, overwrite=overwrite, inputs=[bam, index, options.chromsizes, options.reference]
@@ -726,6 +729,8 @@ def extract_sample(
             result = count_stream(streamed, contigs, writer, options, sample, cancel)
         else:
             result = count_sample(alignment, contigs, writer, options, sample, index, cancel)
+        if source_path is not None:
+            result = dataclasses.replace(result, bam=Path(source_path))
         write_sample_store(result, writer, options)
     _warn(result)
     return result

@@ -98,6 +98,14 @@ class SlurmCluster:
         return found.group(1)
 
     @property
+    def node(self) -> tuple[int, int]:
+        """(CPUs, RealMemory in MB) of the cluster's one node."""
+        found = re.search(r"^NodeName=.*\bCPUs=(\d+) RealMemory=(\d+)", self.conf.read_text(), re.M)
+        if found is None:
+            raise ValueError(f"{self.conf} declares no node with CPUs and RealMemory")
+        return int(found.group(1)), int(found.group(2))
+
+    @property
     def jobcomp(self) -> Path:
         return self.state_dir / "log" / "jobcomp.log"
 

@@ -1,9 +1,14 @@
 """End-to-end: the pipeline run by the real Nextflow (`make nextflow`), local executor, the
 tools of this checkout's venv on PATH (bin/bamstore runs the checkout's package).
 
-Each Nextflow run costs a JVM start and a few tasks, so runs are shared: one `-profile test`
-run answers every question about a finished store; one project copy goes through a first run
-and three `-resume` runs (nothing changed, one BAM changed, the package's code changed).
+What nf-test cannot express stays here: the store a run publishes equals the one `bamstore
+build` makes (every array and attribute), across -resume runs, and when a store grows. The rest
+of the pipeline's behaviour (reports, published files, stub runs, refusals, help) is in the
+nf-test tests (tests/*.nf.test, modules/local/*/tests, workflows/tests: `make test-pipeline`).
+
+Each Nextflow run costs a JVM start and a few tasks, so runs are shared: one project copy goes
+through a first run and three `-resume` runs (nothing changed, one BAM changed, the package's
+code changed).
 
 Run with `make test-pipeline` (it first runs `make nextflow`; marked `pipeline`, so plain
 `pytest` and `make test` leave these out). Without .tools/bin/nextflow
@@ -18,7 +23,7 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +35,6 @@ from nfrun import (
     REPO,
     Run,
     assert_same_store,
-    bamstore,
     build,
     nextflow,
     nextflow_env,
@@ -41,7 +45,7 @@ from nfrun import (
 TEST_DATA = REPO / "tests" / "data"
 HERE = Path(__file__).resolve().parent
 SCHEMA = json.loads((REPO / "nextflow_schema.json").read_text())
-TEST_SAMPLES = ["chip_a", "chip_b", "atac_se", "rna_r"]  # tests/data/samplesheet.csv, in order
+VERSIONS = "bamstore_software_versions.yml"
 
 pytestmark = pytest.mark.pipeline  # minutes: `make test-pipeline`, not `make test`
 
@@ -84,84 +88,20 @@ def write_fasta(bam: Path, fasta: Path) -> Path:
     return fasta
 
 
-# ------------------------------------------------------------------- -profile test, once
+# ------------------------------------------------------------- the run a new user makes
 
 
-@pytest.fixture(scope="module")
-def test_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """`nextflow run . -profile test` (count_deletions given as on a command line)."""
-    launch = tmp_path_factory.mktemp("profile_test")
-    return succeeded(nextflow(REPO, launch, "-profile", "test", "--count_deletions", "false"))
-
-
-def test_store_equals_bamstore_build(test_run: Run, tmp_path: Path) -> None:
-    store = test_run.outdir / "bamstore.zarr"
-    reference = build(TEST_DATA / "samplesheet.csv", tmp_path / "build.zarr")
-    assert_same_store(store, reference)
-    attrs = zarr.open_group(str(store), mode="r").attrs
-    assert attrs["sample_names"] == TEST_SAMPLES  # samplesheet row order, not sorted
-    assert attrs["metadata_condition"] == ["treated", "control", "treated", "control"]
-    assert attrs["bamstore"]["settings"]["count_deletions"] is False
-
-
-def test_store_is_valid(test_run: Run) -> None:
-    done = bamstore("validate", test_run.outdir / "bamstore.zarr")  # decodes every chunk
-    assert done.returncode == 0, done.stderr
-    report = json.loads((test_run.outdir / "reports" / "bamstore.validate.json").read_text())
-    assert report["ok"] is True and report["samples"] == 4
-    summary = json.loads((test_run.outdir / "reports" / "bamstore.inspect.json").read_text())
-    assert [sample["name"] for sample in summary["samples"]] == TEST_SAMPLES
-
-
-def test_run_starts_with_the_non_default_params(test_run: Run) -> None:
-    summary = test_run.output.split("Parameters that differ from the defaults:", 1)[1]
-    summary = summary.split("run name", 1)[0]
-    given = {line.split()[0] for line in summary.strip().splitlines()}
-    assert given == {"--input", "--outdir", "--chunk_len"}, summary
-    params = json.loads(
-        (test_run.outdir / "pipeline_info" / f"params_{test_run.suffix}.json").read_text()
-    )
-    assert params["count_deletions"] is False and params["chunk_len"] == 16384
-    assert "Pipeline completed successfully" in test_run.output
-
-
-def test_pipeline_info_and_published_files(test_run: Run) -> None:
-    info = test_run.outdir / "pipeline_info"
-    names = {p.name for p in info.iterdir()}
-    for stem in ("execution_report", "execution_timeline", "pipeline_dag"):
-        assert f"{stem}_{test_run.suffix}.html" in names
-    assert {f"execution_trace_{test_run.suffix}.txt", f"params_{test_run.suffix}.json"} <= names
-    versions = (info / "bamstore_software_versions.yml").read_text()
-    for process in ("CHECKSAMPLESHEET", "EXTRACT", "MERGE", "VALIDATE", "INSPECT"):
-        assert f"BAMSTORE_{process}" in versions
-    assert "bamstore_code: " in versions and "END_VERSIONS" not in versions
-    sheet = list(csv.DictReader((info / "samplesheet.valid.csv").open()))
-    assert [row["sample"] for row in sheet] == TEST_SAMPLES
-    assert all(Path(row["bam"]).is_absolute() for row in sheet)
-    # one task per process and sample, each once (no retry)
-    trace = test_run.trace()
-    assert sorted(row["tag"] for row in trace if "EXTRACT" in row["process"]) == sorted(
-        TEST_SAMPLES
-    )
-    assert all(row["status"] == "COMPLETED" and row["attempt"] == "1" for row in trace)
-
-
-def test_store_is_published_by_hard_links(test_run: Run) -> None:
-    """publish_dir_mode link: the published chunk files are the merge's files (no copy)."""
-    merge = next(row for row in test_run.trace() if row["process"].endswith(":BAMSTORE_MERGE"))
-    published = test_run.outdir / "bamstore.zarr" / "chr1" / "c" / "0" / "0"
-    in_work = Path(merge["workdir"]) / "bamstore.zarr" / "chr1" / "c" / "0" / "0"
-    assert published.stat().st_ino == in_work.stat().st_ino
-    assert not published.is_symlink()
-
-
-def test_extract_indexes_in_its_task_directory(test_run: Run) -> None:
-    """atac_se has no index: extract builds one in scratch inside the task, then removes it."""
-    extract = next(row for row in test_run.trace() if row["tag"] == "atac_se")
-    workdir = Path(extract["workdir"])
-    assert not list(workdir.glob("*.bai")) and not list(workdir.glob("bamstore-index-*"))
-    log = (workdir / ".command.err").read_text()
-    assert "no usable index; indexing into scratch directory" in log
+def test_a_run_without_profile_equals_bamstore_build(tmp_path: Path) -> None:
+    """`nextflow run <pipeline> --input sheet.csv --outdir results`: no profile, so the local
+    executor with the caps it takes from this machine (the merge asks for 4 CPUs, the
+    extractions for 12 GB); the store is build's, source paths included."""
+    sheet = TEST_DATA / "samplesheet.csv"
+    run = succeeded(nextflow(REPO, tmp_path / "launch", "--input", sheet))
+    reference = build(sheet, tmp_path / "build.zarr", chunk_len=None)
+    assert_same_store(run.outdir / "bamstore.zarr", reference)
+    trace = run.trace()
+    assert {row["status"] for row in trace} == {"COMPLETED"}
+    assert all(int(row["cpus"]) <= (os.cpu_count() or 1) for row in trace), trace
 
 
 def test_config_defaults_equal_the_schema() -> None:
@@ -209,6 +149,8 @@ class ResumeProject:
     sheet: Path
     launch: Path
     runs: list[Run]
+    # suffix -> pipeline_info/bamstore_software_versions.yml of that run (the next one rewrites it)
+    versions: dict[str, str] = field(default_factory=dict)
 
     def run(self, suffix: str, *args: object) -> Run:
         run = nextflow(
@@ -224,7 +166,9 @@ class ResumeProject:
             suffix=suffix,
         )
         self.runs.append(run)
-        return succeeded(run)
+        succeeded(run)
+        self.versions[suffix] = (run.outdir / "pipeline_info" / VERSIONS).read_text()
+        return run
 
 
 @pytest.fixture(scope="module")
@@ -308,11 +252,13 @@ def test_resume_reruns_only_the_changed_sample(resume: ResumeProject, tmp_path: 
 @pytest.fixture(scope="module")
 def code_changed(resume: ResumeProject) -> Run:
     """-resume after a change to a module of the package (not bin/bamstore), with chip_a's
-    extraction killed once with exit 137 (tests/pipeline/inject_oom.config): one run for the
-    two questions, since every extraction re-runs anyway."""
+    extraction killed once with exit 137 (tests/pipeline/inject_oom.config) and memory capped
+    at 1.5 GB: one run for the two questions, since every extraction re-runs anyway."""
     module = resume.project / "bamstore" / "extract.py"
     module.write_text(module.read_text() + "\n# a change to the package\n")
-    return resume.run("code", "-resume", "-c", HERE / "inject_oom.config")
+    return resume.run(
+        "code", "-resume", "-c", HERE / "inject_oom.config", "--max_memory", "1536.MB"
+    )
 
 
 def test_resume_reruns_everything_after_a_change_to_the_package(
@@ -321,179 +267,28 @@ def test_resume_reruns_everything_after_a_change_to_the_package(
     """Nextflow's own hash does not see the package: the digest input does."""
     assert set(code_changed.statuses("BAMSTORE_EXTRACT").values()) == {"COMPLETED"}
     assert code_changed.statuses("BAMSTORE_CHECKSAMPLESHEET") == {"samplesheet.csv": "COMPLETED"}
-    before, after = (code_digest(r, "rna_r") for r in (resume.runs[0], code_changed))
+    before, after = (code_digest(resume.versions[run]) for run in ("first", "code"))
     assert before != after
 
 
-def test_a_task_killed_for_memory_is_retried_with_more(code_changed: Run, tmp_path: Path) -> None:
-    """Exit 137 on the first attempt: retried once with twice the memory; the run succeeds."""
+def test_a_task_killed_for_memory_is_retried_with_more_up_to_the_cap(code_changed: Run) -> None:
+    """Exit 137 on the first attempt: retried once with twice the memory, but no more than
+    --max_memory (1 GB, then 1.5 GB rather than 2 GB); the run succeeds."""
     attempts = [row for row in code_changed.trace() if row["tag"] == "chip_a"]
     assert [(r["attempt"], r["status"], r["exit"]) for r in attempts] == [
         ("1", "FAILED", "137"),
         ("2", "COMPLETED", "0"),
     ]
-    assert [r["memory"] for r in attempts] == ["1 GB", "2 GB"]
+    assert [r["memory"] for r in attempts] == ["1 GB", "1.5 GB"]
     assert "injected: killed" in (Path(attempts[0]["workdir"]) / ".command.log").read_text()
     store = zarr.open_group(str(code_changed.outdir / "bamstore.zarr"), mode="r")
     assert store.attrs["sample_names"] == RESUME_SAMPLES
 
 
-def code_digest(run: Run, sample: str) -> str:
-    """The package digest the extraction of `sample` ran with (its versions.yml)."""
-    row = next(row for row in run.trace() if row["tag"] == sample)
-    versions = (Path(row["workdir"]) / "versions.yml").read_text()
-    return next(line.split()[-1] for line in versions.splitlines() if "bamstore_code" in line)
-
-
-# ------------------------------------------------------------------- other single runs
-
-
-def test_stub_run_with_untyped_command_line_values(tmp_path: Path) -> None:
-    """-stub-run completes; with Nextflow's type detection off (as newer Nextflow does),
-    'false' and '5' from the command line still become a boolean and an integer."""
-    run = succeeded(
-        nextflow(
-            REPO,
-            tmp_path,
-            "-profile",
-            "test",
-            "-stub-run",
-            "--count_deletions",
-            "false",
-            "--min_mapq",
-            "5",
-            env={"NXF_DISABLE_PARAMS_TYPE_DETECTION": "true"},
-        )
-    )
-    params = json.loads((run.outdir / "pipeline_info" / f"params_{run.suffix}.json").read_text())
-    assert params["count_deletions"] is False and params["min_mapq"] == 5
-    assert (run.outdir / "bamstore.zarr" / "zarr.json").is_file()
-    assert set(run.statuses("BAMSTORE_EXTRACT")) == set(TEST_SAMPLES)
-
-
-def test_a_corrupt_bam_fails_the_run_with_one_line_and_publishes_nothing(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy2(TEST_DATA / "chip_a.bam", data / "chip_a.bam")
-    (data / "broken.bam").write_bytes((TEST_DATA / "chip_b.bam").read_bytes()[:100_000])
-    sheet = data / "samplesheet.csv"
-    sheet.write_text("sample,bam\nchip_a,chip_a.bam\nbroken,broken.bam\n")
-    run = nextflow(REPO, tmp_path / "launch", "-profile", "test", "--input", sheet)
-    assert run.returncode != 0
-    expected = (
-        "bamstore: error: broken.bam: is truncated (the BGZF end-of-file marker is missing); "
-        "fix: re-create or re-download it"
-    )
-    assert expected in run.output, run.output
-    assert "Traceback" not in run.output
-    assert not (run.outdir / "bamstore.zarr").exists()
-    assert not (run.outdir / "reports").exists()
-    assert "Pipeline completed with errors" in run.output
-
-
-def test_bad_params_are_refused_before_any_task(tmp_path: Path) -> None:
-    run = nextflow(
-        REPO,
-        tmp_path,
-        "-profile",
-        "test",
-        "--min_mapq",
-        "300",
-        "--compression",
-        "zstd",
-        "--count-deletions",
-        "--chunk_len",
-        "abc",
-        "--store_name",
-        "a/b",
-        "--chromsizes",
-        "missing.sizes",
-        "--count_deletions",
-        "maybe",
-        "--min_mapqq",
-        "3",
-    )
-    assert run.returncode != 0
-    for line in (
-        "--min_mapq: 300 is above the maximum, 255",
-        "--compression: 'zstd' is not one of: default, fast, none",
-        "--countDeletions: unknown parameter (did you mean --count_deletions?)",
-        "--min_mapqq: unknown parameter (did you mean --min_mapq?)",
-        "--chunk_len: must be a whole number, not 'abc'",
-        "--store_name: 'a/b': ",
-        "--chromsizes: file missing.sizes does not exist",
-        "--count_deletions: must be true or false, not 'maybe'",
-    ):
-        assert line in run.output, (line, run.output)
-    assert not task_dirs(tmp_path)
-
-
-def test_slurm_params_are_refused_before_any_task(tmp_path: Path) -> None:
-    """Two mistakes of the slurm profile, caught before anything is submitted: sbatch options
-    given without '=' (Nextflow reads them as a flag and a parameter of their own), and an
-    array size from a -c config, read after the profile built its job arrays."""
-    config = tmp_path / "array_size.config"
-    config.write_text("params.slurm_array_size = 7\n")
-    run = nextflow(
-        REPO,
-        tmp_path,
-        "-profile",
-        "test,slurm",
-        "-c",
-        config,
-        "--slurm_options",
-        "--qos=long",
-    )
-    assert run.returncode != 0
-    for line in (
-        "--slurm_options: needs a value: write --slurm_options='--qos=long --constraint=skylake'",
-        "--qos: unknown parameter",
-        "--slurm_array_size: 7 was set after the slurm profile built its job arrays from 100",
-    ):
-        assert line in run.output, (line, run.output)
-    assert not task_dirs(tmp_path)
-
-
-def test_help_lists_every_param_with_its_description(tmp_path: Path) -> None:
-    run = succeeded(nextflow(REPO, tmp_path, "--help"))
-    for group in SCHEMA["$defs"].values():
-        assert f"{group['title']}:" in run.output
-        for name, spec in group["properties"].items():
-            assert f"--{name}" in run.output and spec["description"] in run.output, name
-    assert not task_dirs(tmp_path)
-
-
-def test_version(tmp_path: Path) -> None:
-    from bamstore import __version__
-
-    run = succeeded(nextflow(REPO, tmp_path, "--version"))
-    assert f"bamstore {__version__}" in run.output
-
-
-def test_a_bad_samplesheet_stops_the_run_before_any_extraction(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy2(TEST_DATA / "chip_a.bam", data / "a.bam")
-    sheet = data / "samplesheet.csv"
-    sheet.write_text("sample,bam,strandedness\na,a.bam,X\na,a.sam,\n")
-    run = nextflow(REPO, tmp_path / "launch", "-profile", "test", "--input", sheet)
-    assert run.returncode != 0
-    for fragment in ("samplesheet.csv:2: strandedness 'X'", "already on line 2", "a.sam"):
-        assert fragment in run.output, run.output
-    assert set(run.statuses("BAMSTORE_CHECKSAMPLESHEET").values()) == {"FAILED"}
-    assert not run.statuses("BAMSTORE_EXTRACT")
-
-
-def test_a_missing_bam_stops_the_run_before_any_extraction(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy2(TEST_DATA / "chip_a.bam", data / "a.bam")
-    sheet = data / "samplesheet.csv"
-    sheet.write_text("sample,bam\na,a.bam\nb,gone.bam\n")
-    run = nextflow(REPO, tmp_path / "launch", "-profile", "test", "--input", sheet)
-    assert run.returncode != 0
-    assert f"sample b: bam file {data / 'gone.bam'} does not exist" in run.output, run.output
-    assert not run.statuses("BAMSTORE_EXTRACT")
+def code_digest(versions: str) -> str:
+    """The package digest the extractions ran with, from a run's software versions."""
+    extract = versions.split("BAMSTORE_EXTRACT:", 1)[1].split("\n\n", 1)[0]
+    return next(line.split()[-1] for line in extract.splitlines() if "bamstore_code:" in line)
 
 
 # ------------------------------------------------------------------ growing a cohort

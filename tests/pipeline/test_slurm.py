@@ -17,6 +17,11 @@ every attempt (`nextflow log`) and SLURM's (the jobcomp file):
 The store of each run must equal `bamstore build` on the same samplesheet and pass `bamstore
 validate`. Then the same command with -resume must submit no job at all.
 
+A third run is the one a user makes: `-profile slurm` alone, no test profile and no caps. The
+profile reads the partition's largest node with sinfo and caps every request there (the merge
+asks for 4 CPUs, the node has 2): the run must finish, every job within the node, and its store
+equal `bamstore build`'s.
+
 Run with `make test-slurm` (needs root, slurm-wlm, munge, and Nextflow: `make nextflow`).
 """
 
@@ -33,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from nfrun import NEXTFLOW, REPO, assert_same_store, bamstore, build, nextflow_env
+from nfrun import NEXTFLOW, REPO, assert_same_store, bamstore, build, nextflow, nextflow_env
 from slurm_cluster import (
     QueuedJob,
     SlurmCluster,
@@ -429,3 +434,69 @@ def test_resume_submits_no_job(run_fixture: str, request, slurm_cluster) -> None
     assert {process_name(t) for t in tasks} == PROCESSES
     assert {t.status for t in tasks} == {"CACHED"}
     assert slurm_cluster.finished_jobs(under=run.launch_dir, since=mark) == []
+
+
+# ------------------------------------------------- -profile slurm as a user runs it, uncapped
+
+
+def test_an_uncapped_run_fits_the_partition_and_equals_bamstore_build(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """No test profile, no caps config: the caps come from sinfo (the polling config only makes
+    the run take seconds instead of minutes)."""
+    sheet = TEST_DATA / "samplesheet.csv"
+    mark = slurm_cluster.jobcomp_mark()
+    launch = tmp_path / "launch"
+    run = nextflow(
+        REPO,
+        launch,
+        "-profile",
+        "slurm",
+        "-c",
+        HERE / "slurm_fast_polling.config",
+        "--input",
+        sheet,
+        env={"SLURM_CONF": str(slurm_cluster.conf)},
+    )
+    assert run.returncode == 0, run.output
+    assert_same_store(
+        run.outdir / "bamstore.zarr", build(sheet, tmp_path / "build.zarr", chunk_len=None)
+    )
+    cpus, memory_mb = slurm_cluster.node
+    jobs = slurm_cluster.finished_jobs(under=launch, since=mark)
+    assert len(jobs) == 8, jobs  # check, 4 extractions, merge, validate, inspect
+    assert all(job.state == "COMPLETED" for job in jobs), jobs
+    assert all(job.cpus <= cpus and job.mem_mb <= memory_mb for job in jobs), (
+        cpus,
+        memory_mb,
+        jobs,
+    )
+    merge = next(job for job in jobs if "MERGE" in job.name)
+    assert (merge.cpus, merge.mem_mb) == (min(4, cpus), min(16 * 1024, memory_mb))
+
+
+def test_a_queue_from_a_config_other_than_the_one_the_caps_came_from_is_refused(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    config = tmp_path / "queue.config"
+    config.write_text("params.slurm_queue = 'elsewhere'\n")
+    run = nextflow(
+        REPO,
+        tmp_path,
+        "-profile",
+        "slurm",
+        "-c",
+        config,
+        "--input",
+        TEST_DATA / "samplesheet.csv",
+        "--max_cpus",  # one cap given: the other two would still be the partition's
+        "2",
+        env={"SLURM_CONF": str(slurm_cluster.conf)},
+    )
+    assert run.returncode != 0
+    expected = (
+        "--slurm_queue: elsewhere was set after the slurm profile read the resource caps from "
+        f"partition {slurm_cluster.partition}"
+    )
+    assert expected in run.output, run.output
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())

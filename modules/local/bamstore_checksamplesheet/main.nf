@@ -11,7 +11,8 @@ process BAMSTORE_CHECKSAMPLESHEET {
 
     output:
     path "samplesheet.valid.csv", emit: csv
-    path "versions.yml"         , emit: versions
+    tuple val("${task.process}"), val('bamstore'), eval("bamstore --version | sed 's/^bamstore, version //'"), emit: versions_bamstore, topic: versions
+    tuple val("${task.process}"), val('bamstore_code'), val(code_digest), emit: versions_bamstore_code, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -29,12 +30,6 @@ process BAMSTORE_CHECKSAMPLESHEET {
         --no-check-files \\
         ${cohort_arg} \\
         ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
-        bamstore_code: ${code_digest}
-    END_VERSIONS
     """
 
     stub:
@@ -42,11 +37,5 @@ process BAMSTORE_CHECKSAMPLESHEET {
     def cohort_arg = cohort ? "--new-samples-for ${cohort}" : ''
     """
     bamstore check-samplesheet ${samplesheet} --out samplesheet.valid.csv --no-check-files ${cohort_arg}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
-        bamstore_code: ${code_digest}
-    END_VERSIONS
     """
 }

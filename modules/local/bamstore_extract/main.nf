@@ -5,16 +5,20 @@ process BAMSTORE_EXTRACT {
     container "bamstore:0.1.0"
 
     input:
-    tuple val(meta), path(bam), path(index)  // meta: [id, strandedness]; index: [] to build one
-    path chromsizes                          // [] for none
-    path fasta                               // [] for none (CRAM needs it unless embedded)
-    path fasta_fai                           // [] for none (htslib indexes the FASTA itself)
-    val settings                             // map: the extraction parameters, validated
-    val code_digest                          // the bamstore package's digest (task hash)
+    // meta: [id, strandedness]; index: [] to build one; bam_path: the BAM's path as the
+    // samplesheet gives it, recorded in the store (the task reads its staged copy)
+    tuple val(meta), path(bam), path(index), val(bam_path)
+    path chromsizes   // [] for none
+    path fasta        // [] for none (CRAM needs it unless embedded)
+    path fasta_fai    // [] for none (htslib indexes the FASTA itself)
+    val settings      // map: the extraction parameters, validated (extractionSettings())
+    val code_digest   // the bamstore package's digest (task hash)
 
     output:
     tuple val(meta), path("${prefix}.zarr", type: 'dir'), emit: zarr
-    path "versions.yml"                                 , emit: versions
+    tuple val("${task.process}"), val('bamstore'), eval("bamstore --version | sed 's/^bamstore, version //'"), emit: versions_bamstore, topic: versions
+    tuple val("${task.process}"), val('bamstore_code'), val(code_digest), emit: versions_bamstore_code, topic: versions
+    tuple val("${task.process}"), val('python'), eval("python3 --version | sed 's/^Python //'"), emit: versions_python, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -22,45 +26,34 @@ process BAMSTORE_EXTRACT {
     script:
     def args = task.ext.args ?: ''
     prefix = task.ext.prefix ?: "${meta.id}"
+    def quote = { value -> "'" + value.toString().replace("'", "'\\''") + "'" }
+    // Each setting as the `bamstore extract` option of its name (min_mapq 5: --min-mapq '5'); a
+    // true boolean as the bare flag; false and unset (null) left out, which is extract's default
+    // (tests/test_schemas.py checks that every boolean option defaults to false)
+    def settings_args = settings
+        .findAll { _name, value -> value != null && value != false }
+        .collect { name, value -> "--${name.replace('_', '-')}" + (value == true ? '' : " ${quote.call(value)}") }
+        .join(' ')
     def index_arg = index ? "--index ${index}" : ''
     def strand_arg = meta.strandedness ? "--stranded ${meta.strandedness}" : ''
-    def deletions_arg = settings.count_deletions ? '--count-deletions' : ''
-    def extend_arg = settings.extend ? "--extend ${settings.extend}" : ''
-    def shift_arg = settings.shift ? "--shift '${settings.shift}'" : ''
     def chromsizes_arg = chromsizes ? "--chromsizes ${chromsizes}" : ''
-    def shard_arg = settings.shard ? '--shard' : '--no-shard'
     def reference_arg = fasta ? "--reference ${fasta}" : ''
     // Without an index, extract builds one in a scratch folder of the task directory (CSI when
     // a contig is longer than 2^29 bases, which BAI cannot address).
     """
     bamstore extract \\
         --bam ${bam} \\
+        --source-path ${quote.call(bam_path)} \\
         ${index_arg} \\
         --sample ${meta.id} \\
         ${strand_arg} \\
         --out ${prefix}.zarr \\
-        --chromosomes '${settings.chromosomes}' \\
-        --min-mapq ${settings.min_mapq} \\
-        --exclude-flags ${settings.exclude_flags} \\
-        ${deletions_arg} \\
-        --mode ${settings.mode} \\
-        ${extend_arg} \\
-        ${shift_arg} \\
-        --chunk-len ${settings.chunk_len} \\
-        --compression ${settings.compression} \\
-        ${shard_arg} \\
+        ${settings_args} \\
         ${chromsizes_arg} \\
         ${reference_arg} \\
         --threads ${task.cpus} \\
         --tmp-dir . \\
         ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
-        bamstore_code: ${code_digest}
-        python: \$(python3 --version | sed 's/^Python //')
-    END_VERSIONS
     """
 
     stub:
@@ -68,12 +61,5 @@ process BAMSTORE_EXTRACT {
     """
     mkdir -p ${prefix}.zarr
     echo '{"zarr_format": 3, "node_type": "group", "attributes": {}}' > ${prefix}.zarr/zarr.json
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
-        bamstore_code: ${code_digest}
-        python: \$(python3 --version | sed 's/^Python //')
-    END_VERSIONS
     """
 }

@@ -11,7 +11,8 @@ process BAMSTORE_INSPECT {
     output:
     tuple val(meta), path("${prefix}.inspect.json"), emit: json
     tuple val(meta), path("*.html")                , emit: html, optional: true
-    path "versions.yml"                            , emit: versions
+    tuple val("${task.process}"), val('bamstore'), eval("bamstore --version | sed 's/^bamstore, version //'"), emit: versions_bamstore, topic: versions
+    tuple val("${task.process}"), val('bamstore_code'), val(code_digest), emit: versions_bamstore_code, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -21,23 +22,11 @@ process BAMSTORE_INSPECT {
     prefix = task.ext.prefix ?: "${meta.id}"
     """
     bamstore inspect ${store} --json ${args} > ${prefix}.inspect.json
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
-        bamstore_code: ${code_digest}
-    END_VERSIONS
     """
 
     stub:
     prefix = task.ext.prefix ?: "${meta.id}"
     """
     echo '{"stub": true}' > ${prefix}.inspect.json
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
-        bamstore_code: ${code_digest}
-    END_VERSIONS
     """
 }

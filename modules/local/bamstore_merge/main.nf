@@ -15,7 +15,9 @@ process BAMSTORE_MERGE {
 
     output:
     tuple val(meta), path("${prefix}.zarr", type: 'dir'), emit: zarr
-    path "versions.yml"                                 , emit: versions
+    tuple val("${task.process}"), val('bamstore'), eval("bamstore --version | sed 's/^bamstore, version //'"), emit: versions_bamstore, topic: versions
+    tuple val("${task.process}"), val('bamstore_code'), val(code_digest), emit: versions_bamstore_code, topic: versions
+    tuple val("${task.process}"), val('python'), eval("python3 --version | sed 's/^Python //'"), emit: versions_python, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -37,13 +39,6 @@ process BAMSTORE_MERGE {
         --threads ${task.cpus} \\
         ${shard_arg} \\
         ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
-        bamstore_code: ${code_digest}
-        python: \$(python3 --version | sed 's/^Python //')
-    END_VERSIONS
     """
 
     stub:
@@ -51,12 +46,5 @@ process BAMSTORE_MERGE {
     """
     mkdir -p ${prefix}.zarr
     echo '{"zarr_format": 3, "node_type": "group", "attributes": {}}' > ${prefix}.zarr/zarr.json
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
-        bamstore_code: ${code_digest}
-        python: \$(python3 --version | sed 's/^Python //')
-    END_VERSIONS
     """
 }

@@ -10,7 +10,8 @@ process BAMSTORE_VALIDATE {
 
     output:
     tuple val(meta), path("${prefix}.validate.json"), emit: json
-    path "versions.yml"                             , emit: versions
+    tuple val("${task.process}"), val('bamstore'), eval("bamstore --version | sed 's/^bamstore, version //'"), emit: versions_bamstore, topic: versions
+    tuple val("${task.process}"), val('bamstore_code'), val(code_digest), emit: versions_bamstore_code, topic: versions
 
     when:
     task.ext.when == null || task.ext.when
@@ -21,23 +22,11 @@ process BAMSTORE_VALIDATE {
     // exits 2 (and fails the run) if the store is not sound; the JSON lists the problems
     """
     bamstore validate ${store} --json --threads ${task.cpus} ${args} > ${prefix}.validate.json
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
-        bamstore_code: ${code_digest}
-    END_VERSIONS
     """
 
     stub:
     prefix = task.ext.prefix ?: "${meta.id}"
     """
     echo '{"ok": true, "stub": true}' > ${prefix}.validate.json
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        bamstore: \$(bamstore --version | sed 's/^bamstore, version //')
-        bamstore_code: ${code_digest}
-    END_VERSIONS
     """
 }

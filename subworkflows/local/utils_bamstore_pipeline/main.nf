@@ -12,15 +12,16 @@
 */
 
 //
-// Every parameter of nextflow_schema.json: name -> its property (plus `group` and `required`)
+// Every parameter of nextflow_schema.json: name -> its property, plus `group` (its group's
+// title), `section` (the group's name in $defs) and `required`
 //
 def schemaParameters(schemaPath) {
     def schema = new groovy.json.JsonSlurper().parseText(file(schemaPath).text)
     def specs = [:]
-    schema['$defs'].each { _groupName, group ->
+    schema['$defs'].each { groupName, group ->
         def required = group.required ?: []
         group.properties.each { name, spec ->
-            specs[name] = spec + [group: group.title, required: required.contains(name)]
+            specs[name] = spec + [group: group.title, section: groupName, required: required.contains(name)]
         }
     }
     return specs
@@ -122,28 +123,34 @@ def convertType(value, type) {
 */
 
 //
-// Parameters a profile sets for the pipeline's own checks, not for users: conf/slurm.config
-// records the slurm_array_size it built its job arrays and queue size from
+// Parameters a profile sets for the pipeline's own checks and the resource caps, not for users:
+// conf/slurm.config records the slurm_array_size it built its job arrays and queue size from,
+// and the partition node it read the caps from
 //
 def profileParameters() {
-    return ['slurm_profile_array_size']
+    return ['slurm_profile_array_size', 'slurm_profile_node']
 }
 
 //
-// The job arrays are built when Nextflow reads the profile, before any -c config: a
-// slurm_array_size set in a -c config arrives too late to change them, so the run is refused
-// rather than run with arrays of another size than asked for
+// The job arrays are built, and the partition's node read, when Nextflow reads the profile,
+// before any -c config: a slurm_array_size or slurm_queue set in a -c config arrives too late,
+// so the run is refused rather than run with other arrays, or caps of another partition, than
+// asked for
 //
 def slurmProfileProblems(given, typed) {
     // containsKey: reading a param that no profile set would log a warning on every other run
     def applied = given.containsKey('slurm_profile_array_size') ? given.slurm_profile_array_size : null
     def wanted = typed.slurm_array_size
-    if (applied == null || wanted == null || (applied as long) == wanted) {
-        return []
+    def problems = []
+    if (applied != null && wanted != null && (applied as long) != wanted) {
+        problems << "--slurm_array_size: ${wanted} was set after the slurm profile built its job arrays from ${applied} (a -c config is read after the profiles): give --slurm_array_size ${wanted} on the command line or in -params-file"
     }
-    return [
-        "--slurm_array_size: ${wanted} was set after the slurm profile built its job arrays from ${applied} (a -c config is read after the profiles): give --slurm_array_size ${wanted} on the command line or in -params-file"
-    ]
+    def node = given.containsKey('slurm_profile_node') ? given.slurm_profile_node : null
+    def capsGiven = typed.max_cpus != null && typed.max_memory != null && typed.max_time != null
+    if (node && typed.slurm_queue && typed.slurm_queue != node.partition && !capsGiven) {
+        problems << "--slurm_queue: ${typed.slurm_queue} was set after the slurm profile read the resource caps from partition ${node.partition} (a -c config is read after the profiles): give --slurm_queue ${typed.slurm_queue} on the command line or in -params-file, or give --max_cpus, --max_memory and --max_time"
+    }
+    return problems
 }
 
 def shown(value) {
@@ -179,15 +186,14 @@ def editDistance(a, b) {
 }
 
 //
-// The options every sample is extracted with (the `bamstore extract` options of the same names).
-// A new extraction parameter is added here, in nextflow_schema.json, nextflow.config and the
-// BAMSTORE_EXTRACT module's command line.
+// The options every sample is extracted with: the schema's extraction parameters but the files
+// (chromsizes, fasta: staged as path inputs). BAMSTORE_EXTRACT passes each one as the `bamstore
+// extract` option of the same name, so a new extraction option is a parameter in
+// nextflow_schema.json and nextflow.config, and nothing else.
 //
-def extractionSettings(typed) {
-    def names = [
-        'chromosomes', 'min_mapq', 'exclude_flags', 'count_deletions', 'mode', 'extend', 'shift',
-        'chunk_len', 'compression', 'shard',
-    ]
+def extractionSettings(typed, schemaPath) {
+    def specs = schemaParameters(schemaPath)
+    def names = specs.findAll { _name, spec -> spec.section == 'extraction_options' && spec.format != 'file-path' }.keySet()
     return names.collectEntries { name -> [name, typed[name]] }
 }
 
@@ -300,6 +306,7 @@ def samplesFromSheet(csv, samplesheet) {
         samples << [
             meta: [id: row.sample, strandedness: row.strandedness ?: ''],
             bam: file(row.bam),
+            bam_path: row.bam,
             index: row.bai ? file(row.bai) : [],
             number: i + 1,
         ]
