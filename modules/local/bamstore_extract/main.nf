@@ -5,7 +5,7 @@ process BAMSTORE_EXTRACT {
     container "bamstore:0.1.0"
 
     input:
-    // meta: [id, strandedness]; index: [] to build one; bam_path: the BAM's path as the
+    // meta: [id, strandedness, scale_factor]; index: [] to build one; bam_path: the BAM's path as the
     // samplesheet gives it, recorded in the store (the task reads its staged copy)
     tuple val(meta), path(bam), path(index), val(bam_path)
     path chromsizes   // [] for none
@@ -36,6 +36,7 @@ process BAMSTORE_EXTRACT {
         .join(' ')
     def index_arg = index ? "--index ${index}" : ''
     def strand_arg = meta.strandedness ? "--stranded ${meta.strandedness}" : ''
+    def factor_arg = meta.scale_factor ? "--scale-factor ${meta.scale_factor}" : ''
     def chromsizes_arg = chromsizes ? "--chromsizes ${chromsizes}" : ''
     def reference_arg = fasta ? "--reference ${fasta}" : ''
     // Without an index, extract builds one in a scratch folder of the task directory (CSI when
@@ -47,6 +48,7 @@ process BAMSTORE_EXTRACT {
         ${index_arg} \\
         --sample ${meta.id} \\
         ${strand_arg} \\
+        ${factor_arg} \\
         --out ${prefix}.zarr \\
         ${settings_args} \\
         ${chromsizes_arg} \\

@@ -304,7 +304,7 @@ def samplesFromSheet(csv, samplesheet) {
             }
         }
         samples << [
-            meta: [id: row.sample, strandedness: row.strandedness ?: ''],
+            meta: [id: row.sample, strandedness: row.strandedness ?: '', scale_factor: row.scale_factor ?: ''],
             bam: file(row.bam),
             bam_path: row.bam,
             index: row.bai ? file(row.bai) : [],
