@@ -254,7 +254,7 @@ def code_changed(resume: ResumeProject) -> Run:
     """-resume after a change to a module of the package (not bin/bamstore), with chip_a's
     extraction killed once with exit 137 (tests/pipeline/inject_oom.config) and memory capped
     at 1.5 GB: one run for the two questions, since every extraction re-runs anyway."""
-    module = resume.project / "bamstore" / "extract.py"
+    module = resume.project / "bamstore" / "engine" / "extract.py"
     module.write_text(module.read_text() + "\n# a change to the package\n")
     return resume.run(
         "code", "-resume", "-c", HERE / "inject_oom.config", "--max_memory", "1536.MB"
