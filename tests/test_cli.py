@@ -223,13 +223,22 @@ def test_validate_fails_with_exit_2(tmp_path: Path, run_cli) -> None:
         ).returncode
         == 0
     )
-    next((out / "chr1" / "c" / "0").iterdir()).unlink()
+    row = out / "chr1" / "c" / "0"
+    first, second = sorted(row.iterdir(), key=lambda p: int(p.name))[:2]
+    first.write_bytes(second.read_bytes())  # a chunk swapped for another: present, but wrong
     done = run_cli("validate", out)
     lines = done.stderr.splitlines()
     assert done.returncode == 2 and len(lines) == 4, lines
     assert lines[0].startswith(f"{out}: sample 's', array 'chr1': chunk files do not match")
     assert lines[1].startswith(f"{out}: sample 's', array 'chr1': coverage sums to ")
     assert lines[2].startswith(f"{out}: sample 's': metadata/sparsity is ")
+    first.unlink()  # a chunk the record lists is gone: named as such, before any decoding
+    done = run_cli("validate", out, "--quick")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0] == (
+        f"{out}: sample 's', array 'chr1': chunk file(s) chr1/c/0/{first.name} missing: the "
+        "record lists them"
+    )
     assert lines[3] == (
         f"bamstore: error: {out}: is not sound: 3 problem(s) found; fix: rebuild the store "
         "(or the samples named above)"

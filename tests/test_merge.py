@@ -302,9 +302,13 @@ def test_a_format_2_cohort_grows_into_format_3(parts, tmp_path, read_rows) -> No
     """A cohort written before format 3 (no chunk columns in its record, 128 KiB blosc blocks)
     takes new samples: its chunks join as they are, and the merged record lists every row's
     chunk columns, as found in the files placed."""
+    from bamstore.query.inspect import summarize
+
     old = tmp_path / "old.zarr"
     merge_stores(parts[:2], old)
     _as_format_2(old)
+    assert validate_store(old).ok  # 128 KiB blosc blocks and no chunk columns: still sound
+    assert summarize(read_store_info(old))["format_version"] == 2
     assert (
         layout.StoreAttributes.from_json(
             __import__("json").loads((old / "zarr.json").read_text())["attributes"]
@@ -326,3 +330,4 @@ def test_a_format_2_cohort_grows_into_format_3(parts, tmp_path, read_rows) -> No
     for contig, _ in RANDOM_CONTIGS:
         np.testing.assert_array_equal(read_rows(out, contig)[:2], read_rows(old, contig))
     assert validate_store(out).ok
+    assert summarize(read_store_info(out))["format_version"] == 3

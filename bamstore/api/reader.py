@@ -27,7 +27,7 @@ from bamstore.api.regions import (
     resolve_region,
 )
 from bamstore.engine.samplesheet import DERIVED_COLUMNS, QUANTNADO_LABEL_COLUMN
-from bamstore.errors import FormatError, QueryError
+from bamstore.errors import DamagedStoreError, FormatError, QueryError
 from bamstore.extras import require_extra
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
 
@@ -63,6 +63,12 @@ class StoreReader:
             root = zarr.open_group(
                 store=self._zarr_store, mode="r" if self.read_only else "r+", zarr_format=3
             )
+        except ValueError as exc:  # JSONDecodeError: a zarr.json cut short or altered
+            raise DamagedStoreError(
+                f"{self._label.rstrip('/')}/{layout.ZARR_JSON}",
+                f"cannot be read as JSON ({exc})",
+                f"run `bamstore validate {self._label}` to see what is damaged, then rebuild it",
+            ) from None
         except Exception as exc:
             raise QueryError(None, f"{self._label} is not a Zarr v3 group ({exc})") from exc
         raw: dict[str, Any] = dict(root.attrs)

@@ -7,17 +7,21 @@ from pathlib import Path
 
 import click
 
-from bamstore.cli.common import command_options, log
+from bamstore.cli.common import STORE_HELP, command_options, log
 from bamstore.errors import InputError
 
 
-@click.command()
-@click.argument("store", type=click.Path(path_type=Path))
-@click.option("--quick", is_flag=True, help="Structure and completeness only (no decoding).")
+@click.command(epilog=STORE_HELP)
+@click.argument("store")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Structure, completeness and the presence of every chunk the record lists (no decoding).",
+)
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @command_options
-def validate(store: Path, quick: bool, threads: int, as_json: bool) -> None:
+def validate(store: str, quick: bool, threads: int, as_json: bool) -> None:
     """Check a store against the layout and its own recorded totals; exit 0 only if sound."""
     from bamstore.engine.validate import validate_store
 
@@ -33,6 +37,7 @@ def validate(store: Path, quick: bool, threads: int, as_json: bool) -> None:
                     "samples": report.samples,
                     "contigs": report.contigs,
                     "chunks_decoded": report.chunks_decoded,
+                    "notes": report.notes,
                 },
                 indent=2,
             )
@@ -40,6 +45,8 @@ def validate(store: Path, quick: bool, threads: int, as_json: bool) -> None:
     else:
         for problem in report.problems:
             click.echo(f"{store}: {problem}", err=True)
+        for note in report.notes:
+            log.info("%s: %s", store, note)
     if not report.ok:
         raise InputError(
             store,
@@ -53,8 +60,8 @@ def validate(store: Path, quick: bool, threads: int, as_json: bool) -> None:
         )
 
 
-@click.command()
-@click.argument("store", type=click.Path(path_type=Path))
+@click.command(epilog=STORE_HELP)
+@click.argument("store")
 @click.option(
     "--json", "as_json", is_flag=True, help="Machine-readable summary (stable; for tests)."
 )
@@ -65,7 +72,7 @@ def validate(store: Path, quick: bool, threads: int, as_json: bool) -> None:
     help="Also write the summary and a library-size bar chart as one HTML page.",
 )
 @command_options
-def inspect(store: Path, as_json: bool, html_out: str | None) -> None:
+def inspect(store: str, as_json: bool, html_out: str | None) -> None:
     """Samples, contigs, library sizes, metadata columns and the settings used."""
     from bamstore.engine.outputs import file_output, output_target
     from bamstore.engine.store import read_store_info
@@ -78,7 +85,7 @@ def inspect(store: Path, as_json: bool, html_out: str | None) -> None:
     if html_out is not None:
         from bamstore.query.report import html_report
 
-        page = html_report(summary, f"bamstore store {store.name}")
+        page = html_report(summary, f"bamstore store {Path(store.rstrip('/')).name}")
         with file_output(html_out, stdout=False) as staged:
             staged.write_text(page, encoding="utf-8")
     if as_json:

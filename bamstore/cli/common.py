@@ -23,6 +23,8 @@ from bamstore.errors import (
     SettingMismatchError,
 )
 
+STORE_HELP = "STORE is a path or an http(s):// or s3:// URL (read-only; needs bamstore[remote])."
+
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("bamstore")
 

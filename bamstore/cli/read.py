@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from bamstore.cli.common import command_options, log
+from bamstore.cli.common import STORE_HELP, command_options, log
 from bamstore.errors import InputError
 
 
-@click.command()
-@click.argument("store", type=click.Path(path_type=Path))
+@click.command(epilog=STORE_HELP)
+@click.argument("store")
 @click.option(
     "--region",
     required=True,
@@ -41,7 +41,7 @@ from bamstore.errors import InputError
 )
 @command_options
 def plot(
-    store: Path,
+    store: str,
     region: str,
     samples: str | None,
     normalise: str | None,
@@ -74,7 +74,6 @@ def plot(
     )
 
 
-STORE_HELP = "STORE is a path or an http(s):// or s3:// URL (read-only; needs bamstore[remote])."
 normalise_option = click.option(
     "--normalise",
     "--normalize",

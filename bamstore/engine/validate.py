@@ -1,11 +1,16 @@
 """Is a store sound? Structure (QuantNado's writer checklist), completeness, and content.
 
-Content means: every sample's per-contig coverage sums recorded at extraction equal the sums
-decoded back through zarr, and every row's chunk files match the digests recorded when they were
-written. A lost, truncated, altered or swapped chunk is caught and named. `quick=True` checks
-structure and completeness only; in a sharded store that includes reading every shard's index
-(a few bytes at its end, checked by its CRC32C), so a truncated or overwritten shard is named
-without reading any chunk.
+Structure includes presence: every chunk the store's record lists (format 3) is there, and
+nothing else is; in a sharded store that means reading every shard's index (a few bytes at its
+end, checked by its CRC32C), so a truncated or overwritten shard is named without reading any
+chunk. Content means: every sample's per-contig coverage sums recorded at extraction equal the
+sums decoded back through zarr, and every row's chunk files match the digests recorded when they
+were written. A lost, truncated, altered or swapped chunk is caught and named. `quick=True`
+checks structure (with presence) and completeness only, decoding nothing.
+
+A store at an http(s):// or s3:// URL is checked the same way but for what needs a folder
+listing (unexpected members and files: a URL has none) and the digests (its chunks are checked
+by decoding them); the report says so.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.storage import LocalStore
 
 from bamstore import layout
 from bamstore.engine import shard
@@ -35,16 +39,24 @@ class ValidationReport:
     contigs: int = 0
     chunks_decoded: int = 0
     quick: bool = False
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def validate_store(path: Path, *, quick: bool = False, threads: int = 1) -> ValidationReport:
-    """Check `path`; raises InputError only if it is not a store at all."""
-    info = read_store_info(path)
-    report = ValidationReport(Path(path), quick=quick)
+def validate_store(
+    path: Path | str, *, quick: bool = False, threads: int = 1, storage_options=None
+) -> ValidationReport:
+    """Check the store at a path or URL; raises InputError only if it is not a store at all."""
+    info = read_store_info(path, storage_options)
+    report = ValidationReport(Path(path) if not info.remote else info.path, quick=quick)
+    if info.remote:
+        report.notes.append(
+            "at a URL: no folder listing, so unexpected files are not looked for; chunks are "
+            "checked by decoding them, not by their digests"
+        )
     report.samples = len(info.sample_names)
     report.contigs = len(info.contigs)
     report.problems += list(_structure_problems(info))
@@ -57,11 +69,13 @@ def validate_store(path: Path, *, quick: bool = False, threads: int = 1) -> Vali
     report.problems += list(_record_problems(info))
     if report.problems:
         return report
-    report.problems += _shard_index_problems(info, threads)
+    stored, problems = _presence(info, threads)
+    report.problems += problems
     if quick or report.problems:
         return report
-    report.problems += verify_rows(info.path, info.attrs, threads)
-    report.problems += _content_problems(info, report, threads)
+    if not info.remote:
+        report.problems += verify_rows(info.path, info.attrs, threads)
+    report.problems += _content_problems(info, report, stored, threads)
     return report
 
 
@@ -122,7 +136,10 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
         return  # never look up an unsafe name as a path
     layouts = info.array_layouts()  # every coverage array: its contig's length, sharded or not
     expected = {*layouts, layout.METADATA_GROUP}
-    members = {p.name for p in info.path.iterdir() if p.is_dir()}
+    if info.remote:  # no listing: every expected member must have its zarr.json
+        members = {name for name in expected if _has_document(info, name)}
+    else:
+        members = {p.name for p in info.path.iterdir() if p.is_dir()}
     for extra in sorted(members - expected):
         yield (
             f"unexpected root member {extra!r} (QuantNado treats every root member as a contig)"
@@ -134,11 +151,13 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
     for array in sorted(expected & members - {layout.METADATA_GROUP}):
         array_layout = layouts[array]
         try:
-            doc = layout.read_json(info.path / array / layout.ZARR_JSON)
+            doc = info.array_document(array)
         except (OSError, ValueError):
             yield f"array {array!r}: zarr.json is missing or not JSON"
             continue
         want = array_layout.document(n, profile)
+        if _same_but_block_size(doc, want):
+            doc = want  # stores from before format 3: blosc chose its own block size
         if doc != want and is_sharded_document(doc) != array_layout.sharded:
             stored, recorded = (
                 ("unsharded", "sharded") if array_layout.sharded else ("sharded", "unsharded")
@@ -151,7 +170,7 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
             diffs = sorted(k for k in set(doc) | set(want) if doc.get(k) != want.get(k))
             yield f"array {array!r}: metadata differs from the layout in {', '.join(diffs)}"
         rows = info.path / array / layout.CHUNK_FOLDER
-        if rows.is_dir():
+        if not info.remote and rows.is_dir():
             for row_dir in rows.iterdir():
                 if not row_dir.name.isdigit() or int(row_dir.name) >= n:
                     yield f"array {array!r}: unexpected chunk folder c/{row_dir.name}"
@@ -162,14 +181,45 @@ def _structure_problems(info: StoreInfo) -> Iterator[str]:
     yield from _metadata_problems(info, n)
 
 
+def _has_document(info: StoreInfo, name: str) -> bool:
+    try:
+        info.files.read(f"{name}/{layout.ZARR_JSON}")
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _same_but_block_size(doc: dict, want: dict) -> bool:
+    """Whether an array document is the layout's but for blosc's block size (which only the
+    encoder uses: every chunk records its own)."""
+    if set(doc) != set(want) or any(doc[k] != want[k] for k in doc if k != "codecs"):
+        return False
+    mine, theirs = doc.get("codecs", []), want.get("codecs", [])
+    if is_sharded_document(doc) and is_sharded_document(want):
+        inner = [c["configuration"] for c in (mine[0], theirs[0])]
+        rest = [{k: v for k, v in c.items() if k != "codecs"} for c in inner]
+        return rest[0] == rest[1] and layout.same_chunk_codecs(
+            inner[0].get("codecs", []), inner[1].get("codecs", [])
+        )
+    return layout.same_chunk_codecs(mine, theirs)
+
+
 def _metadata_problems(info: StoreInfo, n: int) -> Iterator[str]:
-    group = zarr.open_group(LocalStore(info.path, read_only=True), mode="r")
-    meta = group.get(layout.METADATA_GROUP)
+    try:
+        group = zarr.open_group(info.zarr_store(), mode="r")
+        meta = group.get(layout.METADATA_GROUP)
+    except (OSError, ValueError) as exc:
+        yield f"the metadata group cannot be opened by zarr ({exc})"
+        return
     if not isinstance(meta, zarr.Group):
         yield "metadata group is missing"
         return
     for spec in layout.METADATA_SPECS:
-        arr = meta.get(spec.name)
+        try:
+            arr = meta.get(spec.name)
+        except ValueError:  # JSONDecodeError: its zarr.json is cut short or altered
+            yield f"metadata/{spec.name}/zarr.json is not JSON (truncated or altered)"
+            continue
         if not isinstance(arr, zarr.Array):
             yield f"metadata/{spec.name} is missing"
         elif arr.shape != spec.shape(n) or arr.dtype != spec.dtype:
@@ -207,42 +257,97 @@ def _record_problems(info: StoreInfo) -> Iterator[str]:
             )
 
 
-def _shard_index_problems(info: StoreInfo, threads: int) -> list[str]:
-    """Every shard's index must be readable (its CRC32C holds, its entries tile the file):
-    a truncated, extended or overwritten shard is named by sample, array and file."""
-    if not info.sharded:
-        return []
+def _presence(info: StoreInfo, threads: int) -> tuple[dict[tuple[int, str], list[int]], list[str]]:
+    """The stored chunk columns of every row of every array, and the problems of rows whose
+    chunks are not the ones their record lists (format 3; before it, only whether a row with
+    coverage has any). A shard's index is read and checked by its CRC32C; a row's files are
+    listed; at a URL, the listed chunks are asked for (a few bytes each) and a shard's index
+    fetched."""
+    assert info.record is not None
     layouts = info.array_layouts()
-    jobs = [
-        (row, name, array)
+    jobs: list[tuple[int, str, layout.ArrayRow]] = [
+        (row, name, array_row)
         for row, name in enumerate(info.sample_names)
-        for array in layouts
-        if shard.shard_path(info.path, array, row).is_file()
+        for array_row in info.record.samples[name].rows(
+            info.attrs.contig_names, info.has_strand_arrays
+        )
     ]
 
-    def check(job: tuple[int, str, str]) -> str | None:
-        row, name, array = job
-        n_inner = layouts[array].n_chunks
+    def check(job: tuple[int, str, layout.ArrayRow]) -> tuple[list[int], list[str]]:
+        row, name, array_row = job
+        array = array_row.array
+        listed = None if array_row.columns is None else layout.parse_columns(array_row.columns)
+        where = f"sample {name!r}, array {array!r}"
         try:
-            shard.read_shard_index(shard.shard_path(info.path, array, row), n_inner)
+            stored = _stored(info, layouts[array], array, row, listed)
         except shard.DamagedShardError as exc:
-            return (
-                f"sample {name!r}, array {array!r}: shard {array}/c/{row}/0 is damaged: "
-                f"{exc.reason}"
-            )
-        return None
+            return [], [f"{where}: shard {array}/c/{row}/0 is damaged: {exc.reason}"]
+        problems = []
+        if listed is not None:
+            missing = sorted(listed - set(stored))
+            extra = sorted(set(stored) - listed)
+            what = "inner chunk" if layouts[array].sharded else "chunk file"
+            if missing:
+                problems.append(
+                    f"{where}: {what}(s) {_cols(array, row, missing)} missing: the record lists "
+                    "them"
+                )
+            if extra:
+                problems.append(f"{where}: {what}(s) {_cols(array, row, extra)} not in the record")
+        elif array_row.coverage_sum > 0 and not stored:
+            problems.append(f"{where}: no chunk files, but extraction recorded coverage")
+        return stored, problems
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return [p for p in pool.map(check, jobs) if p]
+        results = list(pool.map(check, jobs))
+    stored = {
+        (row, array_row.array): cols
+        for (row, _, array_row), (cols, _) in zip(jobs, results, strict=True)
+    }
+    return stored, [p for _, problems in results for p in problems]
 
 
-def _content_problems(info: StoreInfo, report: ValidationReport, threads: int) -> list[str]:
+def _cols(array: str, row: int, cols: list[int]) -> str:
+    shown = ", ".join(f"{array}/c/{row}/{c}" for c in cols[:5])
+    return shown + (f" and {len(cols) - 5} more" if len(cols) > 5 else "")
+
+
+def _stored(
+    info: StoreInfo, array_layout: ArrayLayout, array: str, row: int, listed: frozenset | None
+) -> list[int]:
+    """The columns of the chunks stored in one row."""
+    if not info.remote:
+        return array_layout.columns(info.path, array, row)
+    key = f"{array}/{layout.CHUNK_FOLDER}/{row}"
+    if array_layout.sharded:
+        size = shard.index_nbytes(array_layout.n_chunks)
+        tail = info.files.fetch([f"{key}/{shard.SHARD_COLUMN}"], [(-size, None)])[0]
+        if isinstance(tail, FileNotFoundError):
+            return []
+        if isinstance(tail, Exception):
+            raise tail
+        name = Path(info.files.path(f"{key}/{shard.SHARD_COLUMN}"))
+        if len(tail) < size:
+            raise shard.DamagedShardError(name, "shorter than its index")
+        return shard.parse_shard_index(tail[-size:], name, array_layout.n_chunks, None).columns()
+    if listed is None:
+        return []  # no listing at a URL, and no record of the columns to ask for
+    cols = sorted(listed)
+    found = info.files.fetch([f"{key}/{c}" for c in cols], [(0, 16)] * len(cols))
+    return [c for c, data in zip(cols, found, strict=True) if not isinstance(data, Exception)]
+
+
+def _content_problems(
+    info: StoreInfo,
+    report: ValidationReport,
+    stored: dict[tuple[int, str], list[int]],
+    threads: int,
+) -> list[str]:
     """Decode every stored chunk through zarr and compare sums and sparsity with the records."""
     assert info.record is not None
-    group = zarr.open_group(LocalStore(info.path, read_only=True), mode="r")
+    group = zarr.open_group(info.zarr_store(), mode="r")
     chunk_len = info.chunk_len
     lengths = [length for _, length in info.contigs]
-    layouts: dict[str, ArrayLayout] = info.array_layouts()
     jobs: list[tuple[int, str, layout.ArrayRow]] = []
     for row, name in enumerate(info.sample_names):
         record = info.record.samples[name]
@@ -253,7 +358,7 @@ def _content_problems(info: StoreInfo, report: ValidationReport, threads: int) -
         row, name, array_row = job
         array, length = array_row.array, lengths[array_row.contig_index]
         total = nonzero = chunks = 0
-        columns = layouts[array].columns(info.path, array, row)
+        columns = stored.get((row, array), [])
         if not columns:  # nothing stored: all zeros (opening the array costs ~1 ms; 100k contigs)
             return total, nonzero, chunks
         arr = group[array]

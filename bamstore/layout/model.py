@@ -471,6 +471,7 @@ class BamstoreRecord:
     settings: StoreSettings
     samples: Mapping[str, SampleRecord]
     version: str = __version__
+    format_version: int = FORMAT_VERSION  # as read (written back as FORMAT_VERSION)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -500,13 +501,20 @@ class BamstoreRecord:
                 ),
                 samples={n: SampleRecord.from_json(r) for n, r in data["samples"].items()},
                 version=str(data.get("version", "")),
+                format_version=int(version),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise FormatError(f"its 'bamstore' record is malformed ({exc!r})") from None
 
     def with_samples(self, samples: Mapping[str, SampleRecord]) -> BamstoreRecord:
-        """This record with `samples` added (replacing records of the same names)."""
-        return dataclasses.replace(self, samples={**self.samples, **samples}, version=__version__)
+        """This record with `samples` added (replacing records of the same names), as this
+        bamstore writes it."""
+        return dataclasses.replace(
+            self,
+            samples={**self.samples, **samples},
+            version=__version__,
+            format_version=FORMAT_VERSION,
+        )
 
 
 REQUIRED_ROOT_ATTRS = ("sample_names", "chromsizes", "chunk_len")  # QuantNado's open needs these

@@ -31,13 +31,14 @@ def summarize(info: StoreInfo) -> dict[str, Any]:
                 "stranded": info.stranded.get(name, ""),
                 "sample_hash": bytes(meta.sample_hashes[row]).hex(),
                 "contig_sums": list(sample.contig_sums) if sample else None,
+                "scale_factor": sample.scale_factor if sample else None,
                 "warnings": dict(sample.warnings) if sample else {},
             }
         )
     settings = info.settings
     return {
         "format": layout.FORMAT_NAME if record else "quantnado",
-        "format_version": layout.FORMAT_VERSION if record else None,
+        "format_version": record.format_version if record else None,
         "n_samples": len(info.sample_names),
         "chunk_len": info.chunk_len,
         "compression": info.compression,
@@ -58,6 +59,12 @@ def settings_facts(settings: dict[str, Any] | None) -> list[tuple[str, str]]:
     value = settings.get(detail) if detail else None
     if isinstance(value, list | tuple):
         value = ",".join(str(x) for x in value)
+    low, high = settings.get("min_fragment_len"), settings.get("max_fragment_len")
+    fragments = (
+        ""
+        if low is None and high is None
+        else f"; proper pairs of {low or 1}–{high if high is not None else '∞'} bp only"
+    )
     return [
         (
             "read filter",
@@ -67,7 +74,9 @@ def settings_facts(settings: dict[str, Any] | None) -> list[tuple[str, str]]:
         ),
         (
             "counting",
-            settings["mode"] + (f" ({detail} {value})" if detail and value is not None else ""),
+            settings["mode"]
+            + (f" ({detail} {value})" if detail and value is not None else "")
+            + fragments,
         ),
     ]
 
@@ -96,11 +105,17 @@ def format_summary(summary: dict[str, Any], path: str, version: str | None) -> s
     lines.append(f"metadata     {', '.join(cols) if cols else '(none)'}")
     lines.append("")
     width = max([len(s["name"]) for s in summary["samples"]] + [6])
-    lines.append(f"{'sample':<{width}}  {'library size':>14}  {'sparsity %':>10}  strand  complete")
+    factors = any(s.get("scale_factor") is not None for s in summary["samples"])
+    lines.append(
+        f"{'sample':<{width}}  {'library size':>14}  {'sparsity %':>10}  strand  complete"
+        + ("  scale factor" if factors else "")
+    )
     for s in summary["samples"]:
         sparsity = "NA" if s["sparsity"] is None else f"{s['sparsity']:.2f}"
+        factor = s.get("scale_factor")
         lines.append(
             f"{s['name']:<{width}}  {s['total_reads']:>14,}  {sparsity:>10}  "
-            f"{s['stranded'] or '-':>6}  {'yes' if s['completed'] else 'NO'}"
+            f"{s['stranded'] or '-':>6}  {'yes' if s['completed'] else 'NO':>8}"
+            + (f"  {'NA' if factor is None else f'{factor:g}':>12}" if factors else "")
         )
     return "\n".join(lines)

@@ -211,7 +211,12 @@ class CoverageSource:
         if doc.get("zarr_format") != 3 or doc.get("node_type") != "group":
             raise QueryError(label, "is not a Zarr v3 group", "give a store made by bamstore")
         attrs = _attributes(label, doc.get("attributes", {}))
-        completed = read_small_array(files, f"{layout.METADATA_GROUP}/{layout.COMPLETED}")
+        completed_key = f"{layout.METADATA_GROUP}/{layout.COMPLETED}"
+        if _document(files, f"{completed_key}/{layout.ZARR_JSON}") is None:
+            raise _damaged(
+                files, f"{completed_key}/{layout.ZARR_JSON}", "is missing: every store has it"
+            )
+        completed = read_small_array(files, completed_key)
         reads = read_small_array(files, f"{layout.METADATA_GROUP}/{layout.TOTAL_READS}")
         root = None
         if completed is None:  # absent, or written with codecs read only by zarr
@@ -242,9 +247,16 @@ class CoverageSource:
         done = meta.get(layout.COMPLETED) if isinstance(meta, zarr.Group) else None
         if not isinstance(done, zarr.Array):
             raise QueryError(label, "has no metadata/completed array", "rebuild the store")
-        completed = np.asarray(done[...], dtype=bool)
         reads = meta.get(layout.TOTAL_READS) if isinstance(meta, zarr.Group) else None
-        total = np.asarray(reads[...]) if isinstance(reads, zarr.Array) else None
+        try:
+            completed = np.asarray(done[...], dtype=bool)
+            total = np.asarray(reads[...]) if isinstance(reads, zarr.Array) else None
+        except Exception as exc:  # zarr and its codecs raise many kinds for a damaged chunk
+            raise DamagedStoreError(
+                f"{label.rstrip('/')}/{layout.METADATA_GROUP}",
+                f"cannot be decoded ({type(exc).__name__}: {exc})",
+                VALIDATE_FIX.format(store=label),
+            ) from None
         first = next(iter(attrs.contig_names), None)
         strands = first is not None and layout.strand_array_names(first)[0] in root
         return cls(
