@@ -71,9 +71,14 @@ def serve_folder(folder: Path) -> Iterator[tuple[str, Counter[str]]]:
     """(base URL, request counter) of a threading HTTP server over `folder` on 127.0.0.1."""
     counts: Counter[str] = Counter()
     handler = type("Handler", (RangeHandler,), {"requests": counts})
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(folder))
+    server_class = type(
+        "Server",
+        (http.server.ThreadingHTTPServer,),
+        # socketserver's backlog of 5 drops the SYNs of a client that opens more connections
+        # at once (the kernel retries them a second later); servers in use take hundreds
+        {"request_queue_size": 128},
     )
+    server = server_class(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

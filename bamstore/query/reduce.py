@@ -78,10 +78,8 @@ class Reducer:
                 out[order] = self._through_zarr(name, intervals, order, how)
                 continue
             starts, ends = intervals.start[order], intervals.end[order]
-            values = np.full((len(self.rows), len(order)), IDENTITY[how], dtype=np.int64)
             for batch in self._batches(starts, ends, array.format.chunk_len):
-                self._run(array, starts[batch], ends[batch], how, values[:, batch])
-            out[order] = values.T
+                out[order[batch]] = self._run(array, starts[batch], ends[batch], how).T
         result = out.astype(np.float64)
         if how != "sum":
             result[~nonempty] = np.nan
@@ -106,20 +104,14 @@ class Reducer:
         return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
     def _run(
-        self,
-        array: chunks.CoverageArray,
-        starts: np.ndarray,
-        ends: np.ndarray,
-        how: str,
-        values: np.ndarray,
-    ) -> None:
-        """Fold one batch into `values` (rows x intervals, a view), on the threads."""
+        self, array: chunks.CoverageArray, starts: np.ndarray, ends: np.ndarray, how: str
+    ) -> np.ndarray:
+        """(rows, intervals) int64: one batch reduced, on the threads."""
         code = REDUCTIONS[how]
+        values = np.full((len(self.rows), len(starts)), IDENTITY[how], dtype=np.int64)
         if self.threads == 1:
-            block = np.ascontiguousarray(values)
-            array.reduce(self.rows, starts, ends, code, block)
-            values[...] = block
-            return
+            array.reduce(self.rows, starts, ends, code, values)
+            return values
         # load the batch's chunk headers once, here, before the threads read them
         array.ensure(self.rows, chunks.columns_of(starts, ends, array.format.chunk_len))
         if len(starts) >= MIN_PIECES_PER_THREAD * self.threads:
@@ -135,6 +127,7 @@ class Reducer:
 
         for (rows, pieces), block in chunks.pool(self.threads).map(work, parts):
             values[rows, pieces] = block
+        return values
 
     def _through_zarr(
         self, name: str, intervals: Intervals, order: np.ndarray, how: str
