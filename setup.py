@@ -53,7 +53,9 @@ def chunk_reader_extension():
         "bamstore.query._chunkread",
         ["bamstore/query/_chunkread.pyx"],
         libraries=[":libzstd.so.1"],
-        extra_compile_args=["-O3"],
+        # OpenMP: the rows of one read are split between threads (prange)
+        extra_compile_args=["-O3", "-fopenmp"],
+        extra_link_args=["-fopenmp"],
     )
 
 

@@ -190,13 +190,17 @@ class BamStore(StoreReader):
         store_path: PathLike,
         read_only: bool = True,
         storage_options: Mapping[str, Any] | None = None,
+        threads: int | None = None,
     ) -> BamStore:
         """Attach to an existing store; read-only unless `read_only=False`.
 
         `store_path` may be an http(s):// or s3:// URL (always read-only; `bamstore[remote]`);
-        `storage_options` go to fsspec (e.g. S3 credentials or `endpoint_url`).
+        `storage_options` go to fsspec (e.g. S3 credentials or `endpoint_url`). `threads`:
+        a read of several samples is decoded on up to this many threads (default 2, or 1 on a
+        one-core machine; give 1 inside data-loader workers that run in parallel already).
         """
         self = cls.__new__(cls)
+        self.read_threads = threads
         if query_source.is_url(store_path):
             if not read_only:
                 raise ValueError(f"{store_path}: stores at a URL open read-only")

@@ -98,6 +98,11 @@ class StoreReader:
         again after every write through this object (each calls `_reload`)."""
         if self._source is None:
             self._source = CoverageSource.from_group(self._label, self.root)
+            threads = getattr(self, "read_threads", None)
+            if threads is not None:
+                if int(threads) < 1:
+                    raise QueryError(None, f"threads must be >= 1, not {threads}")
+                self._source.threads = int(threads)
         return self._source
 
     # ------------------------------------------------------------------ properties

@@ -36,6 +36,8 @@ from posix.fcntl cimport O_RDONLY
 from posix.fcntl cimport open as c_open
 from posix.unistd cimport close, pread
 
+from cython.parallel cimport prange, threadid
+
 import numpy as np
 
 cdef extern from *:
@@ -199,137 +201,199 @@ cdef inline int64_t fold(int64_t acc, const uint32_t *run, int64_t n, int how) n
     return acc
 
 
-cdef class Scratch:
-    """Buffers, a zstd context, an open file and the last decoded blocks of one reading thread
-    (never shared between threads)."""
-
-    cdef uint8_t *cbuf
-    cdef int64_t cbuf_len
-    cdef uint32_t *bounce
-    cdef ZSTD_DCtx *ctx
+cdef struct Buf:
+    # what one reading thread holds: buffers, a zstd context, an open file, decoded blocks
+    uint8_t *cbuf
+    int64_t cbuf_len
+    uint32_t *bounce
+    ZSTD_DCtx *ctx
     # SLOTS decoded blocks: the byte planes (`planes`) of a shuffled block are unshuffled into
     # `data` only where read ([lo, hi) items), as a window reads a few thousand of them
-    cdef int64_t slot_len
-    cdef uint8_t *planes[SLOTS]
-    cdef uint32_t *data[SLOTS]
-    cdef const Entry *slot_entry[SLOTS]
-    cdef uint64_t slot_stamp[SLOTS]
-    cdef int64_t slot_k[SLOTS]
-    cdef int64_t slot_items[SLOTS]
-    cdef int64_t slot_lo[SLOTS]
-    cdef int64_t slot_hi[SLOTS]
-    cdef bint slot_shuffled[SLOTS]
-    cdef uint64_t slot_used[SLOTS]
-    cdef uint64_t tick
+    int64_t slot_len
+    uint8_t *planes[SLOTS]
+    uint32_t *data[SLOTS]
+    const Entry *slot_entry[SLOTS]
+    uint64_t slot_stamp[SLOTS]
+    int64_t slot_k[SLOTS]
+    int64_t slot_items[SLOTS]
+    int64_t slot_lo[SLOTS]
+    int64_t slot_hi[SLOTS]
+    bint slot_shuffled[SLOTS]
+    uint64_t slot_used[SLOTS]
+    uint64_t tick
     # the file of the last read: the blocks of one chunk open it once
-    cdef int fd
-    cdef const char *fd_path
-    cdef readonly int64_t failed_row, failed_col, failed_errno
-    cdef readonly int64_t blocks_decoded
+    int fd
+    const char *fd_path
+    int64_t failed_row, failed_col, failed_errno
+    int64_t blocks_decoded
 
-    def __cinit__(self):
-        self.ctx = ZSTD_createDCtx()
-        self.bounce = <uint32_t *>malloc(BOUNCE * ITEM)
-        if self.ctx == NULL or self.bounce == NULL:
-            raise MemoryError("cannot allocate a zstd context")
-        self.fd = -1
-        self.fd_path = NULL
-        self.forget()
+
+cdef Buf *buf_new() noexcept nogil:
+    cdef Buf *b = <Buf *>calloc(1, sizeof(Buf))
+    if b == NULL:
+        return NULL
+    b.ctx = ZSTD_createDCtx()
+    b.bounce = <uint32_t *>malloc(BOUNCE * ITEM)
+    b.fd = -1
+    if b.ctx == NULL or b.bounce == NULL:
+        buf_free(b)
+        return NULL
+    buf_forget(b)
+    return b
+
+
+cdef void buf_free(Buf *b) noexcept nogil:
+    cdef int i
+    if b == NULL:
+        return
+    buf_close(b)
+    free(b.cbuf)
+    for i in range(SLOTS):
+        free(b.planes[i])
+        free(b.data[i])
+    free(b.bounce)
+    if b.ctx != NULL:
+        ZSTD_freeDCtx(b.ctx)
+    free(b)
+
+
+cdef void buf_forget(Buf *b) noexcept nogil:
+    cdef int i
+    for i in range(SLOTS):
+        b.slot_entry[i] = NULL
+        b.slot_k[i] = -1
+
+
+cdef void buf_close(Buf *b) noexcept nogil:
+    """Close the kept file (at the end of every read; decoded blocks are kept)."""
+    if b.fd >= 0:
+        close(b.fd)
+    b.fd = -1
+    b.fd_path = NULL
+
+
+cdef int64_t buf_pread(Buf *b, const char *path, void *dest, int64_t n,
+                       int64_t offset) noexcept nogil:
+    """pread of n bytes of `path`, kept open for the next read of the same path; the count
+    read (short: the file is shorter than asked), or -1 with failed_errno set."""
+    cdef int64_t total = 0
+    cdef ssize_t got
+    if b.fd < 0 or b.fd_path != path:
+        if b.fd >= 0:
+            close(b.fd)
+        b.fd_path = NULL
+        b.fd = c_open(path, O_RDONLY)
+        if b.fd < 0:
+            b.failed_errno = bamstore_errno()
+            return -1
+        b.fd_path = path
+    while total < n:
+        got = pread(b.fd, <uint8_t *>dest + total, n - total, offset + total)
+        if got < 0:
+            b.failed_errno = bamstore_errno()
+            return -1
+        if got == 0:
+            break
+        total += got
+    return total
+
+
+cdef int buf_reserve(Buf *b, int64_t cbytes, int64_t bbytes) noexcept nogil:
+    """Room for a compressed block of cbytes and decoded blocks of bbytes (0 or -1)."""
+    cdef uint8_t *p
+    cdef int i
+    if cbytes > b.cbuf_len:
+        p = <uint8_t *>malloc(cbytes)
+        if p == NULL:
+            return -1
+        free(b.cbuf)
+        b.cbuf = p
+        b.cbuf_len = cbytes
+    if bbytes > b.slot_len:
+        for i in range(SLOTS):
+            free(b.planes[i])
+            free(b.data[i])
+            b.planes[i] = <uint8_t *>malloc(bbytes)
+            b.data[i] = <uint32_t *>malloc(bbytes)
+            if b.planes[i] == NULL or b.data[i] == NULL:
+                b.slot_len = 0
+                buf_forget(b)
+                return -1
+        b.slot_len = bbytes
+        buf_forget(b)
+    return 0
+
+
+cdef int buf_slot_of(Buf *b, const Entry *e, int64_t k) noexcept nogil:
+    """The slot holding block k of entry e as loaded now, or -1."""
+    cdef int i
+    for i in range(SLOTS):
+        if b.slot_entry[i] == e and b.slot_k[i] == k and b.slot_stamp[i] == e.stamp:
+            return i
+    return -1
+
+
+cdef int buf_victim(Buf *b) noexcept nogil:
+    """The least recently used slot."""
+    cdef int i, best = 0
+    for i in range(1, SLOTS):
+        if b.slot_used[i] < b.slot_used[best]:
+            best = i
+    return best
+
+
+cdef int buf_fail(Buf *b, int rc, int64_t row, int64_t col) noexcept nogil:
+    b.failed_row = row
+    b.failed_col = col
+    return rc
+
+
+cdef class Scratch:
+    """The reading state of one calling thread: one `Buf` per thread it reads with (`threads`:
+    the rows of one read are split between them), never shared with another caller."""
+
+    cdef Buf **bufs
+    cdef readonly int threads
+    cdef readonly int64_t failed_row, failed_col, failed_errno
+
+    def __cinit__(self, int threads=1):
+        cdef int i
+        self.threads = max(1, threads)
+        self.bufs = <Buf **>calloc(self.threads, sizeof(Buf *))
+        if self.bufs == NULL:
+            raise MemoryError()
+        for i in range(self.threads):
+            self.bufs[i] = buf_new()
+            if self.bufs[i] == NULL:
+                raise MemoryError("cannot allocate a zstd context")
 
     def __dealloc__(self):
         cdef int i
-        self.close()
-        free(self.cbuf)
-        for i in range(SLOTS):
-            free(self.planes[i])
-            free(self.data[i])
-        free(self.bounce)
-        if self.ctx != NULL:
-            ZSTD_freeDCtx(self.ctx)
+        if self.bufs != NULL:
+            for i in range(self.threads):
+                buf_free(self.bufs[i])
+            free(self.bufs)
 
-    cdef void forget(self) noexcept nogil:
+    @property
+    def blocks_decoded(self) -> int:
+        """Blosc blocks decoded by this scratch so far, over its threads."""
         cdef int i
-        for i in range(SLOTS):
-            self.slot_entry[i] = NULL
-            self.slot_k[i] = -1
+        cdef int64_t n = 0
+        for i in range(self.threads):
+            n += self.bufs[i].blocks_decoded
+        return n
 
-    cdef void close(self) noexcept nogil:
-        """Close the kept file (at the end of every read; decoded blocks are kept)."""
-        if self.fd >= 0:
-            close(self.fd)
-        self.fd = -1
-        self.fd_path = NULL
-
-    cdef int64_t pread_path(self, const char *path, void *buf, int64_t n,
-                            int64_t offset) noexcept nogil:
-        """pread of n bytes of `path`, kept open for the next read of the same path; the count
-        read (short: the file is shorter than asked), or -1 with failed_errno set."""
-        cdef int64_t total = 0
-        cdef ssize_t got
-        if self.fd < 0 or self.fd_path != path:
-            if self.fd >= 0:
-                close(self.fd)
-            self.fd_path = NULL
-            self.fd = c_open(path, O_RDONLY)
-            if self.fd < 0:
-                self.failed_errno = bamstore_errno()
-                return -1
-            self.fd_path = path
-        while total < n:
-            got = pread(self.fd, <uint8_t *>buf + total, n - total, offset + total)
-            if got < 0:
-                self.failed_errno = bamstore_errno()
-                return -1
-            if got == 0:
-                break
-            total += got
-        return total
-
-    cdef int reserve(self, int64_t cbytes, int64_t bbytes) noexcept nogil:
-        """Room for a compressed block of cbytes and decoded blocks of bbytes (0 or -1)."""
-        cdef uint8_t *p
-        cdef uint32_t *q
-        cdef int i
-        if cbytes > self.cbuf_len:
-            p = <uint8_t *>malloc(cbytes)
-            if p == NULL:
-                return -1
-            free(self.cbuf)
-            self.cbuf = p
-            self.cbuf_len = cbytes
-        if bbytes > self.slot_len:
-            for i in range(SLOTS):
-                free(self.planes[i])
-                free(self.data[i])
-                self.planes[i] = <uint8_t *>malloc(bbytes)
-                self.data[i] = <uint32_t *>malloc(bbytes)
-                if self.planes[i] == NULL or self.data[i] == NULL:
-                    self.slot_len = 0
-                    self.forget()
-                    return -1
-            self.slot_len = bbytes
-            self.forget()
-        return 0
-
-    cdef int slot_of(self, const Entry *e, int64_t k) noexcept nogil:
-        """The slot holding block k of entry e as loaded now, or -1."""
-        cdef int i
-        for i in range(SLOTS):
-            if self.slot_entry[i] == e and self.slot_k[i] == k and self.slot_stamp[i] == e.stamp:
-                return i
-        return -1
-
-    cdef int victim(self) noexcept nogil:
-        """The least recently used slot."""
-        cdef int i, best = 0
-        for i in range(1, SLOTS):
-            if self.slot_used[i] < self.slot_used[best]:
-                best = i
-        return best
-
-    cdef int fail(self, int rc, int64_t row, int64_t col) noexcept nogil:
-        self.failed_row = row
-        self.failed_col = col
+    cdef int settle(self, int *results) noexcept nogil:
+        """The first failure among the threads' results (its chunk and errno kept), or OK;
+        every kept file is closed."""
+        cdef int i, rc = OK
+        for i in range(self.threads):
+            buf_close(self.bufs[i])
+            if rc == OK and results[i] != OK:
+                rc = results[i]
+                self.failed_row = self.bufs[i].failed_row
+                self.failed_col = self.bufs[i].failed_col
+                self.failed_errno = self.bufs[i].failed_errno
         return rc
 
 
@@ -512,16 +576,21 @@ cdef class ChunkTable:
 
     cdef object _read(self, int64_t row, int64_t col, bytes path, int64_t offset, int64_t n):
         """n bytes (or fewer at the end of the file) of `path`, or a negative result."""
-        cdef Scratch s = Scratch()
+        cdef Buf *s = buf_new()
+        if s == NULL:
+            raise MemoryError()
         buf = bytearray(max(n, 1))
         cdef uint8_t[::1] view = buf
         cdef const char *cpath = path
         cdef int64_t got
+        cdef int64_t err
         with nogil:
-            got = s.pread_path(cpath, &view[0], n, offset)
+            got = buf_pread(s, cpath, &view[0], n, offset)
+            err = s.failed_errno
+            buf_free(s)
         if got < 0:
-            self.failed_row, self.failed_col, self.failed_errno = row, col, s.failed_errno
-            return MISSING if s.failed_errno == ENOENT else IO_ERROR
+            self.failed_row, self.failed_col, self.failed_errno = row, col, err
+            return MISSING if err == ENOENT else IO_ERROR
         return bytes(buf[:got])
 
     cdef object _parse_frame(self, int64_t row, int64_t col, bytes head, bytes path,
@@ -674,37 +743,36 @@ cdef class ChunkTable:
         self.clock += 1
         self.release()
 
-    cdef void end_read(self, Scratch s) noexcept nogil:
-        s.close()
+    cdef void end_read(self) noexcept nogil:
         self.acquire()
         self.readers -= 1
         self.release()
 
-    cdef int block(self, Entry *e, int64_t k, int64_t lo, int64_t hi, Scratch s,
+    cdef int block(self, Entry *e, int64_t k, int64_t lo, int64_t hi, Buf *s,
                    const uint32_t **values) noexcept nogil:
         """Block k of a FRAME entry, decoded (or still held) in a slot of `s`, with at least its
         items [lo, hi) unshuffled."""
         cdef int64_t start, length, got, bsize
         cdef const uint8_t *src
         cdef int rc
-        cdef int i = s.slot_of(e, k)
+        cdef int i = buf_slot_of(s, e, k)
         s.tick += 1
         if i < 0:
             start = e.block_start[k]
             length = e.block_end[k] - start
             bsize = min(e.block_bytes, e.nbytes - k * e.block_bytes)
-            if s.reserve(length, e.block_bytes) != 0:
+            if buf_reserve(s, length, e.block_bytes) != 0:
                 return DAMAGED
             if e.mem != NULL:
                 src = e.mem + e.base + start
             else:
-                got = s.pread_path(e.path, s.cbuf, length, e.base + start)
+                got = buf_pread(s, e.path, s.cbuf, length, e.base + start)
                 if got < 0:
                     return MISSING if s.failed_errno == ENOENT else IO_ERROR
                 if got != length:
                     return DAMAGED
                 src = s.cbuf
-            i = s.victim()
+            i = buf_victim(s)
             s.slot_entry[i] = NULL
             rc = decode_block(src, length, e.flags, bsize, bsize < e.block_bytes, s.planes[i],
                               s.data[i], s.ctx)
@@ -735,7 +803,7 @@ cdef class ChunkTable:
         values[0] = s.data[i]
         return OK
 
-    cdef int run(self, int64_t row, int64_t pos, int64_t end, Scratch s, const uint32_t **values,
+    cdef int run(self, int64_t row, int64_t pos, int64_t end, Buf *s, const uint32_t **values,
                  int64_t *count) noexcept nogil:
         """The values of `row` from `pos` on, as far as they lie in one piece of memory (up to
         `end`): a pointer and a count, or values NULL for a run of zeros."""
@@ -746,7 +814,7 @@ cdef class ChunkTable:
         cdef Entry *e = self.entry(row, col)
         cdef int rc
         if e == NULL or e.state == UNKNOWN:
-            return s.fail(NEED_LOAD, row, col)
+            return buf_fail(s, NEED_LOAD, row, col)
         e.last_use = self.clock
         if e.state == ABSENT:
             values[0] = NULL
@@ -760,11 +828,11 @@ cdef class ChunkTable:
                 values[0] = <const uint32_t *>(e.mem + e.base) + (pos - cstart)
             else:
                 n = min(n, BOUNCE)
-                got = s.pread_path(e.path, s.bounce, n * ITEM, e.base + (pos - cstart) * ITEM)
+                got = buf_pread(s, e.path, s.bounce, n * ITEM, e.base + (pos - cstart) * ITEM)
                 if got < 0:
-                    return s.fail(MISSING if s.failed_errno == ENOENT else IO_ERROR, row, col)
+                    return buf_fail(s, MISSING if s.failed_errno == ENOENT else IO_ERROR, row, col)
                 if got != n * ITEM:
-                    return s.fail(DAMAGED, row, col)
+                    return buf_fail(s, DAMAGED, row, col)
                 values[0] = s.bounce
             count[0] = n
         else:
@@ -774,46 +842,88 @@ cdef class ChunkTable:
             n = min(stop, b0 + items) - pos
             rc = self.block(e, k, pos - b0, pos - b0 + n, s, values)
             if rc != OK:
-                return s.fail(rc, row, col)
+                return buf_fail(s, rc, row, col)
             values[0] += pos - b0
             count[0] = n
         return OK
 
-    def read_windows(self, const int64_t[::1] rows, const int64_t[::1] starts, int64_t width,
-                     uint32_t[:, :, ::1] out, Scratch scratch) -> int:
-        """out[w, i] = positions [starts[w], starts[w] + width) of rows[i]; OK or a code."""
-        cdef Py_ssize_t w, i
-        cdef int rc = OK
+    cdef int window_row(self, int64_t row, Py_ssize_t i, const int64_t[::1] starts,
+                        int64_t width, uint32_t[:, :, ::1] out, Buf *s) noexcept nogil:
+        """out[:, i] = the windows of one row."""
+        cdef Py_ssize_t w
+        cdef int rc
         cdef int64_t pos, end, n
         cdef const uint32_t *vals
         cdef uint32_t *dest
+        for w in range(starts.shape[0]):
+            pos = starts[w]
+            end = pos + width
+            dest = &out[w, i, 0]
+            while pos < end:
+                rc = self.run(row, pos, end, s, &vals, &n)
+                if rc != OK:
+                    return rc
+                if vals == NULL:
+                    memset(dest, 0, n * ITEM)
+                else:
+                    memcpy(dest, vals, n * ITEM)
+                dest += n
+                pos += n
+        return OK
+
+    cdef int pieces_row(self, int64_t row, Py_ssize_t i, const int64_t[::1] starts,
+                        const int64_t[::1] ends, int how, int64_t[:, ::1] out,
+                        Buf *s) noexcept nogil:
+        """out[i] folded with the pieces of one row."""
+        cdef Py_ssize_t p
+        cdef int rc
+        cdef int64_t pos, end, n, acc
+        cdef const uint32_t *vals
+        for p in range(starts.shape[0]):
+            pos = starts[p]
+            end = ends[p]
+            acc = out[i, p]
+            while pos < end:
+                rc = self.run(row, pos, end, s, &vals, &n)
+                if rc != OK:
+                    return rc
+                acc = fold(acc, vals, n, how)
+                pos += n
+            out[i, p] = acc
+        return OK
+
+    def read_windows(self, const int64_t[::1] rows, const int64_t[::1] starts, int64_t width,
+                     uint32_t[:, :, ::1] out, Scratch scratch) -> int:
+        """out[w, i] = positions [starts[w], starts[w] + width) of rows[i]; OK or a code. The
+        rows are split between the scratch's threads."""
+        cdef Py_ssize_t i, nrows = rows.shape[0]
+        cdef int t, r, rc
         if (out.shape[0] != starts.shape[0] or out.shape[1] != rows.shape[0]
                 or out.shape[2] != width):
             raise ValueError("out has the wrong shape")
         if width == 0:
             return OK
+        cdef int *results = <int *>calloc(scratch.threads, sizeof(int))
+        if results == NULL:
+            raise MemoryError()
         with nogil:
             self.begin_read()
-            for i in range(rows.shape[0]):
-                for w in range(starts.shape[0]):
-                    pos = starts[w]
-                    end = pos + width
-                    dest = &out[w, i, 0]
-                    while pos < end:
-                        rc = self.run(rows[i], pos, end, scratch, &vals, &n)
-                        if rc != OK:
-                            break
-                        if vals == NULL:
-                            memset(dest, 0, n * ITEM)
-                        else:
-                            memcpy(dest, vals, n * ITEM)
-                        dest += n
-                        pos += n
-                    if rc != OK:
+            if scratch.threads > 1 and nrows > 1:
+                for i in prange(nrows, num_threads=scratch.threads, schedule="static"):
+                    t = threadid()
+                    if results[t] == OK:
+                        r = self.window_row(rows[i], i, starts, width, out, scratch.bufs[t])
+                        if r != OK:
+                            results[t] = r
+            else:
+                for i in range(nrows):
+                    r = self.window_row(rows[i], i, starts, width, out, scratch.bufs[0])
+                    if r != OK:
+                        results[0] = r
                         break
-                if rc != OK:
-                    break
-            self.end_read(scratch)
+            rc = scratch.settle(results)
+            self.end_read()
+        free(results)
         return rc
 
     def reduce_pieces(self, const int64_t[::1] rows, const int64_t[::1] starts,
@@ -821,39 +931,35 @@ cdef class ChunkTable:
                       Scratch scratch) -> int:
         """out[i, p] folded with the sum, maximum or minimum of positions [starts[p], ends[p])
         of rows[i] (out holds the starting values). Pieces sorted by start decode each block
-        once."""
-        cdef Py_ssize_t i, p
-        cdef int rc = OK
-        cdef int64_t pos, end, n, acc
-        cdef const uint32_t *vals
+        once. The rows are split between the scratch's threads."""
+        cdef Py_ssize_t i, nrows = rows.shape[0]
+        cdef int t, r, rc
         if out.shape[0] != rows.shape[0] or out.shape[1] != starts.shape[0]:
             raise ValueError("out has the wrong shape")
         if ends.shape[0] != starts.shape[0]:
             raise ValueError("starts and ends differ in length")
+        cdef int *results = <int *>calloc(scratch.threads, sizeof(int))
+        if results == NULL:
+            raise MemoryError()
         with nogil:
             self.begin_read()
-            for i in range(rows.shape[0]):
-                for p in range(starts.shape[0]):
-                    pos = starts[p]
-                    end = ends[p]
-                    acc = out[i, p]
-                    while pos < end:
-                        rc = self.run(rows[i], pos, end, scratch, &vals, &n)
-                        if rc != OK:
-                            break
-                        acc = fold(acc, vals, n, how)
-                        pos += n
-                    if rc != OK:
+            if scratch.threads > 1 and nrows > 1:
+                for i in prange(nrows, num_threads=scratch.threads, schedule="static"):
+                    t = threadid()
+                    if results[t] == OK:
+                        r = self.pieces_row(rows[i], i, starts, ends, how, out, scratch.bufs[t])
+                        if r != OK:
+                            results[t] = r
+            else:
+                for i in range(nrows):
+                    r = self.pieces_row(rows[i], i, starts, ends, how, out, scratch.bufs[0])
+                    if r != OK:
+                        results[0] = r
                         break
-                    out[i, p] = acc
-                if rc != OK:
-                    break
-            self.end_read(scratch)
+            rc = scratch.settle(results)
+            self.end_read()
+        free(results)
         return rc
-
-
-def new_scratch() -> Scratch:
-    return Scratch()
 
 
 def zstd_decompress(const uint8_t[::1] data, int64_t nbytes) -> bytes:

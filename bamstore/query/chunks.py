@@ -198,17 +198,25 @@ class CoverageArray:
 
     # ------------------------------------------------------------ loading
 
-    def _scratch(self) -> Any:
-        scratch = getattr(self._local, "scratch", None)
+    def _scratch(self, threads: int = 1) -> Any:
+        """This calling thread's reading state, reading with `threads` threads (the rows of a
+        read split between them)."""
+        kept = getattr(self._local, "scratches", None)
+        if kept is None:
+            kept = self._local.scratches = {}
+        scratch = kept.get(threads)
         if scratch is None:
-            scratch = self._local.scratch = _chunkread.Scratch()
+            scratch = kept[threads] = _chunkread.Scratch(threads)
         return scratch
 
-    def ensure(self, rows: np.ndarray, cols: np.ndarray) -> None:
-        """Load the table entries of rows x cols that are not loaded yet."""
+    def ensure(self, rows: np.ndarray, cols: np.ndarray | range) -> None:
+        """Load the table entries of rows x cols (unique columns) that are not loaded yet."""
         pairs: list[tuple[int, int]] = []
-        for col in np.unique(cols).tolist():
-            pairs += self.table.unloaded(rows, col, col)
+        if isinstance(cols, range):
+            pairs = self.table.unloaded(rows, cols.start, cols.stop - 1)
+        else:
+            for col in cols.tolist():
+                pairs += self.table.unloaded(rows, col, col)
         if not pairs:
             return
         with self._load_lock:
@@ -362,11 +370,18 @@ class CoverageArray:
 
     # ------------------------------------------------------------ reading
 
-    def _retrying(self, rows: np.ndarray, cols: np.ndarray, read: Callable[[Any], int]) -> None:
+    def _retrying(
+        self,
+        rows: np.ndarray,
+        cols: np.ndarray | range,
+        read: Callable[[Any], int],
+        threads: int = 1,
+    ) -> None:
         """Load, then read; load again what another thread evicted meanwhile."""
+        threads = max(1, min(threads, len(rows)))
         for _ in range(MAX_RELOADS):
             self.ensure(rows, cols)
-            scratch = self._scratch()
+            scratch = self._scratch(threads)
             before = scratch.blocks_decoded
             result = read(scratch)
             _count_blocks(scratch.blocks_decoded - before)
@@ -379,26 +394,44 @@ class CoverageArray:
                 self._raise_for(result, row, col, scratch.failed_errno)
         raise RuntimeError(f"{self.name}: chunks evicted faster than they can be read")
 
-    def windows(self, rows: Sequence[int], starts: Sequence[int], width: int) -> np.ndarray:
-        """(windows, rows, width) uint32: positions [start, start + width) of each row."""
+    def windows(
+        self, rows: Sequence[int], starts: Sequence[int], width: int, threads: int = 1
+    ) -> np.ndarray:
+        """(windows, rows, width) uint32: positions [start, start + width) of each row, the
+        rows split between `threads` threads."""
         rows_a = np.ascontiguousarray(rows, dtype=np.int64)
         starts_a = np.ascontiguousarray(starts, dtype=np.int64)
         out = np.empty((len(starts_a), len(rows_a), width), dtype=np.uint32)
         if width == 0 or len(starts_a) == 0 or len(rows_a) == 0:
             return out
-        cols = columns_of(starts_a, starts_a + width, self.format.chunk_len)
+        if len(starts_a) == 1:  # one window (extract_region): its columns without numpy
+            start = int(starts_a[0])
+            chunk_len = self.format.chunk_len
+            cols: np.ndarray | range = range(
+                start // chunk_len, (start + width - 1) // chunk_len + 1
+            )
+        else:
+            cols = columns_of(starts_a, starts_a + width, self.format.chunk_len)
         self._retrying(
             rows_a,
             cols,
             lambda s: self.table.read_windows(rows_a, starts_a, width, out, s),
+            threads,
         )
         return out
 
     def reduce(
-        self, rows: Sequence[int], starts: np.ndarray, ends: np.ndarray, how: int, out: np.ndarray
+        self,
+        rows: Sequence[int],
+        starts: np.ndarray,
+        ends: np.ndarray,
+        how: int,
+        out: np.ndarray,
+        threads: int = 1,
     ) -> None:
         """Fold the sum/max/min (`_chunkread.Reduction`) of positions [starts[p], ends[p]) of
-        each row into out[row index, p] (int64, holding the starting values)."""
+        each row into out[row index, p] (int64, holding the starting values), the rows split
+        between `threads` threads."""
         rows_a = np.ascontiguousarray(rows, dtype=np.int64)
         starts_a = np.ascontiguousarray(starts, dtype=np.int64)
         ends_a = np.ascontiguousarray(ends, dtype=np.int64)
@@ -410,6 +443,7 @@ class CoverageArray:
             rows_a,
             cols,
             lambda s: self.table.reduce_pieces(rows_a, starts_a, ends_a, how, out, s),
+            threads,
         )
 
 
@@ -417,6 +451,8 @@ def columns_of(starts: np.ndarray, ends: np.ndarray, chunk_len: int) -> np.ndarr
     """Every chunk column that intervals [starts, ends) touch (empty ones: none)."""
     keep = ends > starts
     starts, ends = starts[keep], ends[keep]
+    if not len(starts):
+        return np.zeros(0, dtype=np.int64)
     first = starts // chunk_len
     last = (ends - 1) // chunk_len
     if np.all(first == last):

@@ -31,7 +31,6 @@ REDUCTIONS["min"] = _chunkread.Reduction.MIN
 IDENTITY = {"sum": 0, "max": 0, "min": UINT32_MAX}
 NUMPY = {"sum": np.sum, "max": np.max, "min": np.min}
 ENTRY_BYTES = 16 * 256 + 256  # a chunk header's cost in the reader (256 blocks of offsets)
-MIN_PIECES_PER_THREAD = 64  # fewer intervals than this per thread: split the samples instead
 
 
 @dataclass(frozen=True)
@@ -109,15 +108,14 @@ class Reducer:
         """(rows, intervals) int64: one batch reduced, on the threads."""
         code = REDUCTIONS[how]
         values = np.full((len(self.rows), len(starts)), IDENTITY[how], dtype=np.int64)
-        if self.threads == 1:
-            array.reduce(self.rows, starts, ends, code, values)
+        if self.threads == 1 or len(self.rows) >= self.threads:
+            # one call; with several rows the block reader splits them between its threads
+            array.reduce(self.rows, starts, ends, code, values, self.threads)
             return values
         # load the batch's chunk headers once, here, before the threads read them
         array.ensure(self.rows, chunks.columns_of(starts, ends, array.format.chunk_len))
-        if len(starts) >= MIN_PIECES_PER_THREAD * self.threads:
-            parts = [(slice(None), s) for s in chunks.split(len(starts), self.threads)]
-        else:
-            parts = [(s, slice(None)) for s in chunks.split(len(self.rows), self.threads)]
+        # fewer rows than threads: the intervals are split between Python threads instead
+        parts = [(slice(None), s) for s in chunks.split(len(starts), self.threads)]
 
         def work(part: tuple[slice, slice]) -> tuple[tuple[slice, slice], np.ndarray]:
             rows, pieces = part

@@ -36,6 +36,8 @@ from bamstore.query import chunks
 from bamstore.storage import REMOTE_SCHEMES, Location, StoreFiles, is_url, url_scheme
 
 NORMALISE_CHOICES = ("none", "cpm", "rpkm")
+# a window of several samples is decoded on up to this many threads (one sample: one thread)
+DEFAULT_READ_THREADS = min(2, os.cpu_count() or 1)
 STRAND_CHOICES = ("fwd", "rev")
 VALIDATE_FIX = "run `bamstore validate {store}` to see what is damaged, then rebuild it"
 
@@ -191,6 +193,9 @@ class CoverageSource:
         self._root = root
         self._arrays: dict[str, chunks.CoverageArray | None] = {}
         self._lock = threading.Lock()
+        self._row_of = {name: i for i, name in enumerate(self.sample_names)}
+        # threads a read of several samples is split between (`read`, `read_windows`)
+        self.threads = DEFAULT_READ_THREADS
 
     @classmethod
     def open(
@@ -332,7 +337,7 @@ class CoverageSource:
         """(windows, rows, width) uint32: [start, start + width) of each row for each start."""
         array = self.coverage(array_name)
         if array is not None:
-            return array.windows(rows, starts, width)
+            return array.windows(rows, starts, width, self.threads)
         zarray = self.root[array_name]
         index = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(starts), len(index), width), dtype=np.uint32)
@@ -369,7 +374,7 @@ class CoverageSource:
                         "omit --strand for total coverage",
                     )
         else:
-            lookup = {name: i for i, name in enumerate(names)}
+            lookup = self._row_of
             rows = []
             for s in samples:
                 if isinstance(s, bool) or not isinstance(s, str | int | np.integer):
@@ -386,8 +391,8 @@ class CoverageSource:
                         f"sample {s!r} is not in the store",
                         f"choose from {', '.join(names)}",
                     )
-            dupes = repeated_names(names[r] for r in rows)
-            if dupes and not repeats:
+            dupes = [] if repeats or len(rows) < 2 else repeated_names(names[r] for r in rows)
+            if dupes:
                 raise QueryError(self.label, f"sample(s) {', '.join(dupes)} chosen twice")
             if strand is not None:
                 flat = [names[r] for r in rows if not self.stranded.get(names[r])]
