@@ -14,7 +14,7 @@ NXF_LIB  := .tools/nextflow/lib
 $(STAMP): pyproject.toml setup.py bamstore/engine/_coverage.pyx bamstore/query/_chunkread.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,lint,plot,xarray,bench,bigwig,remote]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,plot,xarray,dask,bench,bigwig,remote]'
 	$(BIN)/python -c "from bamstore.engine.kernel import available_kernels as k; \
 	    assert 'compiled' in k(), 'compiled kernel did not build'; print('kernels:', k())"
 	touch $@
