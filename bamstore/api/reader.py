@@ -456,6 +456,7 @@ class StoreReader:
         require_extra("dask", "BamStore.to_xarray", "dask.array", "xarray")
         import dask.array as da
         import xarray as xr
+        from dask.base import tokenize
 
         from bamstore.query.lazy import LazyCoverage
 
@@ -477,10 +478,11 @@ class StoreReader:
             for name in arrays:
                 if location is not None:
                     lazy = LazyCoverage(location, self._storage_options, name, rows, length)
+                    token = tokenize(location, self._storage_options, name, rows, chunks)
                     values = da.from_array(
                         lazy,
                         chunks=chunks,
-                        name=f"bamstore-{name}-{id(self):x}",
+                        name=f"bamstore-{name}-{token}",
                         fancy=False,
                         meta=np.empty((0, 0), dtype=np.uint32),
                     )

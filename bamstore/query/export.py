@@ -116,7 +116,8 @@ def _units(
                 masked = np.concatenate([carry_mask, mask_of(start, stop)])
             whole = len(values) // bin_size * bin_size
             if whole:
-                yield first_unit, _bin_means(values[:whole], masked, bin_size)
+                part = None if masked is None else masked[:whole]
+                yield first_unit, _bin_means(values[:whole], part, bin_size)
                 first_unit += whole // bin_size
             carry = values[whole:]
             if masked is not None:
