@@ -31,7 +31,7 @@ from bamstore.api import BamStore, MissingExtraError, ReadOnlyStoreError, parse_
 from bamstore.engine import build
 from bamstore.engine.validate import validate_store
 from bamstore.errors import InputError, InputErrors, QueryError
-from bamstore.query.normalise import divisors
+from bamstore.query.normalise import scaling
 from bamstore.simulate import make_bam
 
 CONTIGS = [("chr1", 30_000), ("chr2", 12_000), ("chrUn_x", 3_000)]
@@ -271,7 +271,7 @@ def test_extract_region_errors(built: Path, tmp_path: Path, bams: dict[str, Path
     without = copy.copy(flat.source)
     without.total_reads = None
     with pytest.raises(RuntimeError, match="no metadata/total_reads"):
-        divisors(without, [0], "cpm")
+        scaling(without, [0], "cpm")
 
 
 class _CountingStore(WrapperStore):

@@ -298,8 +298,8 @@ class StoreReader:
         array_name = source.array_name(chrom, strand_name)
         rows = self._rows(samples, strand_name)
         listed = self._blacklist(blacklist)
-        divisor = self._divisors(rows, method, effective_genome_size, listed, library_sizes)
-        data = query_normalise.apply(source.read(array_name, rows, start, end), divisor, method)
+        how = self._scaling(rows, method, effective_genome_size, listed, library_sizes)
+        data = query_normalise.apply(source.read(array_name, rows, start, end), how, method)
         if listed is not None:
             data = data.astype(np.float64)
             data[:, listed.mask(chrom, start, end)] = np.nan
@@ -387,15 +387,15 @@ class StoreReader:
                 return self._blacklists[key]
         return open_blacklist(blacklist, self.chromsizes)
 
-    def _divisors(
+    def _scaling(
         self,
         rows: list[int],
         method: str | None,
         genome_size: float | None,
         blacklist: Blacklist | None,
         library_sizes: Any,
-    ) -> np.ndarray | None:
-        return query_normalise.divisors(
+    ) -> query_normalise.Scaling | None:
+        return query_normalise.scaling(
             self.source,
             rows,
             method,
@@ -420,13 +420,13 @@ class StoreReader:
         source = self.source
         rows = self._rows(samples, strand_name)
         listed = self._blacklist(blacklist)
-        divisor = self._divisors(rows, method, genome_size, listed, library_sizes)
+        how = self._scaling(rows, method, genome_size, listed, library_sizes)
         width = table.width
         out = np.empty((len(table), len(rows), width), dtype=np.uint32)
         for contig, index in table.by_contig().items():
             array = source.array_name(contig, strand_name)
             out[index] = source.read_windows(array, rows, table.start[index], width)
-        values = query_normalise.apply(out.transpose(1, 0, 2), divisor, method).transpose(1, 0, 2)
+        values = query_normalise.apply(out.transpose(1, 0, 2), how, method).transpose(1, 0, 2)
         if listed is None:
             return values
         values = values.astype(np.float64)

@@ -23,7 +23,7 @@ from bamstore.engine.outputs import file_output, output_target
 from bamstore.errors import InputError, QueryError
 from bamstore.extras import require_extra
 from bamstore.query.blacklist import open_blacklist
-from bamstore.query.normalise import divisors
+from bamstore.query.normalise import scaling
 from bamstore.query.source import check_normalise
 
 DPI = 100
@@ -133,7 +133,7 @@ def plot_region(
             raise QueryError(label, "no sample in this store was built stranded", "omit --strand")
     method = check_normalise(normalise)
     listed = open_blacklist(blacklist, bs.chromsizes)
-    divisors(  # refuse a divisor of 0 (extract_region would give NaN)
+    scaling(  # refuse a divisor of 0 (extract_region would give NaN)
         bs.source,
         bs.source.rows(list(samples), "fwd" if strand else None, repeats=True),
         method,

@@ -45,7 +45,7 @@ from bamstore.errors import InputError, QueryError
 from bamstore.extras import require_extra
 from bamstore.query import chunks
 from bamstore.query.blacklist import Blacklist, open_blacklist
-from bamstore.query.normalise import divisors
+from bamstore.query.normalise import Scaling, scaling
 from bamstore.query.reduce import Intervals
 from bamstore.query.regions import BedInput
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
@@ -383,7 +383,7 @@ def _track_paths(source: CoverageSource, plan: _Plan, folder: Path) -> list[Path
 
 @dataclass(frozen=True)
 class _Plan:
-    """What a track is written from, checked once: rows, contigs, arrays and divisors."""
+    """What a track is written from, checked once: rows, contigs, arrays and scaling."""
 
     source: CoverageSource
     fmt: str
@@ -391,7 +391,7 @@ class _Plan:
     contigs: list[str]
     arrays: dict[str, str]
     method: str | None
-    divisor: np.ndarray | None
+    scaling: Scaling | None
     blacklist: Blacklist | None
     bin_size: int
     strand: str | None
@@ -400,7 +400,7 @@ class _Plan:
     def write(self, i: int, out: str | os.PathLike[str], threads: int) -> ExportResult:
         """Write the track of the plan's i-th row to `out`."""
         source, row = self.source, self.rows[i]
-        divisor = None if self.divisor is None else float(self.divisor[i])
+        factor = None if self.scaling is None else self.scaling.at(i)
         index = {c: k for k, c in enumerate(source.chromsizes)}
         blacklist = self.blacklist
         first_block = chunks.blocks_decoded()
@@ -427,8 +427,11 @@ class _Plan:
                         if self.skip_zeros:
                             keep = runs.value != 0
                             runs = Runs(runs.start[keep], runs.end[keep], runs.value[keep])
-                        if divisor is not None:
-                            value = runs.value / divisor * (1000 if self.method == "rpkm" else 1)
+                        if factor is not None:
+                            times, over = factor
+                            value = runs.value * times / over
+                            if self.method == "rpkm":
+                                value = value * 1000
                             runs = Runs(runs.start, runs.end, value)
                         if len(runs.start):
                             writer.write(contig, runs)
@@ -474,7 +477,7 @@ def _plan(
     contigs = source.chosen_contigs(chromosomes)
     arrays = {c: source.array_name(c, strand) for c in contigs}
     listed = open_blacklist(blacklist, source.chromsizes)
-    divisor = divisors(
+    how = scaling(
         source, rows, method, genome_size=effective_genome_size, blacklist=listed, threads=threads
     )
     return _Plan(
@@ -484,7 +487,7 @@ def _plan(
         contigs,
         arrays,
         method,
-        divisor,
+        how,
         listed,
         int(bin_size),
         strand,

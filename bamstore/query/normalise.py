@@ -1,13 +1,14 @@
-"""Normalisation: what each sample's values are divided by (`--normalise`).
+"""Normalisation: what each sample's values are scaled by (`--normalise`), a `Scaling`.
 
   - `cpm`: value / (library size / 1e6) (`metadata/total_reads`, or the API's `library_sizes`);
   - `rpkm`: the same; the callers make it per kb (x 1000 per position, or / the kb a sum
     covers);
-  - `bpm`: value / (T / 1e6) = value x 1e6 / T, deeptools' BPM at bin size 1;
+  - `bpm`: value / (T / 1e6) = value x 1e6 / T: over the whole genome a bpm track sums to 1e6
+    (deeptools' BPM is 1e6 / mapped reads, its CPM: tests/test_deeptools_compat.py);
   - `rpgc`: value / (T / G) = value x G / T with the effective genome size G (required): 1x mean
     depth over the effective genome, deeptools' RPGC when T = reads x fragment length;
-  - `scale`: value / (1 / f) = value x f, the sample's stored scale factor f (a sample without
-    one is an error naming it).
+  - `scale`: value x f, the sample's stored scale factor f (a sample without one is an error
+    naming it).
 
 T is the sample's total coverage: the sum of depth over every stored position of its total
 array, all contigs of the store, without the blacklisted positions when a blacklist is given.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -102,7 +104,25 @@ def total_coverage(
     return totals
 
 
-def divisors(
+@dataclass(frozen=True)
+class Scaling:
+    """Per row: value x `times` / `over` (float64; `over` NaN where it would be 0)."""
+
+    times: np.ndarray
+    over: np.ndarray
+
+    def apply(self, values: np.ndarray, axis: int = 0) -> np.ndarray:
+        """`values` scaled, rows along `axis` (float64)."""
+        shape = [1] * values.ndim
+        shape[axis] = -1
+        return values.astype(np.float64) * self.times.reshape(shape) / self.over.reshape(shape)
+
+    def at(self, i: int) -> tuple[float, float]:
+        """(times, over) of the i-th row."""
+        return float(self.times[i]), float(self.over[i])
+
+
+def scaling(
     source: CoverageSource,
     rows: Sequence[int],
     normalise: str | None,
@@ -112,8 +132,8 @@ def divisors(
     library_sizes: Mapping[str, float] | None = None,
     zero: str = "refuse",
     threads: int = 1,
-) -> np.ndarray | None:
-    """What each row's values are divided by (float64), None without normalisation.
+) -> Scaling | None:
+    """How each row's values are scaled, None without normalisation.
 
     `zero`: "refuse" (UnanswerableError naming the samples) or "nan" for a divisor of 0.
     """
@@ -125,7 +145,8 @@ def divisors(
     if library_sizes is not None and method not in ("cpm", "rpkm"):
         raise QueryError(None, f"library_sizes apply to cpm and rpkm, not {method}")
     if method == "scale":
-        return 1.0 / _scale_factors(source, rows)
+        factors = _scale_factors(source, rows)
+        return Scaling(factors, np.ones_like(factors))
     if method in ("cpm", "rpkm"):
         divisor = _library_sizes(source, rows, library_sizes) / 1e6
     else:
@@ -143,7 +164,7 @@ def divisors(
             f"{method} would divide by zero",
             "leave them out with --samples, or use --normalise none",
         )
-    return np.where(empty, np.nan, divisor)
+    return Scaling(np.ones_like(divisor), np.where(empty, np.nan, divisor))
 
 
 def _library_sizes(
@@ -189,11 +210,10 @@ def _scale_factors(source: CoverageSource, rows: Sequence[int]) -> np.ndarray:
     return np.array(values, dtype=np.float64)
 
 
-def apply(values: np.ndarray, divisor: np.ndarray | None, method: str | None) -> np.ndarray:
-    """Per-position `values` of the rows (rows on the first axis) divided by their divisors
-    (float64; RPKM, CPM per 0.001 kb, also x 1000); unchanged without normalisation."""
-    if divisor is None:
+def apply(values: np.ndarray, how: Scaling | None, method: str | None) -> np.ndarray:
+    """Per-position `values` of the rows (rows on the first axis) scaled (float64; RPKM, CPM
+    per 0.001 kb, also x 1000); unchanged without normalisation."""
+    if how is None:
         return values
-    shape = (-1,) + (1,) * (values.ndim - 1)
-    out = values.astype(np.float64) / divisor.reshape(shape)
+    out = how.apply(values, axis=0)
     return out / 0.001 if method == "rpkm" else out  # 1 bp = 0.001 kb (QuantNado's RPKM)

@@ -28,7 +28,7 @@ import numpy as np
 from bamstore.engine.outputs import file_output
 from bamstore.errors import QueryError
 from bamstore.query.blacklist import Blacklist, open_blacklist, reduce_kept
-from bamstore.query.normalise import divisors
+from bamstore.query.normalise import scaling
 from bamstore.query.reduce import Intervals, Reducer
 from bamstore.query.regions import (
     MISSING_CONTIG,
@@ -143,7 +143,7 @@ def profile(
     index = {name: i for i, name in enumerate(contigs)}
     arrays = [source.array_name(c, strand) for c in contigs]
     listed = open_blacklist(blacklist, source.chromsizes)
-    divisor = divisors(
+    how = scaling(
         source, rows, method, genome_size=effective_genome_size, blacklist=listed, threads=threads
     )
     reducer = Reducer(source, rows, threads)
@@ -191,8 +191,8 @@ def profile(
             sums, positions = reduce_kept(reducer, arrays, intervals, "sum", listed)
             with np.errstate(invalid="ignore", divide="ignore"):
                 values = sums / positions.astype(np.float64)[:, None]
-            if divisor is not None:
-                values = values / divisor[None, :]
+            if how is not None:
+                values = how.apply(values, axis=1)
                 if method == "rpkm":
                     values = values * 1000
             means[where] = values.reshape(len(answering), n_bins, len(rows))

@@ -13,9 +13,9 @@ decode a block once per batch that touches it.
 
 Statistics over a region's positions [start, end): `mean`, `sum`, `max`, `min` of the per-base
 depth. With a blacklist they are taken over the region's positions outside it (`blacklist`),
-and are NaN, every one, when none is left. Normalisation (`normalise`: cpm, rpkm, bpm, rpgc,
-scale) divides by the sample's divisor; `rpkm` is then per kilobase of what the value covers:
-a `sum` covers the region's (kept) positions, so it is divided by their number in kb; `mean`,
+and are NaN, every one, when none is left. Normalisation (cpm, rpkm, bpm, rpgc, scale) scales
+each sample's values (`normalise`); `rpkm` is then per kilobase of what the value covers: a
+`sum` covers the region's (kept) positions, so it is divided by their number in kb; `mean`,
 `max` and `min` are per position (1 bp = 0.001 kb), so they are multiplied by 1000, which is
 `extract_region`'s per-position RPKM and what deeptools reports for an RPKM bigWig at bin size 1.
 (So RPKM of the sum equals RPKM of the mean: both are the region's depth per kb per million
@@ -37,7 +37,7 @@ import numpy as np
 from bamstore.engine.outputs import file_output
 from bamstore.errors import QueryError
 from bamstore.query.blacklist import Blacklist, open_blacklist, reduce_kept
-from bamstore.query.normalise import divisors
+from bamstore.query.normalise import Scaling, scaling
 from bamstore.query.reduce import Intervals, Reducer
 from bamstore.query.regions import (
     MISSING_CONTIG,
@@ -98,7 +98,7 @@ class Summary:
     missing: str
     threads: int
     batch_size: int
-    divisor: np.ndarray | None = None
+    scaling: Scaling | None = None
     blacklist: Blacklist | None = None
     bin_size: int | None = None
     contigs: list[str] = field(default_factory=list)  # bins: the contigs binned
@@ -153,8 +153,8 @@ class Summary:
             if self.blacklist is not None:
                 length = (intervals.end - intervals.start)[:, None]
                 values = np.where((kept == 0) & (length > 0), np.nan, values)
-            if self.divisor is not None:
-                values = values / self.divisor[None, :]
+            if self.scaling is not None:
+                values = self.scaling.apply(values, axis=1)
                 if self.normalise == "rpkm":
                     values = values / (kept / 1000) if self.stat == "sum" else values * 1000
         return values
@@ -215,8 +215,8 @@ def summarize(
     threads: int = 1,
     batch_size: int | None = None,
 ) -> Summary:
-    """Check the choices and return the `Summary` to run (only the normalisation's divisors
-    are read yet). Give `bed` (a path, `-` or a DataFrame) or `bins` (N bp, over `chromosomes`
+    """Check the choices and return the `Summary` to run (only the normalisation's scaling
+    is read yet). Give `bed` (a path, `-` or a DataFrame) or `bins` (N bp, over `chromosomes`
     or every contig). `missing`: "error" (default), "skip" or "nan"; `skip_missing` is "skip"."""
     if stat not in STATS:
         raise QueryError(None, f"unknown statistic {stat!r}", f"use {', '.join(STATS)}")
@@ -234,7 +234,7 @@ def summarize(
         source.array_name(next(iter(source.chromsizes)), strand)  # refuse a store without them
     contigs = source.chosen_contigs(chromosomes) if bins is not None else []
     listed = open_blacklist(blacklist, source.chromsizes)
-    divisor = divisors(
+    how = scaling(
         source,
         rows,
         method,
@@ -254,7 +254,7 @@ def summarize(
         mode,
         max(1, threads),
         batch_size,
-        divisor=divisor,
+        scaling=how,
         blacklist=listed,
         bin_size=None if bins is None else int(bins),
         contigs=contigs,
