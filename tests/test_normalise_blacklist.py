@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ import pandas as pd
 import pytest
 import zarr
 from bamfactory import write_bam
-from support import assert_clean_refusal
+from support import BIN, assert_clean_refusal
 
 from bamstore.api import BamStore
 from bamstore.errors import QueryError
@@ -525,3 +527,117 @@ def test_an_empty_blacklist_leaves_everything(store: Path, tmp_path: Path) -> No
     pd.testing.assert_frame_equal(plain, listed)
     with pytest.raises(QueryError, match="--blacklist is empty"):
         summarize_frame(source, bed, blacklist="")
+
+
+# ---------------------------------------------------------------------------- lean and drawn
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [
+            "summarize",
+            "--bins",
+            500,
+            "--normalise",
+            "bpm",
+            "--blacklist",
+            "{bl}",
+            "--samples",
+            "a,b",
+            "-o",
+            "-",
+        ],
+        [
+            "summarize",
+            "--bed",
+            "{bed}",
+            "--missing",
+            "nan",
+            "--normalise",
+            "scale",
+            "--samples",
+            "a,b",
+            "-o",
+            "-",
+        ],
+        [
+            "profile",
+            "--bed",
+            "{bed}",
+            "--upstream",
+            20,
+            "--downstream",
+            20,
+            "--bin",
+            10,
+            "--normalise",
+            "rpgc",
+            "--effective-genome-size",
+            G,
+            "--blacklist",
+            "{bl}",
+            "--samples",
+            "a",
+            "--missing",
+            "skip",
+            "-o",
+            "{tmp}/p.npz",
+        ],
+        [
+            "export",
+            "--samples",
+            "a,b",
+            "--format",
+            "bedgraph",
+            "--normalise",
+            "bpm",
+            "--blacklist",
+            "{bl}",
+            "--bin",
+            5,
+            "-o",
+            "{tmp}/tracks",
+        ],
+    ],
+)
+def test_reading_commands_import_no_pandas_zarr_or_pysam(
+    store: Path, blacklist_bed: Path, tmp_path: Path, args: list
+) -> None:
+    """The reading path stays lean with every new option: none of them loads pandas, zarr,
+    pysam, dask or xarray (python -X importtime lists every module imported)."""
+    bed = tmp_path / "r.bed"
+    bed.write_text("chr1\t100\t200\nchrQ\t0\t5\n")
+    filled = [str(a).format(bl=blacklist_bed, bed=bed, tmp=tmp_path) for a in args]
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", str(BIN), filled[0], str(store), *filled[1:]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert loaded & {"pandas", "zarr", "pysam", "dask", "xarray"} == set()
+    assert "numpy" in loaded  # the check reads the import list
+
+
+def test_plot_draws_blacklisted_positions_as_gaps(
+    store: Path, blacklist_bed: Path, tmp_path: Path, run_cli
+) -> None:
+    out = tmp_path / "p.png"
+    done = run_cli(
+        "plot",
+        store,
+        "--region",
+        "chr1:0-400",
+        "--normalise",
+        "scale",
+        "--samples",
+        "a,c",
+        "--blacklist",
+        blacklist_bed,
+        "-o",
+        out,
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -108,3 +108,16 @@ def test_incomplete_samples_are_refused(tmp_path: Path) -> None:
     empty = BamStore(tmp_path / "e.zarr", dict(CONTIGS), ["x", "y"], chunk_len=CHUNK)
     with pytest.raises(RuntimeError, match="incomplete"):
         empty.to_xarray()
+
+
+def test_without_the_extra_one_line_names_it(store: Path, monkeypatch: pytest.MonkeyPatch):
+    import sys
+
+    from bamstore.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "dask.array", None)  # as if bamstore[dask] were missing
+    with pytest.raises(MissingExtraError) as err:
+        BamStore.open(store).to_xarray()
+    assert err.value.line() == (
+        "BamStore.to_xarray needs dask and xarray; fix: pip install 'bamstore[dask]'"
+    )
