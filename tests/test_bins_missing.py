@@ -136,6 +136,9 @@ def test_missing_nan_keeps_every_line(store: Path, tmp_path: Path, run_cli) -> N
         frame.loc[3, ["a", "b"]].to_numpy(float), raw["chr3"][:, 600:].sum(1)
     )
     assert frame.loc[[1, 2], ["a", "b"]].isna().all().all()
+    lines = [line.split("\t")[4:] for line in done.stdout.splitlines()[1:]]
+    assert all(v.isdigit() for v in lines[0] + lines[3])  # sums stay whole numbers
+    assert lines[1] == lines[2] == ["nan", "nan"]
     assert done.stderr.splitlines()[0] == (
         f"warning: {bed}: wrote NaN for 2 BED line(s) outside the store (1 on contigs the store "
         f"lacks, 1 past a contig's end); first: {bed} line 2: contig 'chrX' is not in the store "

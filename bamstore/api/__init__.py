@@ -72,7 +72,9 @@ class BamStore(StoreReader):
         `metadata` derives (sample_hash, completed, sparsity) is refused unless it repeats the
         store's own values;
       - `extract_region` returns numpy unless `as_xarray=True`, normalises per sample along the
-        sample axis, and gives NaN (not inf) for a zero library size.
+        sample axis, and gives NaN (not inf) for a zero library size;
+      - `to_xarray` returns one lazy `xarray.Dataset` (a DataArray per contig, dims `sample` and
+        `position_<contig>`, read through bamstore's block reader), not a dict of DataArrays.
     """
 
     url: str | None = None  # set by open() for a store at an http(s):// or s3:// URL

@@ -286,6 +286,8 @@ def _format_values(values: np.ndarray, integral: bool) -> list[str]:
     reads back as the same float64; NaN as `nan`."""
     if integral and not np.isnan(values).any():
         return ["\t".join(map(str, row)) for row in values.astype(np.int64).tolist()]
+    if integral:  # rows written as NaN (--missing nan) among whole numbers
+        return ["\t".join(str(int(v)) if v == v else "nan" for v in row) for row in values.tolist()]
     return ["\t".join(map(repr, row)) for row in values.tolist()]
 
 
