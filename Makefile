@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-pipeline lint bench bench-scale quantnado nextflow nf-test image lock clean \
+.PHONY: install demo test test-pipeline lint bench bench-scale quantnado deeptools nextflow nf-test image lock clean \
         slurm-up slurm-down test-slurm
 
 # Nextflow from Maven Central (tools/nextflow/pom.xml), launched by .tools/bin/nextflow
@@ -14,7 +14,7 @@ NXF_LIB  := .tools/nextflow/lib
 $(STAMP): pyproject.toml setup.py bamstore/engine/_coverage.pyx bamstore/query/_chunkread.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,lint,plot,xarray,bench,bigwig,remote]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,plot,xarray,dask,bench,bigwig,remote]'
 	$(BIN)/python -c "from bamstore.engine.kernel import available_kernels as k; \
 	    assert 'compiled' in k(), 'compiled kernel did not build'; print('kernels:', k())"
 	touch $@
@@ -81,6 +81,9 @@ test-slurm: install nextflow  ## the slurm profile on the local cluster (tests/p
 quantnado: install  ## QuantNado 0.4.3 in .venv-quantnado (Python >= 3.12): the compatibility tests use it
 	$(BIN)/python benchmarks/quantnado_env.py .venv-quantnado
 
+deeptools: install  ## deeptools 4.0 in .venv-deeptools (Python >= 3.12): the normalisation tests compare with it
+	$(BIN)/python benchmarks/deeptools_env.py .venv-deeptools
+
 bench: install  ## benchmark table (benchmarks/README.md); BENCH_ARGS=--quick for a short run
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
@@ -94,5 +97,5 @@ lock:  ## re-pin the image's Python dependencies (containers/*.lock) from pyproj
 	bash containers/update-locks.sh
 
 clean:
-	rm -rf $(VENV) .venv-quantnado .tools .nf-test .nf-test.log build demo *.egg-info \
+	rm -rf $(VENV) .venv-quantnado .venv-deeptools .tools .nf-test .nf-test.log build demo *.egg-info \
 	    bamstore/engine/_coverage.c bamstore/query/_chunkread.c bamstore/engine/*.so bamstore/query/*.so

@@ -31,6 +31,7 @@ from bamstore.api import BamStore, MissingExtraError, ReadOnlyStoreError, parse_
 from bamstore.engine import build
 from bamstore.engine.validate import validate_store
 from bamstore.errors import InputError, InputErrors, QueryError
+from bamstore.query.normalise import scaling
 from bamstore.simulate import make_bam
 
 CONTIGS = [("chr1", 30_000), ("chr2", 12_000), ("chrUn_x", 3_000)]
@@ -270,7 +271,7 @@ def test_extract_region_errors(built: Path, tmp_path: Path, bams: dict[str, Path
     without = copy.copy(flat.source)
     without.total_reads = None
     with pytest.raises(RuntimeError, match="no metadata/total_reads"):
-        without.per_million([0], "cpm")
+        scaling(without, [0], "cpm")
 
 
 class _CountingStore(WrapperStore):

@@ -359,7 +359,9 @@ def test_summarize_cli_tsv(store: Path, tmp_path: Path, run_cli, read_rows) -> N
     pd.testing.assert_frame_equal(streamed, api, check_dtype=False)
 
 
-FIX_SKIP = "fix: use the store's contig names and lengths, or skip such lines with --skip-missing"
+FIX_SKIP = (
+    "fix: use the store's contig names and lengths, or --missing skip (or nan) for such lines"
+)
 
 
 @pytest.mark.parametrize(

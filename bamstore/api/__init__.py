@@ -72,7 +72,9 @@ class BamStore(StoreReader):
         `metadata` derives (sample_hash, completed, sparsity) is refused unless it repeats the
         store's own values;
       - `extract_region` returns numpy unless `as_xarray=True`, normalises per sample along the
-        sample axis, and gives NaN (not inf) for a zero library size.
+        sample axis, and gives NaN (not inf) for a zero library size;
+      - `to_xarray` returns one lazy `xarray.Dataset` (a DataArray per contig, dims `sample` and
+        `position_<contig>`, read through bamstore's block reader), not a dict of DataArrays.
     """
 
     url: str | None = None  # set by open() for a store at an http(s):// or s3:// URL
@@ -212,6 +214,7 @@ class BamStore(StoreReader):
                 read_only=True,
                 label=self.url,
             )
+            self._storage_options = dict(storage_options or {})
             return self
         path = normalize_store_path(store_path)
         if not path.exists():
@@ -237,27 +240,40 @@ class BamStore(StoreReader):
 
     # ------------------------------------------------------------------ queries (bamstore.query)
 
-    def summarize(self, bed: Any, **options: Any) -> pd.DataFrame:
+    def summarize(self, bed: Any = None, **options: Any) -> pd.DataFrame:
         """Signal per BED region: chrom, start, end, name, then one column per sample, in input
-        order. `bed`: a BED path, "-" or a DataFrame; options `stat` (mean, sum, max, min),
-        `normalise`, `samples`, `strand` ("fwd"/"rev"), `skip_missing`, `threads`
-        (`bamstore.query.summarize`)."""
+        order. `bed`: a BED path, "-" or a DataFrame, or give `bins=N` (N-bp bins over every
+        contig, or `chromosomes`). Options `stat` (mean, sum, max, min), `normalise` (none, cpm,
+        rpkm, bpm, rpgc, scale), `effective_genome_size` (rpgc), `blacklist` (a BED whose
+        positions are left out), `samples`, `strand` ("fwd"/"rev"), `missing` ("error", "skip",
+        "nan"; `skip_missing=True` is "skip"), `threads` (`bamstore.query.summarize`). A sample
+        whose normalisation would divide by 0 is refused (ValueError/RuntimeError)."""
         return query.summarize_frame(self.source, bed, **options)
 
     def profile(self, bed: Any, **options: Any) -> query.Profile:
         """Mean signal in bins around each BED line's reference point: `.matrix` is samples x
-        regions x bins. Options `upstream`, `downstream`, `bin_size`, `normalise`, `samples`,
-        `strand`, `skip_missing`, `threads` (`bamstore.query.profile`)."""
+        regions x bins. Options `upstream`, `downstream`, `bin_size`, `normalise`,
+        `effective_genome_size`, `blacklist`, `samples`, `strand`, `missing`, `threads`
+        (`bamstore.query.profile`)."""
         return query.profile(self.source, bed, **options)
 
     def to_bigwig(self, out: PathLike, sample: str | int, **options: Any) -> query.ExportResult:
         """One sample's coverage as a bigWig (`bamstore[bigwig]`). Options `normalise`,
-        `bin_size`, `chromosomes`, `strand`, `skip_zeros`, `threads` (`bamstore.query.export`)."""
+        `effective_genome_size`, `blacklist` (its positions have no data), `bin_size`,
+        `chromosomes`, `strand`, `skip_zeros`, `threads` (`bamstore.query.export`)."""
         return query.export_track(self.source, sample, out, **options)
 
     def to_bedgraph(self, out: PathLike, sample: str | int, **options: Any) -> query.ExportResult:
         """The same runs as `to_bigwig`, as a bedGraph text file."""
         return query.export_track(self.source, sample, out, fmt="bedgraph", **options)
+
+    def export_tracks(
+        self, folder: PathLike, samples: Sequence[str | int] | str = "all", **options: Any
+    ) -> list[query.ExportResult]:
+        """One track per sample, `folder/<sample>.bw` (`fmt="bedgraph"`: `.bedGraph`), written
+        `threads` at a time; `samples` "all" or a list. A sample name that is not one safe file
+        name is refused before anything is written. Options as `to_bigwig`, and `fmt`."""
+        return query.export_tracks(self.source, samples, folder, **options)
 
     # ------------------------------------------------------------------ metadata
 

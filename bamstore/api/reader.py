@@ -29,6 +29,9 @@ from bamstore.api.regions import (
 from bamstore.engine.samplesheet import DERIVED_COLUMNS, QUANTNADO_LABEL_COLUMN
 from bamstore.errors import DamagedStoreError, FormatError, QueryError
 from bamstore.extras import require_extra
+from bamstore.query import normalise as query_normalise
+from bamstore.query.blacklist import Blacklist, open_blacklist
+from bamstore.query.regions import BedInput
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
 
 PathLike = str | os.PathLike[str]
@@ -53,6 +56,7 @@ class StoreReader:
         self._zarr_store = store
         self.read_only = bool(read_only)
         self._label = label
+        self._storage_options: dict[str, Any] = {}  # a URL's (fsspec), for to_xarray's workers
         self._reload()
 
     def _reload(self) -> None:
@@ -90,6 +94,7 @@ class StoreReader:
         self._attrs = attrs
         self._metadata_cache: pd.DataFrame | None = None
         self._source: CoverageSource | None = None
+        self._blacklists: dict[Any, Blacklist | None] = {}  # per file version
 
     @property
     def source(self) -> CoverageSource:
@@ -274,20 +279,28 @@ class StoreReader:
         normalise: str | None = None,
         library_sizes: pd.Series | Mapping[str, float] | None = None,
         as_xarray: bool = False,
+        *,
+        effective_genome_size: float | None = None,
+        blacklist: BedInput | Blacklist | None = None,
     ) -> Any:
-        """Coverage of a region, samples x positions (uint32, or float64 when normalised).
+        """Coverage of a region, samples x positions (uint32, or float64 when normalised or
+        with a blacklist).
 
         `region` is QuantNado's string (`chr1:1,000-2,000` = 0-based positions 1000..1999, see
         `parse_region`), or give `chrom`/`start`/`end` (0-based, end exclusive). `samples`:
         names or row indices (default all). `strand`: "+" or "-" ("fwd"/"rev") reads the
         `_fwd`/`_rev` arrays of stranded samples. `normalise`: "cpm" = x / (library size /
         1e6); "rpkm" = CPM per kb of a 1 bp position = CPM x 1000 (QuantNado's per-position
-        RPKM). `library_sizes` overrides the stored ones. Only the chunks that overlap the
-        region are read. The rules (and their errors) are the queries' (`CoverageSource`),
-        except that a sample may be asked for twice and, with a strand, the default is every
-        sample, so all must be stranded. Errors are ValueError (RuntimeError for incomplete
-        samples or a store without library sizes, TypeError for a wrong type), as QuantNado's,
-        and `InputError`s.
+        RPKM); "bpm" = x * 1e6 / T, "rpgc" = x * G / T with G = `effective_genome_size` (T: the
+        sample's total coverage, less the blacklist's positions), "scale" = x * the sample's
+        scale factor (`bamstore.query.normalise`). `library_sizes` overrides the stored ones
+        (cpm, rpkm). A divisor of 0 (a library size or T of 0) gives NaN, as in QuantNado.
+        `blacklist` (a BED path, DataFrame or `Blacklist`): its positions are NaN. Only the
+        chunks that overlap the region are read. The rules (and their errors) are the queries'
+        (`CoverageSource`), except that a sample may be asked for twice and, with a strand, the
+        default is every sample, so all must be stranded. Errors are ValueError (RuntimeError
+        for incomplete samples, a store without library sizes or a sample without a scale
+        factor, TypeError for a wrong type), as QuantNado's, and `InputError`s.
         """
         chrom, start, end = self.resolve_region(region, chrom, start, end)
         method = check_normalise(normalise)
@@ -295,9 +308,12 @@ class StoreReader:
         source = self.source
         array_name = source.array_name(chrom, strand_name)
         rows = self._rows(samples, strand_name)
-        data = source.normalised(
-            source.read(array_name, rows, start, end), rows, method, library_sizes
-        )
+        listed = self._blacklist(blacklist)
+        how = self._scaling(rows, method, effective_genome_size, listed, library_sizes)
+        data = query_normalise.apply(source.read(array_name, rows, start, end), how, method)
+        if listed is not None:
+            data = data.astype(np.float64)
+            data[:, listed.mask(chrom, start, end)] = np.nan
         if not as_xarray:
             return data
         return self._as_xarray(data, rows, chrom, start, end, strand, method)
@@ -309,18 +325,23 @@ class StoreReader:
         strand: str | None = None,
         normalise: str | None = None,
         library_sizes: pd.Series | Mapping[str, float] | None = None,
+        *,
+        effective_genome_size: float | None = None,
+        blacklist: BedInput | Blacklist | None = None,
     ) -> np.ndarray:
         """Coverage of many regions of one width at once: regions x samples x width (uint32,
-        or float64 when normalised), for data loaders and models.
+        or float64 when normalised or with a blacklist), for data loaders and models.
 
         `regions`: a DataFrame with columns chrom, start, end (else its first three), a
         sequence of (chrom, start, end) or of region strings, 0-based and end-exclusive as
         `extract_region`. Every region must have the same width (an error says which differ).
-        The other arguments are `extract_region`'s. Regions are read contig by contig, each
-        blosc block once per call, in the order given.
+        The other arguments are `extract_region`'s (a divisor of 0 gives NaN there too).
+        Regions are read contig by contig, each blosc block once per call, in the order given.
         """
         table = region_table(regions, self.chromsizes)
-        return self._read_table(table, samples, strand, normalise, library_sizes)
+        return self._read_table(
+            table, samples, strand, normalise, library_sizes, effective_genome_size, blacklist
+        )
 
     def iter_regions(
         self,
@@ -330,6 +351,9 @@ class StoreReader:
         strand: str | None = None,
         normalise: str | None = None,
         library_sizes: pd.Series | Mapping[str, float] | None = None,
+        *,
+        effective_genome_size: float | None = None,
+        blacklist: BedInput | Blacklist | None = None,
     ) -> Iterator[RegionBatch]:
         """`extract_regions` in batches of `batch_size` regions, in order: one `RegionBatch`
         (the batch's regions as a DataFrame and its regions x samples x width array) at a time,
@@ -338,8 +362,11 @@ class StoreReader:
         if int(batch_size) < 1:
             raise QueryError(None, f"batch_size must be >= 1, not {batch_size}")
         names = self._sample_names_of(samples)
+        listed = self._blacklist(blacklist)
         for table in region_batches(regions, self.chromsizes, int(batch_size)):
-            values = self._read_table(table, samples, strand, normalise, library_sizes)
+            values = self._read_table(
+                table, samples, strand, normalise, library_sizes, effective_genome_size, listed
+            )
             yield RegionBatch(table.frame(), values, names)
 
     def _sample_names_of(self, samples: Any) -> list[str]:
@@ -355,6 +382,40 @@ class StoreReader:
             raise QueryError(None, "samples is empty")
         return self.source.rows(list(samples), strand_name, repeats=True)
 
+    def _blacklist(self, blacklist: BedInput | Blacklist | None) -> Blacklist | None:
+        """The blacklist given, read once per file version (its T is cached with it)."""
+        if blacklist is None or isinstance(blacklist, Blacklist):
+            return blacklist
+        if isinstance(blacklist, str | os.PathLike) and os.fspath(blacklist) != "-":
+            try:
+                info = os.stat(blacklist)
+                key: Any = (os.fspath(blacklist), info.st_mtime_ns, info.st_size)
+            except OSError:
+                key = None
+            if key is not None:
+                if key not in self._blacklists:
+                    self._blacklists[key] = open_blacklist(blacklist, self.chromsizes)
+                return self._blacklists[key]
+        return open_blacklist(blacklist, self.chromsizes)
+
+    def _scaling(
+        self,
+        rows: list[int],
+        method: str | None,
+        genome_size: float | None,
+        blacklist: Blacklist | None,
+        library_sizes: Any,
+    ) -> query_normalise.Scaling | None:
+        return query_normalise.scaling(
+            self.source,
+            rows,
+            method,
+            genome_size=genome_size,
+            blacklist=blacklist,
+            library_sizes=library_sizes,
+            zero="nan",
+        )
+
     def _read_table(
         self,
         table: RegionTable,
@@ -362,21 +423,107 @@ class StoreReader:
         strand: str | None,
         normalise: str | None,
         library_sizes: Any,
+        genome_size: float | None = None,
+        blacklist: BedInput | Blacklist | None = None,
     ) -> np.ndarray:
         method = check_normalise(normalise)
         strand_name = check_strand(strand)
         source = self.source
         rows = self._rows(samples, strand_name)
+        listed = self._blacklist(blacklist)
+        how = self._scaling(rows, method, genome_size, listed, library_sizes)
         width = table.width
         out = np.empty((len(table), len(rows), width), dtype=np.uint32)
         for contig, index in table.by_contig().items():
             array = source.array_name(contig, strand_name)
             out[index] = source.read_windows(array, rows, table.start[index], width)
-        if method is None:
-            return out
-        return source.normalised(out.transpose(1, 0, 2), rows, method, library_sizes).transpose(
-            1, 0, 2
+        values = query_normalise.apply(out.transpose(1, 0, 2), how, method).transpose(1, 0, 2)
+        if listed is None:
+            return values
+        values = values.astype(np.float64)
+        for i, (contig, start) in enumerate(zip(table.chrom, table.start.tolist(), strict=True)):
+            values[i][:, listed.mask(contig, start, start + width)] = np.nan
+        return values
+
+    def to_xarray(
+        self,
+        chromosomes: Sequence[str] | None = None,
+        samples: Sequence[str | int] | str | int | None = None,
+        *,
+        strand_arrays: bool = True,
+        sample_chunk: int | None = None,
+    ) -> Any:
+        """The store as a lazy `xarray.Dataset` (needs `bamstore[dask]`): one Dask-backed
+        DataArray per contig (and its `_fwd`/`_rev` arrays, unless `strand_arrays` is False),
+        dims `sample` and `position_<contig>` (0-based positions, no coordinate values), uint32.
+
+        Sample coordinates: `library_size`, `scale_factor` (NaN where unset) and the metadata
+        columns. Nothing is read until it is computed: each Dask chunk (`sample_chunk` samples
+        by one store chunk of positions; by default as many samples as fit in 128 MiB) is read
+        through the block reader by whichever process computes it, so the same Dataset runs on
+        the threaded scheduler or on a `dask.distributed` cluster. Samples: all (default) or
+        the chosen ones; an incomplete one is refused (RuntimeError), as in QuantNado.
+        """
+        require_extra("dask", "BamStore.to_xarray", "dask.array", "xarray")
+        import dask.array as da
+        import xarray as xr
+        from dask.base import tokenize
+
+        from bamstore.query.lazy import LazyCoverage
+
+        source = self.source
+        rows = self._rows(samples, None)
+        contigs = source.chosen_contigs(list(chromosomes) if chromosomes is not None else None)
+        per_sample = 4 * source.chunk_len
+        if sample_chunk is None:
+            sample_chunk = max(1, (128 * 2**20) // per_sample)
+        chunks = (max(1, min(int(sample_chunk), len(rows))), source.chunk_len)
+        location = None if source.files is None else self._label
+        names = [self.sample_names[r] for r in rows]
+        data_vars: dict[str, Any] = {}
+        for contig in contigs:
+            arrays = [contig]
+            if strand_arrays and source.has_strand_arrays:
+                arrays += list(layout.strand_array_names(contig))
+            length = source.chromsizes[contig]
+            for name in arrays:
+                if location is not None:
+                    lazy = LazyCoverage(location, self._storage_options, name, rows, length)
+                    token = tokenize(location, self._storage_options, name, rows, chunks)
+                    values = da.from_array(
+                        lazy,
+                        chunks=chunks,
+                        name=f"bamstore-{name}-{token}",
+                        fancy=False,
+                        meta=np.empty((0, 0), dtype=np.uint32),
+                    )
+                else:
+                    values = da.from_array(self.root[name], chunks=(1, source.chunk_len))[rows]
+                data_vars[name] = (("sample", f"position_{contig}"), values)
+        coords: dict[str, Any] = {"sample": names}
+        meta = self.metadata.iloc[rows]
+        for col in meta.columns:
+            coords[col] = ("sample", [None if is_missing(v) else v for v in meta[col]])
+        sizes = source.total_reads
+        coords["library_size"] = (
+            "sample",
+            np.full(len(rows), np.nan) if sizes is None else sizes[np.asarray(rows)],
         )
+        factors = self.scale_factors_of(rows)
+        coords["scale_factor"] = ("sample", factors)
+        attrs = {"store": self._label, "chunk_len": source.chunk_len, "bin_size": layout.BIN_SIZE}
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+    def scale_factors_of(self, rows: Sequence[int]) -> np.ndarray:
+        """The scale factors of `rows` (NaN where unset, and in stores without records)."""
+        record = self._attrs.bamstore
+        recorded = record.samples if record is not None else {}
+        out = np.full(len(rows), np.nan)
+        for i, row in enumerate(rows):
+            sample = recorded.get(self.sample_names[row])
+            if sample is not None and sample.scale_factor is not None:
+                out[i] = sample.scale_factor
+        return out
 
     def _as_xarray(
         self,

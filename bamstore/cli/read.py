@@ -22,9 +22,21 @@ from bamstore.errors import InputError
 @click.option(
     "--normalise",
     "--normalize",
-    type=click.Choice(["cpm", "rpkm"], case_sensitive=False),
+    type=click.Choice(["cpm", "rpkm", "bpm", "rpgc", "scale"], case_sensitive=False),
     default=None,
-    help="Divide by library size (metadata/total_reads): CPM, or RPKM per base.",
+    help="CPM or RPKM (per base) by library size, BPM or RPGC by total coverage, or x the "
+    "sample's scale factor.",
+)
+@click.option(
+    "--effective-genome-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Mappable genome size in bases, for --normalise rpgc.",
+)
+@click.option(
+    "--blacklist",
+    default=None,
+    help="BED of positions to leave out (drawn as gaps; excluded from BPM/RPGC's total).",
 )
 @click.option(
     "--strand", is_flag=True, help="Stranded samples: + strand above the axis, - strand below."
@@ -45,6 +57,8 @@ def plot(
     region: str,
     samples: str | None,
     normalise: str | None,
+    effective_genome_size: int | None,
+    blacklist: str | None,
     strand: bool,
     out: str,
     width: int | None,
@@ -53,7 +67,7 @@ def plot(
     """Coverage of a region, one track per sample on shared axes (needs bamstore[plot])."""
     from bamstore.plot import plot_region
 
-    names = [s.strip() for s in samples.split(",") if s.strip()] if samples else None
+    names = None if samples is None else sample_list(samples)
     info = plot_region(
         store,
         region,
@@ -63,6 +77,8 @@ def plot(
         strand=strand,
         width=width,
         height=height,
+        effective_genome_size=effective_genome_size,
+        blacklist=blacklist,
     )
     log.info(
         "%s: %s, %d sample(s), %dx%d px",
@@ -77,10 +93,22 @@ def plot(
 normalise_option = click.option(
     "--normalise",
     "--normalize",
-    type=click.Choice(["none", "cpm", "rpkm"], case_sensitive=False),
+    type=click.Choice(["none", "cpm", "rpkm", "bpm", "rpgc", "scale"], case_sensitive=False),
     default="none",
     show_default=True,
-    help="Divide by library size (metadata/total_reads) / 1e6 (cpm); rpkm also per kb.",
+    help="cpm: / (library size / 1e6); rpkm: cpm per kb; bpm: x 1e6 / total coverage T; rpgc: "
+    "x G / T (1x depth; needs --effective-genome-size); scale: x the sample's scale factor.",
+)
+genome_size_option = click.option(
+    "--effective-genome-size",
+    type=click.IntRange(1),
+    default=None,
+    help="G for --normalise rpgc: the mappable genome size in bases (e.g. 2913022398, GRCh38).",
+)
+blacklist_option = click.option(
+    "--blacklist",
+    default=None,
+    help="BED of positions to leave out of every statistic and of T (bpm, rpgc).",
 )
 samples_option = click.option(
     "--samples", default=None, help="Comma-separated sample names [default: all]."
@@ -92,12 +120,30 @@ strand_option = click.option(
     help="Read the _fwd/_rev arrays of stranded samples [default: total coverage; with a "
     "strand, all stranded samples].",
 )
-skip_missing_option = click.option(
-    "--skip-missing",
-    is_flag=True,
-    help="Skip (and count in a warning) BED lines on contigs the store lacks or past a "
-    "contig's end, instead of stopping with an error.",
+missing_option = click.option(
+    "--missing",
+    type=click.Choice(["error", "skip", "nan"]),
+    default=None,
+    help="A BED line on a contig the store lacks or past a contig's end: stop (error, the "
+    "default), leave it out (skip) or write it with NaN values (nan), each counted in a warning.",
 )
+skip_missing_option = click.option(
+    "--skip-missing", is_flag=True, help="The same as --missing skip."
+)
+
+
+def sample_list(samples: str) -> list[str]:
+    """The names of a --samples value; one that names none (`--samples ''`) is refused."""
+    names = [s.strip() for s in samples.split(",") if s.strip()]
+    if not names:
+        raise InputError(
+            None,
+            f"--samples {samples!r} names no sample",
+            "give comma-separated sample names, or leave --samples out for every sample",
+        )
+    return names
+
+
 threads_option = click.option(
     "--threads", type=click.IntRange(1), default=1, show_default=True, help="Reading threads."
 )
@@ -121,19 +167,32 @@ def _check_output(out: str, *inputs: str) -> None:
 @click.argument("store")
 @click.option(
     "--bed",
-    required=True,
+    default=None,
     help="BED of regions (0-based, end exclusive; extra columns allowed; - reads stdin).",
+)
+@click.option(
+    "--bins",
+    type=click.IntRange(1),
+    default=None,
+    help="Instead of --bed: bins of N bp over every stored contig (or --chromosomes), from 0, "
+    "the last one of a contig shorter (multiBigwigSummary bins).",
+)
+@click.option(
+    "--chromosomes", default=None, help="With --bins: comma-separated contigs [default: all]."
 )
 @click.option(
     "--stat",
     type=click.Choice(["mean", "sum", "max", "min"]),
     default="mean",
     show_default=True,
-    help="Statistic over each region's positions.",
+    help="Statistic over each region's positions (outside the blacklist).",
 )
 @normalise_option
+@genome_size_option
+@blacklist_option
 @samples_option
 @strand_option
+@missing_option
 @skip_missing_option
 @threads_option
 @click.option(
@@ -145,35 +204,48 @@ def _check_output(out: str, *inputs: str) -> None:
 @command_options
 def summarize(
     store: str,
-    bed: str,
+    bed: str | None,
+    bins: int | None,
+    chromosomes: str | None,
     stat: str,
     normalise: str,
+    effective_genome_size: int | None,
+    blacklist: str | None,
     samples: str | None,
     strand: str | None,
+    missing: str | None,
     skip_missing: bool,
     threads: int,
     out: str,
 ) -> None:
-    """One row per BED region, one column per sample (deeptools multiBigwigSummary BED-file)."""
+    """One row per BED region (or bin), one column per sample (deeptools multiBigwigSummary)."""
     from bamstore.query import summarize as run_summary
     from bamstore.query import write_tsv
 
-    _check_output(out, bed)
+    if (bed is None) == (bins is None):
+        raise InputError(None, "give --bed BED or --bins N", "regions from a BED, or bins of N bp")
+    _check_output(out, *(x for x in (bed, blacklist) if x is not None))
     summary = run_summary(
         _open_source(store),
         bed,
+        bins=bins,
+        chromosomes=chromosomes,
         stat=stat,
         normalise=normalise,
+        effective_genome_size=effective_genome_size,
+        blacklist=blacklist,
         samples=samples,
         strand=strand,
+        missing=missing,
         skip_missing=skip_missing,
         threads=threads,
     )
     rows = write_tsv(summary, out)
     log.info(
-        "%s: %d region(s) x %d sample(s), %s%s (%d block(s) decoded)",
+        "%s: %d %s x %d sample(s), %s%s (%d block(s) decoded)",
         out,
         rows,
+        "region(s)" if bins is None else f"bin(s) of {bins} bp",
         len(summary.samples),
         stat,
         "" if summary.normalise is None else f", {summary.normalise}",
@@ -198,8 +270,11 @@ def summarize(
     help="Bin size; must divide --upstream and --downstream.",
 )
 @normalise_option
+@genome_size_option
+@blacklist_option
 @samples_option
 @strand_option
+@missing_option
 @skip_missing_option
 @threads_option
 @click.option("--out", "-o", required=True, help="Output matrix, MATRIX.npz; - for stdout.")
@@ -217,8 +292,11 @@ def profile(
     downstream: int,
     bin_size: int,
     normalise: str,
+    effective_genome_size: int | None,
+    blacklist: str | None,
     samples: str | None,
     strand: str | None,
+    missing: str | None,
     skip_missing: bool,
     threads: int,
     out: str,
@@ -227,7 +305,7 @@ def profile(
     """Mean signal in bins around reference points (deeptools computeMatrix reference-point)."""
     from bamstore.query import profile as run_profile
 
-    _check_output(out, bed)
+    _check_output(out, *(x for x in (bed, blacklist) if x is not None))
     if plot_out is not None:
         from bamstore.plot import _matplotlib, picture_output
 
@@ -242,8 +320,11 @@ def profile(
         downstream=downstream,
         bin_size=bin_size,
         normalise=normalise,
+        effective_genome_size=effective_genome_size,
+        blacklist=blacklist,
         samples=samples,
         strand=strand,
+        missing=missing,
         skip_missing=skip_missing,
         threads=threads,
     )
@@ -267,7 +348,13 @@ def profile(
 
 @click.command(epilog=STORE_HELP)
 @click.argument("store")
-@click.option("--sample", required=True, help="The sample to export.")
+@click.option("--sample", default=None, help="The sample to export, to the file -o FILE.")
+@click.option(
+    "--samples",
+    default=None,
+    help="Instead of --sample: comma-separated samples, or all, one track each in the folder "
+    "-o DIR (DIR/<sample>.bw or .bedGraph), --threads at a time.",
+)
 @click.option(
     "--format",
     "fmt",
@@ -276,6 +363,12 @@ def profile(
     help="bigwig (needs bamstore[bigwig]) or bedgraph (text).",
 )
 @normalise_option
+@genome_size_option
+@click.option(
+    "--blacklist",
+    default=None,
+    help="BED of positions left out of the track (no data there) and of T (bpm, rpgc).",
+)
 @click.option(
     "--bin",
     "bin_size",
@@ -299,13 +392,21 @@ def profile(
     help="Leave zero runs out (of both formats alike) [default: written as 0].",
 )
 @threads_option
-@click.option("--out", "-o", required=True, help="Output file (.bw / .bedGraph); - for stdout.")
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    help="Output file (.bw / .bedGraph; - for stdout), or with --samples a folder.",
+)
 @command_options
 def export(
     store: str,
-    sample: str,
+    sample: str | None,
+    samples: str | None,
     fmt: str,
     normalise: str,
+    effective_genome_size: int | None,
+    blacklist: str | None,
     bin_size: int,
     chromosomes: str | None,
     strand: str | None,
@@ -313,22 +414,42 @@ def export(
     threads: int,
     out: str,
 ) -> None:
-    """One sample's coverage as a bigWig or bedGraph track (like deeptools bamCoverage)."""
-    from bamstore.query import export_track
+    """Coverage tracks as bigWig or bedGraph (like deeptools bamCoverage): one sample to a file,
+    or several (--samples) to a folder."""
+    from bamstore.query import export_track, export_tracks
 
-    _check_output(out)
-    result = export_track(
-        _open_source(store),
-        sample,
-        out,
-        fmt=fmt,
-        normalise=normalise,
-        bin_size=bin_size,
-        chromosomes=chromosomes,
-        strand=strand,
-        skip_zeros=skip_zeros,
-        threads=threads,
-    )
+    if (sample is None) == (samples is None):
+        raise InputError(
+            None,
+            "give --sample NAME (one track, -o FILE) or --samples a,b|all (-o DIR)",
+            "choose one of them",
+        )
+    options = {
+        "fmt": fmt,
+        "normalise": normalise,
+        "effective_genome_size": effective_genome_size,
+        "blacklist": blacklist,
+        "bin_size": bin_size,
+        "chromosomes": chromosomes,
+        "strand": strand,
+        "skip_zeros": skip_zeros,
+        "threads": threads,
+    }
+    if samples is not None:
+        if out == "-":
+            raise InputError(out, "--samples writes a folder of tracks", "give -o DIR")
+        chosen = "all" if samples.strip() == "all" else sample_list(samples)
+        results = export_tracks(_open_source(store), chosen, out, **options)
+        log.info(
+            "%s: %d %s track(s), %d run(s)",
+            out,
+            len(results),
+            fmt.lower(),
+            sum(r.runs for r in results),
+        )
+        return
+    _check_output(out, *(x for x in (blacklist,) if x is not None))
+    result = export_track(_open_source(store), sample, out, **options)
     log.info(
         "%s: %s of %s, %d contig(s), %d run(s)",
         out,

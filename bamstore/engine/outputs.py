@@ -176,6 +176,23 @@ def output_target(
     return OutputTarget(given, Kind.FILE, path=resolved)
 
 
+def file_name_problem(name: str, suffix: str = "") -> str | None:
+    """Why `name` + `suffix` cannot be one file name inside a folder (it would be empty, leave
+    the folder, or not be a name at all), or None. For names that come from elsewhere, such as
+    a store's sample names."""
+    if not name:
+        return "it is empty"
+    if name in (".", ".."):
+        return f"{name!r} is not a file inside the folder"
+    if "/" in name or "\\" in name:
+        return "it contains a path separator"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+        return "it contains a control character"
+    if len((name + suffix).encode()) > 255:
+        return "it is longer than a file name may be (255 bytes)"
+    return None
+
+
 def store_target(out: str | os.PathLike[str], *, inputs: Iterable[object] = ()) -> Path:
     """The folder a store at `out` is published at (a symlink's target), refusing standard
     output, devices, FIFOs, a path inside another store and one of the command's inputs."""

@@ -22,13 +22,17 @@ from bamstore.api.regions import resolve_region
 from bamstore.engine.outputs import file_output, output_target
 from bamstore.errors import InputError, QueryError
 from bamstore.extras import require_extra
+from bamstore.query.blacklist import open_blacklist
+from bamstore.query.normalise import scaling
+from bamstore.query.source import check_normalise
 
 DPI = 100
 DEFAULT_WIDTH = 1200  # pixels
 TRACK_HEIGHT = 130  # pixels per sample track
 FRAME_HEIGHT = 120  # title and x axis
 POINTS_PER_PIXEL = 2  # longer regions are drawn as the maximum of each bin
-UNITS = {None: "depth", "cpm": "CPM", "rpkm": "RPKM"}
+UNITS = {None: "depth", "cpm": "CPM", "rpkm": "RPKM", "bpm": "BPM", "rpgc": "RPGC"}
+UNITS["scale"] = "scaled depth"
 # What a picture's name may end in; a name without a suffix (`-`, /dev/null) gets a PNG.
 PICTURE_FORMATS = ("png", "svg", "pdf")
 DEFAULT_PICTURE_FORMAT = "png"
@@ -36,6 +40,9 @@ NORMALISATION_NOTES = {
     None: "raw depth (reads covering each base), not normalised",
     "cpm": "CPM = depth / (library size / 1e6)",
     "rpkm": "RPKM = CPM / 0.001 kb per position",
+    "bpm": "BPM = depth x 1e6 / total coverage",
+    "rpgc": "RPGC = depth x effective genome size / total coverage (1x)",
+    "scale": "depth x the sample's scale factor",
 }
 
 
@@ -83,11 +90,12 @@ def save_figure(fig: Any, out: str | os.PathLike[str], picture_format: str) -> N
 
 
 def _bin_max(values: np.ndarray, bin_size: int) -> np.ndarray:
-    """Maximum of each `bin_size` run along the last axis (peaks stay visible when binned)."""
+    """Maximum of each `bin_size` run along the last axis (peaks stay visible when binned);
+    NaN (blacklisted) positions are ignored, a bin of only NaN stays NaN (a gap)."""
     if bin_size <= 1:
         return values
     starts = np.arange(0, values.shape[-1], bin_size)
-    return np.maximum.reduceat(values, starts, axis=-1)
+    return np.fmax.reduceat(values, starts, axis=-1)
 
 
 def plot_region(
@@ -100,12 +108,16 @@ def plot_region(
     strand: bool = False,
     width: int | None = None,
     height: int | None = None,
+    effective_genome_size: float | None = None,
+    blacklist: Any = None,
 ) -> PlotInfo:
     """Draw `region` of `samples` (default all; with `strand`, all stranded samples) to `out`.
 
     One track per sample on shared axes; with `strand`, + strand coverage above the axis and -
     strand below. The image is `width` x `height` pixels (defaults: 1200 wide, 130 per track
     plus 120); the format follows the file suffix (png, svg, pdf; png without a suffix).
+    `normalise` as `extract_region` (a sample whose normalisation would divide by 0 is refused
+    here, not drawn as NaN); `blacklist`: its positions are left out of the picture (gaps).
     """
     picture_format = picture_output(out)
     figure_cls, canvas_cls = _matplotlib()
@@ -119,18 +131,29 @@ def plot_region(
         samples = [n for n in names if bs.stranded.get(n)] if strand else names
         if not samples:
             raise QueryError(label, "no sample in this store was built stranded", "omit --strand")
-    method = None if normalise is None else normalise.lower()
+    method = check_normalise(normalise)
+    listed = open_blacklist(blacklist, bs.chromsizes)
+    scaling(  # refuse a divisor of 0 (extract_region would give NaN)
+        bs.source,
+        bs.source.rows(list(samples), "fwd" if strand else None, repeats=True),
+        method,
+        genome_size=effective_genome_size,
+        blacklist=listed,
+    )
+    options: dict[str, Any] = {
+        "chrom": chrom,
+        "start": start,
+        "end": end,
+        "samples": samples,
+        "normalise": method,
+        "effective_genome_size": effective_genome_size,
+        "blacklist": listed,
+    }
     if strand:
-        upper = bs.extract_region(
-            chrom=chrom, start=start, end=end, samples=samples, strand="+", normalise=method
-        )
-        lower = bs.extract_region(
-            chrom=chrom, start=start, end=end, samples=samples, strand="-", normalise=method
-        )
+        upper = bs.extract_region(strand="+", **options)
+        lower = bs.extract_region(strand="-", **options)
     else:
-        upper = bs.extract_region(
-            chrom=chrom, start=start, end=end, samples=samples, normalise=method
-        )
+        upper = bs.extract_region(**options)
         lower = None
     labels = [s if isinstance(s, str) else bs.sample_names[int(s)] for s in samples]
     n = len(labels)
@@ -149,7 +172,7 @@ def plot_region(
         if lower is not None:
             tracks.append((_bin_max(lower[i], bin_size), -1.0, "0.45"))
         for values, sign, colour in tracks:
-            y = sign * np.nan_to_num(np.append(values, values[-1]).astype(float))
+            y = sign * np.append(values, values[-1]).astype(float)  # NaN: a gap
             ax.fill_between(x, y, step="post", color=colour, alpha=0.55, linewidth=0)
             ax.step(x, y, where="post", color=colour, linewidth=0.6)
         ax.text(

@@ -9,18 +9,21 @@ Queries return data; drawing it (`bamstore.plot`, e.g. the heatmap of a profile)
 above, and nothing here imports it or the Python API.
 """
 
-from bamstore.query.export import ExportResult, export_track
+from bamstore.query.blacklist import Blacklist
+from bamstore.query.export import ExportResult, export_track, export_tracks
 from bamstore.query.profile import Profile, profile
 from bamstore.query.source import CoverageSource, is_url, open_group
 from bamstore.query.summarize import STATS, Summary, summarize, summarize_frame, write_tsv
 
 __all__ = [
     "STATS",
+    "Blacklist",
     "CoverageSource",
     "ExportResult",
     "Profile",
     "Summary",
     "export_track",
+    "export_tracks",
     "is_url",
     "open_group",
     "profile",

@@ -23,9 +23,10 @@ complete).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +34,20 @@ from typing import IO, Any
 
 import numpy as np
 
-from bamstore.engine.outputs import file_output
+from bamstore.engine.outputs import (
+    file_name_problem,
+    file_output,
+    output_target,
+    refuse_inside_store,
+    resolve_links,
+)
 from bamstore.errors import InputError, QueryError
 from bamstore.extras import require_extra
 from bamstore.query import chunks
+from bamstore.query.blacklist import Blacklist, open_blacklist
+from bamstore.query.normalise import Scaling, scaling
+from bamstore.query.reduce import Intervals
+from bamstore.query.regions import BedInput
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
 
 FORMATS = ("bigwig", "bedgraph")
@@ -65,47 +76,82 @@ class Runs:
     value: np.ndarray  # uint32 depths at bin size 1 without normalisation, else float64
 
 
+MaskOf = Callable[[int, int], np.ndarray]  # [start, stop) -> blacklisted positions (bool)
+
+
 def _units(
-    source: CoverageSource, row: int, array: str, length: int, bin_size: int, threads: int
+    source: CoverageSource,
+    row: int,
+    array: str,
+    length: int,
+    bin_size: int,
+    threads: int,
+    mask_of: MaskOf | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(index of the first unit, values) windows along a contig: positions at bin size 1, else
-    bin means; each block decoded once, up to `threads` spans read ahead of the writer."""
+    bin means (of the positions outside the blacklist, `mask_of`: NaN when none is left); each
+    block decoded once, up to `threads` spans read ahead of the writer."""
     span = SPAN_CHUNKS * source.chunk_len
     carry = np.zeros(0, dtype=np.uint32)
+    carry_mask = np.zeros(0, dtype=bool)
     first_unit = 0
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        ahead: list[Future[np.ndarray]] = []
+        ahead: list[tuple[int, int, Future[np.ndarray]]] = []
         next_start = 0
         while next_start < length or ahead:
             while next_start < length and len(ahead) < threads + 1:
                 stop = min(length, next_start + span)
-                ahead.append(pool.submit(source.read, array, [row], next_start, stop))
+                future = pool.submit(source.read, array, [row], next_start, stop)
+                ahead.append((next_start, stop, future))
                 next_start = stop
-            block = ahead.pop(0).result()[0]
+            start, stop, future = ahead.pop(0)
+            block = future.result()[0]
             if bin_size == 1:
                 yield first_unit, block
                 first_unit += len(block)
                 continue
             values = np.concatenate([carry, block]) if len(carry) else block
+            masked = None
+            if mask_of is not None:
+                masked = np.concatenate([carry_mask, mask_of(start, stop)])
             whole = len(values) // bin_size * bin_size
             if whole:
-                sums = values[:whole].reshape(-1, bin_size).sum(axis=1, dtype=np.int64)
-                yield first_unit, sums / bin_size
+                part = None if masked is None else masked[:whole]
+                yield first_unit, _bin_means(values[:whole], part, bin_size)
                 first_unit += whole // bin_size
             carry = values[whole:]
+            if masked is not None:
+                carry_mask = masked[whole:]
     if bin_size > 1 and len(carry):
-        yield first_unit, np.array([carry.sum(dtype=np.int64) / len(carry)])
+        yield first_unit, _bin_means(carry, carry_mask if mask_of else None, len(carry))
+
+
+def _bin_means(values: np.ndarray, masked: np.ndarray | None, bin_size: int) -> np.ndarray:
+    """The mean of each `bin_size` values, of the unmasked ones when `masked` is given (NaN
+    for a bin with none)."""
+    if masked is None:
+        return values.reshape(-1, bin_size).sum(axis=1, dtype=np.int64) / bin_size
+    kept = np.where(masked, 0, values).reshape(-1, bin_size).sum(axis=1, dtype=np.int64)
+    counts = (~masked).reshape(-1, bin_size).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, kept / np.maximum(counts, 1), np.nan)
 
 
 def contig_runs(
-    source: CoverageSource, row: int, array: str, length: int, bin_size: int, threads: int
+    source: CoverageSource,
+    row: int,
+    array: str,
+    length: int,
+    bin_size: int,
+    threads: int,
+    mask_of: MaskOf | None = None,
 ) -> Iterator[Runs]:
     """Maximal runs of equal value along one contig, in order, a batch per chunk.
 
     The last run of a window is held back until the next window shows whether it goes on.
     """
     held_start, held_value = 0, None
-    for first_unit, values in _units(source, row, array, length, bin_size, threads):
+    for first_unit, values in _units(source, row, array, length, bin_size, threads, mask_of):
         change = np.flatnonzero(values[1:] != values[:-1]) + 1
         starts = np.concatenate([[0], change]) + first_unit
         vals = values[np.concatenate([[0], change])]
@@ -120,6 +166,19 @@ def contig_runs(
         held_start, held_value = int(starts[-1]), vals[-1]
     if held_value is not None:
         yield Runs(np.array([held_start * bin_size]), np.array([length]), np.asarray([held_value]))
+
+
+def outside(runs: Runs, blacklist: Blacklist, contig_index: int) -> Runs:
+    """The parts of `runs` outside the blacklist, each with its run's value."""
+    n = len(runs.start)
+    pieces = blacklist.cut(
+        Intervals(
+            np.full(n, contig_index, dtype=np.int64),
+            runs.start.astype(np.int64),
+            runs.end.astype(np.int64),
+        )
+    )
+    return Runs(pieces.intervals.start, pieces.intervals.end, runs.value[pieces.owner])
 
 
 BIGWIG_MAGIC = 0x888FFC26
@@ -217,6 +276,8 @@ def export_track(
     *,
     fmt: str = "bigwig",
     normalise: str | None = None,
+    effective_genome_size: float | None = None,
+    blacklist: BedInput | Blacklist | None = None,
     bin_size: int = 1,
     chromosomes: Sequence[str] | str | None = None,
     strand: str | None = None,
@@ -224,6 +285,187 @@ def export_track(
     threads: int = 1,
 ) -> ExportResult:
     """Write one sample's track to `out`; see the module docstring for what is written."""
+    plan = _plan(
+        source,
+        [sample],
+        fmt,
+        normalise,
+        effective_genome_size,
+        blacklist,
+        bin_size,
+        chromosomes,
+        strand,
+        skip_zeros,
+        threads,
+    )
+    return plan.write(0, out, threads)
+
+
+def export_tracks(
+    source: CoverageSource,
+    samples: Sequence[str | int] | str | None,
+    folder: str | os.PathLike[str],
+    *,
+    fmt: str = "bigwig",
+    normalise: str | None = None,
+    effective_genome_size: float | None = None,
+    blacklist: BedInput | Blacklist | None = None,
+    bin_size: int = 1,
+    chromosomes: Sequence[str] | str | None = None,
+    strand: str | None = None,
+    skip_zeros: bool = False,
+    threads: int = 1,
+) -> list[ExportResult]:
+    """One track per sample, `folder/<sample>.bw` (or `.bedGraph`), `threads` samples at a time.
+
+    `samples`: names, a comma-separated list, or "all" (None: all). Sample names come from the
+    store, which may have been made elsewhere: a name that is not one file name inside `folder`
+    is refused, naming it, before anything is written; so is a file there that leads outside
+    it (a symlink). Every choice is checked before the first track is written; each track is
+    written as `engine.outputs` says (a failure leaves the tracks already written, and nothing
+    of the one that failed).
+    """
+    chosen = None if samples is None or samples == "all" else samples
+    plan = _plan(
+        source,
+        chosen,
+        fmt,
+        normalise,
+        effective_genome_size,
+        blacklist,
+        bin_size,
+        chromosomes,
+        strand,
+        skip_zeros,
+        threads,
+    )
+    targets = _track_paths(source, plan, Path(os.fspath(folder)))
+    per_track = max(1, threads // max(1, len(targets)))
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(targets)))) as pool:
+        futures = [pool.submit(plan.write, i, path, per_track) for i, path in enumerate(targets)]
+        return [f.result() for f in futures]
+
+
+SUFFIXES = {"bigwig": ".bw", "bedgraph": ".bedGraph"}
+
+
+def _track_paths(source: CoverageSource, plan: _Plan, folder: Path) -> list[Path]:
+    """folder/<sample><suffix> of each planned sample, every one checked (the folder is made
+    if it is missing and its parent exists)."""
+    suffix = SUFFIXES[plan.fmt]
+    names = [source.sample_names[r] for r in plan.rows]
+    for name in names:
+        problem = file_name_problem(name, suffix)
+        if problem is not None:
+            raise QueryError(
+                source.label,
+                f"sample {name!r} cannot name a file in {folder}: {problem}",
+                "export it alone with --sample NAME -o FILE",
+            )
+    if folder.exists() and not folder.is_dir():
+        raise InputError(folder, "is not a folder", "give a folder for the tracks (-o DIR)")
+    if not folder.exists():
+        if not folder.absolute().parent.is_dir():
+            raise InputError(folder, "its parent folder does not exist", "create it first")
+        refuse_inside_store(os.fspath(folder), resolve_links(folder))
+        folder.mkdir()
+    real = resolve_links(folder)
+    refuse_inside_store(os.fspath(folder), real)
+    paths = [folder / f"{name}{suffix}" for name in names]
+    for path in paths:
+        target = output_target(path)
+        if target.path is not None and target.path.parent != real:
+            raise InputError(
+                path, f"leads outside {folder} (to {target.path})", "remove it, or choose -o DIR"
+            )
+    return paths
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a track is written from, checked once: rows, contigs, arrays and scaling."""
+
+    source: CoverageSource
+    fmt: str
+    rows: list[int]
+    contigs: list[str]
+    arrays: dict[str, str]
+    method: str | None
+    scaling: Scaling | None
+    blacklist: Blacklist | None
+    bin_size: int
+    strand: str | None
+    skip_zeros: bool
+
+    def write(self, i: int, out: str | os.PathLike[str], threads: int) -> ExportResult:
+        """Write the track of the plan's i-th row to `out`."""
+        source, row = self.source, self.rows[i]
+        factor = None if self.scaling is None else self.scaling.at(i)
+        index = {c: k for k, c in enumerate(source.chromsizes)}
+        blacklist = self.blacklist
+        first_block = chunks.blocks_decoded()
+        written = 0
+        with file_output(out) as staged:
+            chroms = [(c, source.chromsizes[c]) for c in self.contigs]
+            writer: _BigWig | _BedGraph = (
+                _BigWig(staged, chroms, os.fspath(out))
+                if self.fmt == "bigwig"
+                else _BedGraph(staged, chroms)
+            )
+            try:
+                for contig in self.contigs:
+                    length = source.chromsizes[contig]
+                    mask_of = None
+                    if blacklist is not None and self.bin_size > 1:
+                        mask_of = functools.partial(blacklist.mask, contig)
+                    runs_of = contig_runs(
+                        source, row, self.arrays[contig], length, self.bin_size, threads, mask_of
+                    )
+                    for runs in runs_of:
+                        if blacklist is not None:
+                            runs = outside(runs, blacklist, index[contig])
+                        if self.skip_zeros:
+                            keep = runs.value != 0
+                            runs = Runs(runs.start[keep], runs.end[keep], runs.value[keep])
+                        if factor is not None:
+                            times, over = factor
+                            value = runs.value * times / over
+                            if self.method == "rpkm":
+                                value = value * 1000
+                            runs = Runs(runs.start, runs.end, value)
+                        if len(runs.start):
+                            writer.write(contig, runs)
+                            written += len(runs.start)
+            finally:
+                writer.close()
+            if isinstance(writer, _BigWig) and not bigwig_is_whole(staged):
+                raise writer.failed()
+        return ExportResult(
+            path=Path(out),
+            format=self.fmt,
+            sample=source.sample_names[row],
+            contigs=self.contigs,
+            runs=written,
+            bin_size=self.bin_size,
+            normalise=self.method,
+            strand=self.strand,
+            blocks_read=chunks.blocks_decoded() - first_block,
+        )
+
+
+def _plan(
+    source: CoverageSource,
+    samples: Sequence[str | int] | None,
+    fmt: str,
+    normalise: str | None,
+    effective_genome_size: float | None,
+    blacklist: BedInput | Blacklist | None,
+    bin_size: int,
+    chromosomes: Sequence[str] | str | None,
+    strand: str | None,
+    skip_zeros: bool,
+    threads: int,
+) -> _Plan:
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise QueryError(None, f"unknown format {fmt!r}", f"use {' or '.join(FORMATS)}")
@@ -231,69 +473,23 @@ def export_track(
         raise QueryError(None, f"--bin must be >= 1, not {bin_size}")
     method = check_normalise(normalise)
     strand = check_strand(strand)
-    rows = source.rows([sample], strand)
-    contigs = _chosen_contigs(source, chromosomes)
+    rows = source.rows(samples, strand)
+    contigs = source.chosen_contigs(chromosomes)
     arrays = {c: source.array_name(c, strand) for c in contigs}
-    per_million = source.per_million(rows, method)
-    scale = None if per_million is None else float(per_million[0])
-    first_block = chunks.blocks_decoded()
-    written = 0
-    with file_output(out) as staged:
-        chroms = [(c, source.chromsizes[c]) for c in contigs]
-        writer: _BigWig | _BedGraph = (
-            _BigWig(staged, chroms, os.fspath(out))
-            if fmt == "bigwig"
-            else _BedGraph(staged, chroms)
-        )
-        try:
-            for contig in contigs:
-                length = source.chromsizes[contig]
-                runs_of = contig_runs(
-                    source, rows[0], arrays[contig], length, int(bin_size), threads
-                )
-                for runs in runs_of:
-                    if skip_zeros:
-                        keep = runs.value != 0
-                        runs = Runs(runs.start[keep], runs.end[keep], runs.value[keep])
-                    if scale is not None:
-                        value = runs.value / scale * (1000 if method == "rpkm" else 1)
-                        runs = Runs(runs.start, runs.end, value)
-                    if len(runs.start):
-                        writer.write(contig, runs)
-                        written += len(runs.start)
-        finally:
-            writer.close()
-        if isinstance(writer, _BigWig) and not bigwig_is_whole(staged):
-            raise writer.failed()
-    return ExportResult(
-        path=Path(out),
-        format=fmt,
-        sample=source.sample_names[rows[0]],
-        contigs=contigs,
-        runs=written,
-        bin_size=int(bin_size),
-        normalise=method,
-        strand=strand,
-        blocks_read=chunks.blocks_decoded() - first_block,
+    listed = open_blacklist(blacklist, source.chromsizes)
+    how = scaling(
+        source, rows, method, genome_size=effective_genome_size, blacklist=listed, threads=threads
     )
-
-
-def _chosen_contigs(source: CoverageSource, chromosomes: Sequence[str] | str | None) -> list[str]:
-    """The store's contigs, or the chosen ones in the store's order."""
-    if chromosomes is None:
-        return list(source.chromsizes)
-    wanted = (
-        [c.strip() for c in chromosomes.split(",") if c.strip()]
-        if isinstance(chromosomes, str)
-        else list(chromosomes)
+    return _Plan(
+        source,
+        fmt,
+        rows,
+        contigs,
+        arrays,
+        method,
+        how,
+        listed,
+        int(bin_size),
+        strand,
+        skip_zeros,
     )
-    unknown = [c for c in wanted if c not in source.chromsizes]
-    if unknown:
-        raise QueryError(
-            source.label,
-            f"has no contig {', '.join(map(repr, unknown))}",
-            f"choose from {', '.join(source.chromsizes)}",
-        )
-    if not wanted:
-        raise QueryError(None, "--chromosomes lists no contig")
-    return [c for c in source.chromsizes if c in wanted]

@@ -27,8 +27,12 @@ import numpy as np
 
 from bamstore.engine.outputs import file_output
 from bamstore.errors import QueryError
+from bamstore.query.blacklist import Blacklist, open_blacklist, reduce_kept
+from bamstore.query.normalise import scaling
 from bamstore.query.reduce import Intervals, Reducer
 from bamstore.query.regions import (
+    MISSING_CONTIG,
+    MISSING_VERBS,
     BedInput,
     BedRegion,
     Skipped,
@@ -36,6 +40,7 @@ from bamstore.query.regions import (
     bed_label,
     outside_store,
     read_bed,
+    resolve_missing,
 )
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
 
@@ -120,57 +125,80 @@ def profile(
     downstream: int,
     bin_size: int,
     normalise: str | None = None,
+    effective_genome_size: float | None = None,
+    blacklist: BedInput | Blacklist | None = None,
     samples: Sequence[str | int] | str | None = None,
     strand: str | None = None,
+    missing: str | None = None,
     skip_missing: bool = False,
     threads: int = 1,
 ) -> Profile:
     """The (samples x regions x bins) matrix of mean signal around each BED line's point."""
     n_bins = check_bins(upstream, downstream, bin_size)
+    mode = resolve_missing(missing, skip_missing)
     method = check_normalise(normalise)
     strand = check_strand(strand)
     rows = source.rows(samples, strand)
     contigs = list(source.chromsizes)
     index = {name: i for i, name in enumerate(contigs)}
     arrays = [source.array_name(c, strand) for c in contigs]
-    per_million = source.per_million(rows, method)
+    listed = open_blacklist(blacklist, source.chromsizes)
+    how = scaling(
+        source, rows, method, genome_size=effective_genome_size, blacklist=listed, threads=threads
+    )
     reducer = Reducer(source, rows, threads)
     first_block = reducer.blocks_decoded
     label = bed_label(bed)
-    skipped = Skipped()
+    skipped = Skipped(how=MISSING_VERBS[mode])
     kept: list[BedRegion] = []
     parts: list[np.ndarray] = []
     offsets = np.arange(n_bins, dtype=np.int64) * bin_size
     for batch in batched(read_bed(bed), max(1, BATCH_INTERVALS // n_bins)):
         good: list[BedRegion] = []
+        answered: list[bool] = []
         lows: list[int] = []
         for region in batch:
             lo, hi = window(region, upstream, downstream)
             problem = outside_store(region, source.chromsizes, label, (lo, hi))
             if problem is None:
                 good.append(region)
+                answered.append(True)
                 lows.append(lo)
-            elif skip_missing:
-                skipped.add(*problem)
-            else:
+                skipped.answered += 1
+            elif mode == "error":
                 raise problem[0]
+            else:
+                skipped.add(*problem, region.chrom if problem[1] == MISSING_CONTIG else None)
+                if mode == "nan":
+                    good.append(region)
+                    answered.append(False)
         if not good:
             continue
-        lo_arr = np.asarray(lows, dtype=np.int64)
-        minus = np.fromiter((r.strand == "-" for r in good), bool, len(good))
-        # bin b of a + window starts at lo + b*B; of a - window at hi - (b+1)*B = lo + (n-1-b)*B
-        bin_offsets = np.where(minus[:, None], offsets[::-1][None, :], offsets[None, :])
-        starts = (lo_arr[:, None] + bin_offsets).ravel()
-        contig = np.repeat(np.fromiter((index[r.chrom] for r in good), np.int64, len(good)), n_bins)
-        sums = reducer.reduce(arrays, Intervals(contig, starts, starts + bin_size), "sum")
-        means = sums / bin_size
-        if per_million is not None:
-            means = means / per_million[None, :]
-            if method == "rpkm":
-                means = means * 1000
-        parts.append(means.reshape(len(good), n_bins, len(rows)).transpose(2, 0, 1))
+        means = np.full((len(good), n_bins, len(rows)), np.nan)
+        where = np.flatnonzero(answered)
+        if len(where):
+            answering = [good[i] for i in where]
+            lo_arr = np.asarray(lows, dtype=np.int64)
+            minus = np.fromiter((r.strand == "-" for r in answering), bool, len(answering))
+            # bin b of a + window starts at lo + b*B; of a - window at hi - (b+1)*B
+            # = lo + (n-1-b)*B
+            bin_offsets = np.where(minus[:, None], offsets[::-1][None, :], offsets[None, :])
+            starts = (lo_arr[:, None] + bin_offsets).ravel()
+            contig = np.repeat(
+                np.fromiter((index[r.chrom] for r in answering), np.int64, len(answering)), n_bins
+            )
+            intervals = Intervals(contig, starts, starts + bin_size)
+            sums, positions = reduce_kept(reducer, arrays, intervals, "sum", listed)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values = sums / positions.astype(np.float64)[:, None]
+            if how is not None:
+                values = how.apply(values, axis=1)
+                if method == "rpkm":
+                    values = values * 1000
+            means[where] = values.reshape(len(answering), n_bins, len(rows))
+        parts.append(means.transpose(2, 0, 1))
         kept += good
-    skipped.warn(label)
+    skipped.warn(label, source.chromsizes)
     matrix = (
         np.concatenate(parts, axis=1) if parts else np.zeros((len(rows), 0, n_bins), np.float64)
     )

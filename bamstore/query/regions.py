@@ -11,7 +11,9 @@ damaged or truncated one is an error naming the BED).
 A line that cannot be a region (too few columns, a coordinate that is not a non-negative
 integer, start > end, a strand other than + - .) is always an error. A region on a contig the
 store lacks, or past a contig's end, is an error too unless the caller skips such lines
-(`--skip-missing`); the skipped lines are counted for one warning.
+(`--missing skip`, alias `--skip-missing`) or writes them as NaN (`--missing nan`); either is
+counted for one warning. When the contig is in the store under the other naming style (`1`
+against `chr1`, `MT` against `chrM`), the message says so.
 
 Zero-length regions (start == end, e.g. insertion points) are valid BED: `profile` only needs
 their reference point, and `summarize` gives them sum 0 and NaN for mean, max and min.
@@ -40,7 +42,10 @@ STDIN_LABEL = "<stdin>"
 GZIP_MAGIC = b"\x1f\x8b"
 SKIPPED_PREFIXES = ("#", "track", "browser")
 STRANDS = ("+", "-", ".")
-SKIP_FIX = "use the store's contig names and lengths, or skip such lines with --skip-missing"
+SKIP_FIX = "use the store's contig names and lengths, or --missing skip (or nan) for such lines"
+MISSING_CHOICES = ("error", "skip", "nan")
+MISSING_CONTIG = "on contigs the store lacks"
+MISSING_VERBS = {"error": "skipped", "skip": "skipped", "nan": "wrote NaN for"}
 BedInput = str | os.PathLike[str] | Any  # a path, "-" or a pandas DataFrame
 
 
@@ -201,30 +206,91 @@ def _frame_regions(frame: Any) -> Iterator[BedRegion]:
             yield region
 
 
+def check_missing(missing: str) -> str:
+    """'error', 'skip' or 'nan': what to do with a BED line the store cannot answer."""
+    if missing not in MISSING_CHOICES:
+        raise QueryError(
+            None, f"unknown --missing {missing!r}", f"use {', '.join(MISSING_CHOICES)}"
+        )
+    return missing
+
+
+def resolve_missing(missing: str | None, skip_missing: bool) -> str:
+    """--missing, with --skip-missing its alias for `skip`."""
+    if skip_missing:
+        if missing not in (None, "skip"):
+            raise QueryError(
+                None,
+                f"--skip-missing and --missing {missing} disagree",
+                "give one of them (--skip-missing is --missing skip)",
+            )
+        return "skip"
+    return check_missing(missing or "error")
+
+
 @dataclass
 class Skipped:
-    """BED lines left out by --skip-missing: counted, the first one kept for the warning."""
+    """BED lines outside the store left out (`--missing skip`) or written as NaN (`nan`):
+    counted, the first one kept for the warning."""
 
     count: int = 0
     first: str | None = None
     reasons: dict[str, int] = field(default_factory=dict)
+    missing_contigs: dict[str, int] = field(default_factory=dict)
+    answered: int = 0  # lines the store could answer
+    how: str = "skipped"
 
-    def add(self, error: QueryError, reason: str) -> None:
+    def add(self, error: QueryError, reason: str, chrom: str | None = None) -> None:
+        """Count one line; `chrom`: its contig, when the store lacks it."""
         self.count += 1
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if chrom is not None:
+            self.missing_contigs[chrom] = self.missing_contigs.get(chrom, 0) + 1
         if self.first is None:
             self.first = f"{error.subject}: {error.problem}"
 
-    def warn(self, label: str) -> None:
+    def warn(self, label: str, chromsizes: Mapping[str, int]) -> None:
         if self.count:
             why = ", ".join(f"{n:,} {r}" for r, n in self.reasons.items())
+            hint = ""
+            if not self.answered and sum(self.missing_contigs.values()) == self.count:
+                hint = naming_hint(list(self.missing_contigs), chromsizes)
             log.warning(
-                "%s: skipped %s BED line(s) outside the store (%s); first: %s",
+                "%s: %s %s BED line(s) outside the store (%s)%s; first: %s",
                 label,
+                self.how,
                 f"{self.count:,}",
                 why,
+                hint,
                 self.first,
             )
+
+
+def other_style(chrom: str) -> list[str]:
+    """The names of `chrom` in the other naming style (UCSC `chr1`, `chrM`; Ensembl `1`,
+    `MT`)."""
+    if chrom == "chrM":
+        return ["MT", "M"]
+    if chrom in ("MT", "M"):
+        return ["chrM"]
+    if chrom.startswith("chr") and len(chrom) > 3:
+        return [chrom[3:]]
+    return ["chr" + chrom]
+
+
+def naming_hint(chroms: Iterable[str], chromsizes: Mapping[str, int]) -> str:
+    """'; ...' saying that the store names these contigs in the other style, when every one of
+    them is in the store under it; '' otherwise."""
+    pairs = []
+    for chrom in chroms:
+        alt = next((a for a in other_style(chrom) if a in chromsizes), None)
+        if alt is None:
+            return ""
+        pairs.append(f"{chrom!r} is {alt!r}")
+    if not pairs:
+        return ""
+    shown = ", ".join(pairs[:3]) + (", ..." if len(pairs) > 3 else "")
+    return f"; the store names contigs in the other style (there {shown})"
 
 
 def outside_store(
@@ -238,11 +304,14 @@ def outside_store(
     length = chromsizes.get(region.chrom)
     if length is None:
         shown = ", ".join(list(chromsizes)[:8]) + (", ..." if len(chromsizes) > 8 else "")
+        hint = naming_hint([region.chrom], chromsizes)
         return (
             QueryError(
-                where, f"contig {region.chrom!r} is not in the store (it has {shown})", SKIP_FIX
+                where,
+                f"contig {region.chrom!r} is not in the store (it has {shown}){hint}",
+                SKIP_FIX,
             ),
-            "on contigs the store lacks",
+            MISSING_CONTIG,
         )
     start, end = span if span is not None else (region.start, region.end)
     what = "window" if span is not None else "region"

@@ -4,7 +4,8 @@
 they need from the root attributes and `metadata/`, read once, and a `chunks.CoverageArray` per
 coverage array, which reads only the blosc blocks a query touches (local files, or HTTP/S3
 range requests through fsspec: `bamstore.storage`). It turns the user's choices (samples,
-strand, normalisation) into array names, rows and divisors, and refuses bad ones in one line.
+strand) into array names and rows, and refuses bad ones in one line (normalisation's divisors:
+`normalise`).
 
 zarr is not imported on this path: the reading commands start in a tenth of a second and never
 pay zarr's per-call machinery. It is used only for what the block reader does not read (arrays
@@ -35,7 +36,7 @@ from bamstore.extras import require_extra
 from bamstore.query import chunks
 from bamstore.storage import REMOTE_SCHEMES, Location, StoreFiles, is_url, url_scheme
 
-NORMALISE_CHOICES = ("none", "cpm", "rpkm")
+NORMALISE_CHOICES = ("none", "cpm", "rpkm", "bpm", "rpgc", "scale")
 # a window of several samples is decoded on up to this many threads (one sample: one thread)
 DEFAULT_READ_THREADS = min(2, os.cpu_count() or 1)
 STRAND_CHOICES = ("fwd", "rev")
@@ -356,14 +357,22 @@ class CoverageSource:
     ) -> list[int]:
         """Row indices of the chosen samples (default: all; with a strand, the stranded ones).
 
-        Samples are names or row numbers; a string is a comma-separated list. Incomplete
+        Samples are names or row numbers; a string is a comma-separated list, and one that names
+        no sample (`--samples ''`) is refused, not read as "all". Incomplete
         samples are refused; so are unstranded ones when a strand is asked for, and a sample
         chosen twice unless `repeats` (`extract_region` returns the rows asked for).
         """
         names = self.sample_names
+        given = f" {samples!r}" if isinstance(samples, str) else ""
         if isinstance(samples, str):
             samples = [s.strip() for s in samples.split(",") if s.strip()]
-        if samples is None or len(samples) == 0:
+        if samples is not None and len(samples) == 0:
+            raise QueryError(
+                None,
+                f"--samples{given} names no sample",
+                "give comma-separated sample names, or leave --samples out for every sample",
+            )
+        if samples is None:
             rows = list(range(len(names)))
             if strand is not None:
                 rows = [r for r in rows if self.stranded.get(names[r])]
@@ -412,6 +421,26 @@ class CoverageSource:
             )
         return rows
 
+    def chosen_contigs(self, chromosomes: Sequence[str] | str | None) -> list[str]:
+        """The store's contigs, or the chosen ones (a list or comma-separated) in its order."""
+        if chromosomes is None:
+            return list(self.chromsizes)
+        wanted = (
+            [c.strip() for c in chromosomes.split(",") if c.strip()]
+            if isinstance(chromosomes, str)
+            else list(chromosomes)
+        )
+        unknown = [c for c in wanted if c not in self.chromsizes]
+        if unknown:
+            raise QueryError(
+                self.label,
+                f"has no contig {', '.join(map(repr, unknown))}",
+                f"choose from {', '.join(self.chromsizes)}",
+            )
+        if not wanted:
+            raise QueryError(None, "--chromosomes lists no contig")
+        return [c for c in self.chromsizes if c in wanted]
+
     def array_name(self, contig: str, strand: str | None) -> str:
         """The coverage array of a contig: total, or its `_fwd`/`_rev` strand array."""
         if strand is None:
@@ -426,54 +455,6 @@ class CoverageSource:
             )
         fwd, rev = layout.strand_array_names(contig)
         return fwd if strand == "fwd" else rev
-
-    def per_million(
-        self,
-        rows: Sequence[int],
-        normalise: str | None,
-        library_sizes: Mapping[str, float] | None = None,
-    ) -> np.ndarray | None:
-        """Divisors library size / 1e6 of the rows for CPM/RPKM (NaN for a zero library, never
-        inf); None without normalisation. Library sizes are metadata/total_reads unless
-        `library_sizes` ({sample: size}) are given."""
-        method = check_normalise(normalise)
-        if method is None:
-            return None
-        if library_sizes is not None:
-            sizes = {str(name): float(size) for name, size in dict(library_sizes).items()}
-            chosen = [self.sample_names[r] for r in rows]
-            missing = [n for n in chosen if n not in sizes]
-            if missing:
-                raise QueryError(None, f"Library sizes missing for samples: {missing}")
-            lib = np.array([sizes[n] for n in chosen], dtype=np.float64)
-        elif self.total_reads is None:
-            raise UnanswerableError(
-                self.label,
-                "has no metadata/total_reads, so it cannot be normalised",
-                "use --normalise none (in Python, pass library_sizes)",
-            )
-        else:
-            lib = self.total_reads[np.asarray(rows, dtype=np.int64)]
-        return np.where(lib > 0, lib / 1e6, np.nan)
-
-    def normalised(
-        self,
-        values: np.ndarray,
-        rows: Sequence[int],
-        normalise: str | None,
-        library_sizes: Mapping[str, float] | None = None,
-    ) -> np.ndarray:
-        """Per-position values of `rows` (samples on the first axis) as CPM = value / (library
-        size / 1e6), or RPKM = CPM per kb of a 1 bp position = CPM x 1000; unchanged for
-        none."""
-        per_million = self.per_million(rows, normalise, library_sizes)
-        if per_million is None:
-            return values
-        shape = (-1,) + (1,) * (values.ndim - 1)
-        out = values.astype(np.float64) / per_million.reshape(shape)
-        if check_normalise(normalise) == "rpkm":
-            out = out / (layout.BIN_SIZE / 1000.0)
-        return out
 
 
 def _attributes(label: str, raw: Mapping[str, Any]) -> layout.StoreAttributes:
@@ -518,7 +499,7 @@ def _files_of(label: str, root: Any) -> StoreFiles | None:
 
 
 def check_normalise(normalise: str | None) -> str | None:
-    """'cpm', 'rpkm' or None (for None and 'none')."""
+    """One of NORMALISE_CHOICES other than 'none', or None (for None and 'none')."""
     if normalise is None:
         return None
     method = str(normalise).lower()
