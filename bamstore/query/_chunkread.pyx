@@ -34,7 +34,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 from posix.fcntl cimport O_RDONLY
 from posix.fcntl cimport open as c_open
-from posix.unistd cimport close, pread
+from posix.unistd cimport close, pread, usleep
 
 from cython.parallel cimport prange, threadid
 
@@ -414,6 +414,7 @@ cdef class ChunkTable:
     cdef Entry **rows  # per row, an array of n_cols entries, allocated when first touched
     cdef uint64_t clock
     cdef int readers
+    cdef int evicting
     cdef PyThread_type_lock lock
     cdef dict owners  # (row, col) -> the object whose memory an entry points into
     cdef readonly int64_t failed_row, failed_col, failed_errno
@@ -498,15 +499,24 @@ cdef class ChunkTable:
         return out
 
     def evict(self) -> int:
-        """Drop the least recently used half of the entries while over budget; a no-op while a
-        read is running (entries in use are never freed). Returns the entries dropped."""
+        """Drop the least recently used half of the entries when over budget. Entries in use
+        are never freed: new reads wait while the running ones finish, then the eviction runs
+        (so reads that overlap without end cannot hold memory past the budget). Returns the
+        entries dropped."""
         cdef int64_t r, c, dropped = 0
         cdef uint64_t cutoff
         cdef Entry *e
         self.acquire()
+        if self.footprint <= self.budget:
+            self.release()
+            return 0
+        self.evicting = 1
+        while self.readers:
+            self.release()
+            with nogil:
+                usleep(50)
+            self.acquire()
         try:
-            if self.readers or self.footprint <= self.budget:
-                return 0
             stamps = []
             for r in range(self.n_rows):
                 if self.rows[r] != NULL:
@@ -532,6 +542,7 @@ cdef class ChunkTable:
                         dropped += 1
             return dropped
         finally:
+            self.evicting = 0
             self.release()
 
     def set_absent(self, int64_t row, int64_t col):
@@ -738,10 +749,16 @@ cdef class ChunkTable:
     # ------------------------------------------------------------ reading (without the GIL)
 
     cdef void begin_read(self) noexcept nogil:
-        self.acquire()
-        self.readers += 1
-        self.clock += 1
-        self.release()
+        """Count a read in (after any eviction under way)."""
+        while True:
+            self.acquire()
+            if not self.evicting:
+                self.readers += 1
+                self.clock += 1
+                self.release()
+                return
+            self.release()
+            usleep(50)
 
     cdef void end_read(self) noexcept nogil:
         self.acquire()
