@@ -648,7 +648,10 @@ def test_profile_cli_npz_plot_and_errors(store: Path, tmp_path: Path, run_cli, r
         out,
     )
     assert done.returncode == 0, done.stderr
-    assert "skipped 2 BED line(s) outside the store (2 past a contig's end)" in done.stderr
+    assert (
+        "skipped 2 BED line(s) outside the store (1 before a contig's start, 1 past a contig's "
+        "end)" in done.stderr
+    )
     with np.load(out) as npz:
         assert npz["matrix"].shape == (3, 0, 6)
 

@@ -317,14 +317,16 @@ def outside_store(
     what = "window" if span is not None else "region"
     if start < 0:
         problem = f"{what} {region.chrom}:{start}-{end} starts before the start of {region.chrom}"
+        kind = "before a contig's start"
     elif end > length:
         problem = (
             f"{what} {region.chrom}:{start}-{end} ends past the end of {region.chrom} "
             f"(length {length})"
         )
+        kind = "past a contig's end"
     else:
         return None
-    return QueryError(where, problem, SKIP_FIX), "past a contig's end"
+    return QueryError(where, problem, SKIP_FIX), kind
 
 
 def batched(items: Iterable[BedRegion], size: int) -> Iterator[list[BedRegion]]:
