@@ -59,7 +59,8 @@ if not NEXTFLOW.exists():
 
 
 def copy_project(target: Path) -> Path:
-    """The pipeline's files (tracked, or new and not ignored) and the compiled kernel."""
+    """The pipeline's files (tracked, or new and not ignored) and the compiled extensions (the
+    coverage kernel, the block reader), wherever they sit in the package."""
     files = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -67,7 +68,7 @@ def copy_project(target: Path) -> Path:
         check=True,
     ).stdout.split(b"\0")
     names = [f.decode() for f in files if f] + [
-        str(p.relative_to(REPO)) for p in (REPO / "bamstore").glob("_coverage*.so")
+        str(p.relative_to(REPO)) for p in (REPO / "bamstore").rglob("*.so")
     ]
     for name in names:
         if (REPO / name).is_file():
