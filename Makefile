@@ -60,10 +60,10 @@ $(NFTEST): tools/nf-test/build.sh tools/nf-test/nf-test.sh | $(NEXTFLOW)
 
 nf-test: $(NFTEST)  ## nf-test $(NFTEST_VERSION) at .tools/bin/nf-test (built once; offline afterwards)
 
-lint: install nextflow  ## ruff, docs/cli.md against the CLI, and `nextflow lint` over every .nf and .config file
+lint: install nextflow  ## ruff, docs/cli.md and the docs' links, and `nextflow lint` over every .nf and .config file
 	$(BIN)/ruff check bamstore tests benchmarks scripts bin/bamstore
 	$(BIN)/ruff format --check bamstore tests benchmarks scripts bin/bamstore
-	$(BIN)/python -m pytest -q -n 0 tests/test_cli_docs.py
+	$(BIN)/python -m pytest -q -n 0 tests/test_cli_docs.py tests/test_doc_links.py
 	@# strict syntax (the default parser of newer Nextflow); warnings fail the target too.
 	@# nf-test.config is nf-test's, not a Nextflow config
 	$(NEXTFLOW) lint -o concise $$(git ls-files '*.nf' '*.config' ':!nf-test.config') 2>&1 | tee .tools/lint.log
