@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-pipeline lint bench bench-scale quantnado deeptools nextflow nf-test image lock clean \
+.PHONY: install demo test test-pipeline lint docs bench bench-scale quantnado deeptools nextflow nf-test image lock clean \
         slurm-up slurm-down test-slurm
 
 # Nextflow from Maven Central (tools/nextflow/pom.xml), launched by .tools/bin/nextflow
@@ -60,13 +60,17 @@ $(NFTEST): tools/nf-test/build.sh tools/nf-test/nf-test.sh | $(NEXTFLOW)
 
 nf-test: $(NFTEST)  ## nf-test $(NFTEST_VERSION) at .tools/bin/nf-test (built once; offline afterwards)
 
-lint: install nextflow  ## ruff, and `nextflow lint` (strict syntax) over every .nf and .config file
-	$(BIN)/ruff check bamstore tests benchmarks bin/bamstore
-	$(BIN)/ruff format --check bamstore tests benchmarks bin/bamstore
+lint: install nextflow  ## ruff, docs/cli.md and the docs' links, and `nextflow lint` over every .nf and .config file
+	$(BIN)/ruff check bamstore tests benchmarks scripts bin/bamstore
+	$(BIN)/ruff format --check bamstore tests benchmarks scripts bin/bamstore
+	$(BIN)/python -m pytest -q -n 0 tests/test_cli_docs.py tests/test_doc_links.py
 	@# strict syntax (the default parser of newer Nextflow); warnings fail the target too.
 	@# nf-test.config is nf-test's, not a Nextflow config
 	$(NEXTFLOW) lint -o concise $$(git ls-files '*.nf' '*.config' ':!nf-test.config') 2>&1 | tee .tools/lint.log
 	@! grep -qE '^(Error|Warn)' .tools/lint.log || { echo "nextflow lint: fix the above" >&2; exit 1; }
+
+docs: install  ## docs/cli.md from the click commands (scripts/cli_docs.py); tests/test_cli_docs.py fails when it is stale
+	$(BIN)/python scripts/cli_docs.py docs/cli.md
 
 slurm-up:  ## start the local one-node SLURM cluster (needs root; state in .slurm/); a no-op when up
 	scripts/slurm-up.sh

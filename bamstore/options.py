@@ -171,7 +171,7 @@ class CountingMode:
 
 
 def is_sense_strand(flag: int, mode: int) -> bool:
-    """QuantNado's strand rules (README, strand table): True sends the read to the `_fwd` array."""
+    """QuantNado's strand rules (docs/building.md, "Strand"): True sends the read to `_fwd`."""
     reverse = bool(flag & FLAG_REVERSE)
     if mode == STRAND_MODES["U"]:
         return not reverse

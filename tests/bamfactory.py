@@ -283,7 +283,8 @@ def mode_oracle(
     strand: str = "",
     fragment_len: tuple[int | None, int | None] | None = None,
 ) -> ModeOracle:
-    """Fragment or cut-site coverage per contig, straight from the counting modes' rules (README).
+    """Fragment or cut-site coverage per contig, straight from the counting modes' rules
+    (docs/building.md).
 
     Each counted record (primary, passing the filter, starting on a kept contig) adds 1 to a
     slice of a per-contig array: no windows, no difference arrays, nothing shared with the

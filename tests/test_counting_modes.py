@@ -1,9 +1,9 @@
 """Fragment and cut-site coverage (`--mode fragments|cutsites`) against independent oracles.
 
-`mode_oracle` (tests/bamfactory.py) applies the rules of the README's counting-mode table record
-by record with numpy slices; it is itself checked against `bedtools genomecov -pc`, `-fs` and
-`-5` where bedtools defines the same thing. Every kernel that is built (compiled over libdeflate
-blocks, compiled over htslib's iterator, pure Python) must match the oracle on every contig, at
+`mode_oracle` (tests/bamfactory.py) applies the rules of the counting-mode table in
+docs/building.md record by record with numpy slices; it is itself checked against `bedtools
+genomecov -pc`, `-fs` and `-5` where bedtools defines the same thing. Both record sources of the
+compiled kernel (libdeflate blocks, htslib's iterator) must match the oracle on every contig, at
 the first and last base and at every chunk boundary, and write byte-identical chunks.
 """
 

@@ -1,7 +1,7 @@
 """Oracle tests: every stored array equals `samtools depth -aa` position for position.
 
-For every fixture, read-filter option and chunk length, with every kernel that is built
-(compiled over libdeflate blocks, compiled over htslib's iterator, pure Python), on every contig
+For every fixture, read-filter option and chunk length, with both record sources of the compiled
+kernel (BAM records parsed from libdeflate blocks, and htslib's iterator), on every contig
 including the first and last base and every chunk boundary.
 """
 

@@ -37,7 +37,7 @@ from bamstore.layout.names import (
 )
 
 # What each counting mode stores, recorded with the settings (`bamstore.options.CountingMode`
-# has the rules in full; the README's semantics table shows them side by side).
+# has the rules in full; docs/building.md's counting-mode table shows them side by side).
 COVERAGE_DEFINITIONS = {
     "reads": (
         "per-base depth as samtools depth -a: M/=/X cover, D only with count_deletions, "
