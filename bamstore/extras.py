@@ -1,5 +1,5 @@
-"""Optional dependencies (the package's extras: plot, bigwig, remote, xarray), checked where they
-are needed, so that a missing one is one line naming the extra to install, not a traceback."""
+"""Optional dependencies (the package's extras: plot, bigwig, remote, xarray, dask), checked where
+they are needed, so that a missing one is one line naming the extra to install, not a traceback."""
 
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 (`summarize`), a matrix around reference points (`profile`), browser tracks
 (`export`: bigWig, bedGraph), from a store on disk or at an http(s):// or s3:// URL (`source`).
 
-Every query reads through `CoverageSource` and reduces chunk by chunk (`reduce`): each chunk a
-query needs is decoded once, whatever the number or order of regions.
+Every query reads through `CoverageSource`, whose block reader (`chunks`, `_chunkread`) decodes
+only the blosc blocks a query touches; reductions (`reduce`) fold them on the decoded integers,
+each block once for intervals sorted by position, whatever their number.
 
 Queries return data; drawing it (`bamstore.plot`, e.g. the heatmap of a profile) is a layer
 above, and nothing here imports it or the Python API.
