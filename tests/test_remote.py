@@ -7,17 +7,15 @@ files are uploaded. Nothing leaves the machine.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import importlib.util
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from servers import S3_ENV, s3_bucket, serve_folder
 
 from bamstore.api import BamStore, MissingExtraError
 from bamstore.errors import QueryError
@@ -26,11 +24,6 @@ from bamstore.simulate import make_bam
 
 CONTIGS = [("chr1", 5000), ("chr2", 900)]
 BUCKET = "cohort"
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @pytest.fixture(scope="module")
@@ -42,56 +35,18 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def http_url(store: Path) -> Iterator[str]:
-    handler = functools.partial(_QuietHandler, directory=str(store.parent))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/{store.name}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_folder(store.parent) as (base, _requests):
+        yield f"{base}/{store.name}"
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint(store: Path) -> Iterator[str]:
     """moto's S3 server on a free loopback port, holding the store under s3://cohort/."""
     pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        client = boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
-        client.create_bucket(Bucket=BUCKET)
-        for path in store.rglob("*"):
-            if path.is_file():
-                key = f"{store.name}/{path.relative_to(store).as_posix()}"
-                client.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
+    with s3_bucket(BUCKET, {store.name: store}) as endpoint:
         yield endpoint
-    finally:
-        server.stop()
-
-
-def _boto_credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
-        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
-    }
 
 
 def _bed(tmp_path: Path) -> Path:
