@@ -392,7 +392,7 @@ def window_rows(s: Section, part: Path, bigwig: Path) -> None:
         report.checks.append(
             (
                 f"windows: {what}",
-                f"per-sample sums of the first {len(a.sums)} windows "
+                f"per-sample sums of the first {min(len(a.sums), len(b.sums))} windows "
                 + ("equal" if problem is None else f"differ: {problem}"),
                 problem is None,
             )

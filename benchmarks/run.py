@@ -1650,10 +1650,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    read_failed = report.read is not None and any(g.ok is False for g in report.read.goals)
-    if args.strict and (any(t.verdict == "FAIL" for t in report.targets) or read_failed):
+    if args.strict and any_failed(report):
         return 3
     return 0
+
+
+def any_failed(report: Report) -> bool:
+    """A core target or a reading goal FAILed (n/a, not measured, is no failure): what
+    --strict turns into exit 3."""
+    read_failed = report.read is not None and any(g.ok is False for g in report.read.goals)
+    return read_failed or any(t.verdict == "FAIL" for t in report.targets)
 
 
 if __name__ == "__main__":

@@ -166,11 +166,14 @@ def times(row: WindowRow, base: WindowRow, what: str) -> str:
 
 
 def same_sums(a: WindowRow, b: WindowRow, columns: slice | None = None) -> str | None:
-    """None when both readers gave the same per-sample sums on the checked windows (b's
-    columns `columns` against all of a's), else what differs."""
+    """None when both readers gave the same per-sample sums on the windows both checked (the
+    first ones of the same file; b's columns `columns` against all of a's), else what
+    differs."""
     x, y = a.sums, b.sums
     if x is None or y is None:
         return "not measured"
+    n = min(len(x), len(y))
+    x, y = x[:n], y[:n]
     if columns is not None:
         y = y[:, columns]
     if x.shape != y.shape:
