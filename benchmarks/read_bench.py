@@ -714,7 +714,7 @@ def quantnado_check(s: Section) -> None:
     for chrom, length in contigs[:3]:
         start = int(rng.integers(0, length - 5000))
         spans.append((chrom, start, start + 5000))
-    regions = [f"{c}:{s}-{e}" for c, s, e in spans]
+    regions = [f"{chrom}:{start}-{end}" for chrom, start, end in spans]
     out = Path(store).parent / "quantnado-regions.npz"
     done = subprocess.run(
         [str(anchors.quantnado), "-c", QUANTNADO_SCRIPT, str(store), json.dumps(regions), str(out)],
