@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import random
@@ -38,6 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from clones import clone_part
 from run import RunStats, bamstore_exe, run_once
 
 from bamstore import layout
@@ -86,27 +86,6 @@ def tree_stats(path: Path) -> tuple[int, int, int]:
             size += os.lstat(os.path.join(root, name)).st_size
             coverage += name != layout.ZARR_JSON and not in_metadata
     return files, size, coverage
-
-
-def clone_part(part: Path, out: Path, sample: str) -> Path:
-    """`part` under the sample name `sample`: every file hard-linked but the root zarr.json,
-    which is written anew (a linked one would change the real part's too)."""
-    for root, _dirs, names in os.walk(part):
-        rel = Path(root).relative_to(part)
-        (out / rel).mkdir(parents=True, exist_ok=True)
-        for name in names:
-            if rel == Path(".") and name == layout.ZARR_JSON:
-                continue
-            os.link(Path(root) / name, out / rel / name)
-    doc = json.loads((part / layout.ZARR_JSON).read_text())
-    attrs = doc["attributes"]
-    (old,) = attrs["sample_names"]
-    attrs["sample_names"] = [sample]
-    attrs["sample_names_hash"] = layout.sample_names_hash([sample])
-    attrs["stranded"] = {sample: attrs["stranded"][old]}
-    attrs["bamstore"]["samples"] = {sample: attrs["bamstore"]["samples"][old]}
-    (out / layout.ZARR_JSON).write_text(json.dumps(doc, indent=2))
-    return out
 
 
 def make_parts(work: Path, n: int, real: int, shard: bool) -> list[Path]:

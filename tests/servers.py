@@ -66,20 +66,22 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class LoopbackServer(http.server.ThreadingHTTPServer):
+    """A thread per connection, and a listen backlog as a real server's (nginx: 511).
+    socketserver's default backlog of 5 drops the connections of a client that opens many at
+    once, and each dropped one waits a second or more for its retry: reads that take 1-2 s
+    took 9 to 250 s (the same happens with `python -m http.server`)."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
 @contextlib.contextmanager
 def serve_folder(folder: Path) -> Iterator[tuple[str, Counter[str]]]:
     """(base URL, request counter) of a threading HTTP server over `folder` on 127.0.0.1."""
     counts: Counter[str] = Counter()
     handler = type("Handler", (RangeHandler,), {"requests": counts})
-    server_class = type(
-        "Server",
-        (http.server.ThreadingHTTPServer,),
-        # socketserver's backlog of 5 drops the SYNs of a client that opens more connections
-        # at once (the kernel retries them a second later); servers in use take hundreds
-        {"request_queue_size": 128},
-    )
-    server = server_class(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
-    server.daemon_threads = True
+    server = LoopbackServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -126,4 +128,4 @@ def s3_environment(endpoint: str) -> dict[str, str]:
     return {**S3_ENV, "AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint}
 
 
-__all__ = ["RangeHandler", "s3_bucket", "s3_environment", "serve_folder"]
+__all__ = ["LoopbackServer", "RangeHandler", "s3_bucket", "s3_environment", "serve_folder"]

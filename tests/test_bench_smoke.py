@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,34 @@ def test_run_once_measures_a_child(launcher: str, monkeypatch: pytest.MonkeyPatc
     assert big.maxrss_kib - stats.maxrss_kib > 60 * 1024
     with pytest.raises(bench.BenchError, match="exit 3"):
         bench.run_once([sys.executable, "-c", "import sys; sys.exit(3)"])
+
+
+def test_the_harness_own_cpu_is_not_another_process_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loopback server in the harness (here: a thread that spins) works while the command
+    runs: its CPU is measured and reported apart, not as another process keeping the machine
+    busy."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        stats = bench.run_once([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    finally:
+        stop.set()
+        worker.join()
+    assert stats.harness_cpu > 0.05  # the spinning thread, measured
+
+    # the machine was busy for 3 CPU-s: the command's own, the harness's and others'
+    busy, own = iter([10.0, 13.0]), iter([5.0, 5.5])
+    monkeypatch.setattr(bench, "machine_busy_seconds", lambda: next(busy))
+    monkeypatch.setattr(bench, "harness_cpu_seconds", lambda: next(own))
+    stats = bench.run_once([sys.executable, "-c", "pass"])
+    assert stats.harness_cpu == pytest.approx(0.5)
+    assert stats.other_cpu == pytest.approx(3.0 - stats.cpu - 0.5)
 
 
 def test_table_formatting() -> None:
