@@ -44,7 +44,10 @@ from bamstore.query.regions import (
 )
 from bamstore.query.source import CoverageSource, check_normalise, check_strand
 
-BATCH_INTERVALS = 1_000_000  # bins reduced per batch
+# Values (8 B per bin and sample) reduced per batch. The batch's temporaries (sums, counts,
+# means, their int64 and float64 forms in `Reducer`) are a few times this, so peak memory is
+# the matrix plus ~50 MiB whatever the number of regions; smaller batches only add calls.
+BATCH_BYTES = 8 * 2**20
 
 
 @dataclass
@@ -153,7 +156,8 @@ def profile(
     kept: list[BedRegion] = []
     parts: list[np.ndarray] = []
     offsets = np.arange(n_bins, dtype=np.int64) * bin_size
-    for batch in batched(read_bed(bed), max(1, BATCH_INTERVALS // n_bins)):
+    per_batch = max(1, BATCH_BYTES // (8 * n_bins * max(1, len(rows))))
+    for batch in batched(read_bed(bed), per_batch):
         good: list[BedRegion] = []
         answered: list[bool] = []
         lows: list[int] = []
@@ -196,14 +200,19 @@ def profile(
                 if method == "rpkm":
                     values = values * 1000
             means[where] = values.reshape(len(answering), n_bins, len(rows))
-        parts.append(means.transpose(2, 0, 1))
+        parts.append(np.ascontiguousarray(means.transpose(2, 0, 1)))
+        del means
         kept += good
     skipped.warn(label, source.chromsizes)
-    matrix = (
-        np.concatenate(parts, axis=1) if parts else np.zeros((len(rows), 0, n_bins), np.float64)
-    )
+    if len(parts) == 1:
+        matrix = parts.pop()
+    elif parts:
+        matrix = np.concatenate(parts, axis=1)
+        parts.clear()
+    else:
+        matrix = np.zeros((len(rows), 0, n_bins), np.float64)
     return Profile(
-        matrix=np.ascontiguousarray(matrix),
+        matrix=matrix,
         samples=[source.sample_names[r] for r in rows],
         regions=region_table(kept),
         upstream=upstream,
