@@ -11,7 +11,8 @@ STAMP  := $(VENV)/.installed
 NEXTFLOW := .tools/bin/nextflow
 NXF_LIB  := .tools/nextflow/lib
 
-$(STAMP): pyproject.toml setup.py bamstore/engine/_coverage.pyx bamstore/query/_chunkread.pyx
+$(STAMP): pyproject.toml setup.py bamstore/engine/_coverage.pyx bamstore/query/_chunkread.pyx \
+    bamstore/layout/_bloscframe.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,lint,plot,xarray,dask,bench,bigwig,remote]'
@@ -102,4 +103,5 @@ lock:  ## re-pin the image's Python dependencies (containers/*.lock) from pyproj
 
 clean:
 	rm -rf $(VENV) .venv-quantnado .venv-deeptools .tools .nf-test .nf-test.log build demo *.egg-info \
-	    bamstore/engine/_coverage.c bamstore/query/_chunkread.c bamstore/engine/*.so bamstore/query/*.so
+	    bamstore/engine/_coverage.c bamstore/query/_chunkread.c bamstore/layout/_bloscframe.c \
+	    bamstore/engine/*.so bamstore/query/*.so bamstore/layout/*.so

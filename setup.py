@@ -34,13 +34,14 @@ def coverage_extension():
         define_macros=[*pysam.get_defines(), ("BAMSTORE_PYX_SHA256", f'"{source_sha256}"')],
     )
     return cythonize(
-        [ext, chunk_reader_extension()], compiler_directives={"language_level": "3"}, quiet=True
+        [ext, *zstd_extensions()], compiler_directives={"language_level": "3"}, quiet=True
     )
 
 
-def chunk_reader_extension():
-    """The query layer's block reader: links libzstd by file name, so the runtime library
-    (libzstd.so.1, on every Linux system that has zstd at all) is all it needs, no headers."""
+def zstd_extensions():
+    """The query layer's block reader and the format layer's blosc frame encoder: they link
+    libzstd by file name, so the runtime library (libzstd.so.1, on every Linux system that has
+    zstd at all) is all they need, no headers."""
     import ctypes.util
     from setuptools import Extension
 
@@ -49,7 +50,7 @@ def chunk_reader_extension():
             "bamstore needs the zstd library (libzstd.so.1): install it, e.g. "
             "`apt-get install libzstd1` or `dnf install libzstd`"
         )
-    return Extension(
+    reader = Extension(
         "bamstore.query._chunkread",
         ["bamstore/query/_chunkread.pyx"],
         libraries=[":libzstd.so.1"],
@@ -57,6 +58,13 @@ def chunk_reader_extension():
         extra_compile_args=["-O3", "-fopenmp"],
         extra_link_args=["-fopenmp"],
     )
+    encoder = Extension(
+        "bamstore.layout._bloscframe",
+        ["bamstore/layout/_bloscframe.pyx"],
+        libraries=[":libzstd.so.1"],
+        extra_compile_args=["-O3"],
+    )
+    return [reader, encoder]
 
 
 setup(ext_modules=coverage_extension())
