@@ -298,6 +298,30 @@ cdef int64_t buf_pread(Buf *b, const char *path, void *dest, int64_t n,
     return total
 
 
+cdef int64_t pread_file(const char *path, void *dest, int64_t n, int64_t offset,
+                        int64_t *err) noexcept nogil:
+    """open, pread n bytes (fewer at the end of the file), close: for loading a chunk's header,
+    which needs no reading state (a `Buf` holds a zstd context and a 256 KiB buffer, whose
+    allocation cost more than the read). The count read, or -1 with *err set."""
+    cdef int64_t total = 0
+    cdef ssize_t got
+    cdef int fd = c_open(path, O_RDONLY)
+    if fd < 0:
+        err[0] = bamstore_errno()
+        return -1
+    while total < n:
+        got = pread(fd, <uint8_t *>dest + total, n - total, offset + total)
+        if got < 0:
+            err[0] = bamstore_errno()
+            close(fd)
+            return -1
+        if got == 0:
+            break
+        total += got
+    close(fd)
+    return total
+
+
 cdef int buf_reserve(Buf *b, int64_t cbytes, int64_t bbytes) noexcept nogil:
     """Room for a compressed block of cbytes and decoded blocks of bbytes (0 or -1)."""
     cdef uint8_t *p
@@ -587,18 +611,13 @@ cdef class ChunkTable:
 
     cdef object _read(self, int64_t row, int64_t col, bytes path, int64_t offset, int64_t n):
         """n bytes (or fewer at the end of the file) of `path`, or a negative result."""
-        cdef Buf *s = buf_new()
-        if s == NULL:
-            raise MemoryError()
         buf = bytearray(max(n, 1))
         cdef uint8_t[::1] view = buf
         cdef const char *cpath = path
         cdef int64_t got
-        cdef int64_t err
+        cdef int64_t err = 0
         with nogil:
-            got = buf_pread(s, cpath, &view[0], n, offset)
-            err = s.failed_errno
-            buf_free(s)
+            got = pread_file(cpath, &view[0], n, offset, &err)
         if got < 0:
             self.failed_row, self.failed_col, self.failed_errno = row, col, err
             return MISSING if err == ENOENT else IO_ERROR
@@ -644,39 +663,59 @@ cdef class ChunkTable:
                     return head
             if len(head) < index_end:
                 return DAMAGED
-        starts = np.frombuffer(head, dtype="<i4", count=nblocks, offset=BLOSC_HEADER)
-        starts = starts.astype(np.int64)
-        if starts.min() < index_end or starts.max() >= cbytes:
-            return DAMAGED
-        order = np.argsort(starts, kind="stable")
-        ends = np.empty(nblocks, dtype=np.int64)
-        ends[order] = np.append(starts[order][1:], cbytes)
-        if np.any(ends <= starts):
-            return DAMAGED
-        self._install_frame(row, col, path, base, flags, nblocks, blocksize, nbytes, starts,
-                            ends, owner)
-        return OK
-
-    cdef void _install_frame(self, int64_t row, int64_t col, bytes path, int64_t base,
-                             int32_t flags, int64_t nblocks, int64_t blocksize, int64_t nbytes,
-                             starts, ends, object owner) except *:
-        cdef const int64_t[::1] s = starts
-        cdef const int64_t[::1] t = ends
+        # each block runs to the next block's start (the last to the frame's end); c-blosc
+        # writes them in order, except when it compressed with threads: sorted then
         cdef int64_t *bs = <int64_t *>malloc(nblocks * sizeof(int64_t))
         cdef int64_t *be = <int64_t *>malloc(nblocks * sizeof(int64_t))
+        cdef const uint8_t *hp = head
+        cdef bint in_order = True
         cdef int64_t i
-        cdef Entry *e
-        cdef const uint8_t[::1] mem
-        cdef char *cpath = NULL
         if bs == NULL or be == NULL:
             free(bs)
             free(be)
             raise MemoryError()
         for i in range(nblocks):
-            bs[i] = s[i]
-            be[i] = t[i]
+            bs[i] = le_i32(hp + BLOSC_HEADER + 4 * i)
+            if bs[i] < index_end or bs[i] >= cbytes:
+                free(bs)
+                free(be)
+                return DAMAGED
+            if i and bs[i] <= bs[i - 1]:
+                in_order = False
+        if in_order:
+            for i in range(nblocks - 1):
+                be[i] = bs[i + 1]
+            be[nblocks - 1] = cbytes
+        else:
+            starts = np.frombuffer(head, dtype="<i4", count=nblocks, offset=BLOSC_HEADER)
+            starts = starts.astype(np.int64)
+            order = np.argsort(starts, kind="stable")
+            ends = np.empty(nblocks, dtype=np.int64)
+            ends[order] = np.append(starts[order][1:], cbytes)
+            if np.any(ends <= starts):
+                free(bs)
+                free(be)
+                return DAMAGED
+            for i in range(nblocks):
+                be[i] = ends[i]
+        self._install_frame(row, col, path, base, flags, nblocks, blocksize, nbytes, bs, be,
+                            owner)
+        return OK
+
+    cdef void _install_frame(self, int64_t row, int64_t col, bytes path, int64_t base,
+                             int32_t flags, int64_t nblocks, int64_t blocksize, int64_t nbytes,
+                             int64_t *bs, int64_t *be, object owner) except *:
+        """Install a frame's entry; takes ownership of the block offsets `bs` and `be`."""
+        cdef Entry *e
+        cdef const uint8_t[::1] mem
+        cdef char *cpath = NULL
         if path is not None:
-            cpath = _copy_path(path)
+            try:
+                cpath = _copy_path(path)
+            except MemoryError:
+                free(bs)
+                free(be)
+                raise
         if owner is not None:
             mem = memoryview(owner).cast("B")
         e = self.entry(row, col)

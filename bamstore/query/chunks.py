@@ -230,8 +230,10 @@ class CoverageArray:
     def _load_files(self, pairs: list[tuple[int, int]]) -> None:
         fmt = self.format
         if not self.files.remote:
+            # the paths as bytes from one prefix: a Path per chunk cost 13 us, a third of a load
+            prefix = os.fsencode(self.files.path(f"{self.name}/{layout.CHUNK_FOLDER}")) + b"/"
             for row, col in pairs:
-                path = os.fsencode(self.files.path(self._key(row, col)))
+                path = b"%s%d/%d" % (prefix, row, col)
                 if fmt.compressed:
                     result = self.table.load_frame(row, col, path, 0, -1)
                 else:
