@@ -24,9 +24,21 @@ S3_ENV = {
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """GET and HEAD of files under `directory`, with single byte ranges (`bytes=a-b`,
-    `bytes=a-`, `bytes=-n`) answered 206; every request counted in `requests` by path."""
+    `bytes=a-`, `bytes=-n`) answered 206; every request counted in `requests` by path, every
+    connection in `connections["opened"]`. HTTP/1.1 with kept-alive connections, as nginx and
+    S3 answer (`serve_folder(keep_alive=False)`: HTTP/1.0, a connection per request, as
+    `python -m http.server`)."""
 
     requests: Counter[str]  # set per server by `serve_folder`
+    connections: Counter[str]
+    protocol_version = "HTTP/1.1"
+    # headers and body are written separately: without TCP_NODELAY the body of a kept-alive
+    # connection's response waits for the client's delayed ACK (40 ms per request)
+    disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        super().setup()
+        self.connections["opened"] += 1
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -35,6 +47,14 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.requests[self.path] += 1
         header = self.headers.get("Range")
         path = Path(self.translate_path(self.path))
+        if not path.exists():  # 404 on a kept connection (http.server's send_error closes it)
+            body = b"404 not found\n"
+            self.send_response(404)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if not header or not path.is_file():
             super().do_GET()
             return
@@ -52,6 +72,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         if start >= size or end <= start:
             self.send_response(416)
             self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
             self.end_headers()
             return
         with open(path, "rb") as fh:
@@ -77,10 +98,19 @@ class LoopbackServer(http.server.ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serve_folder(folder: Path) -> Iterator[tuple[str, Counter[str]]]:
-    """(base URL, request counter) of a threading HTTP server over `folder` on 127.0.0.1."""
+def serve_folder(
+    folder: Path, *, keep_alive: bool = True, connections: Counter[str] | None = None
+) -> Iterator[tuple[str, Counter[str]]]:
+    """(base URL, request counter) of a threading HTTP server over `folder` on 127.0.0.1;
+    `connections` counts the connections it accepted."""
     counts: Counter[str] = Counter()
-    handler = type("Handler", (RangeHandler,), {"requests": counts})
+    attributes: dict[str, object] = {
+        "requests": counts,
+        "connections": Counter() if connections is None else connections,
+    }
+    if not keep_alive:
+        attributes["protocol_version"] = "HTTP/1.0"
+    handler = type("Handler", (RangeHandler,), attributes)
     server = LoopbackServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
