@@ -178,6 +178,20 @@ class FormatError(ValueError):
     """The `bamstore` attribute cannot be read as this version's record."""
 
 
+class RemoteReadError(InputError, OSError):
+    """A file of a store at a URL that could not be fetched: an error status other than 404,
+    a refused or broken connection, a timeout. Names the URL and what the server said."""
+
+    def __init__(self, subject: str, problem: str, fix: str | None = None):
+        super().__init__(subject, problem, fix or REMOTE_FIX)
+
+    def __reduce__(self):
+        return (type(self), (self.subject, self.problem, self.fix))
+
+
+REMOTE_FIX = "check that the server is up and serves the store (curl -I the URL), then retry"
+
+
 class DamagedStoreError(InputError):
     """A store whose files do not hold what its record says: a chunk file or shard that is
     missing, truncated or undecodable. Names the file and points to `bamstore validate`."""

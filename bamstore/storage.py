@@ -1,9 +1,11 @@
 """The files of a store, in a local folder or at an http(s):// or s3:// URL: what every reader
 fetches its bytes through.
 
-A local store is read with plain file calls. A URL goes through fsspec (HTTP with aiohttp, S3
-with s3fs: the `remote` extra); its requests for many keys are issued concurrently
-(`fetch`), ranges as HTTP Range requests. S3 settings come from the usual places
+A local store is read with plain file calls. An http(s):// URL's files are fetched over
+kept-alive connections (`http_ranges`, which says why not through fsspec); S3, and HTTP with
+`storage_options` or behind a proxy, go through fsspec (aiohttp, s3fs: the `remote` extra).
+Either way the requests for many keys are issued concurrently (`fetch`), ranges as HTTP Range
+requests. S3 settings come from the usual places
 (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL` for an S3-compatible server,
 `~/.aws/`) or from `storage_options`. Either way a key that is not there is a
 FileNotFoundError, so callers tell "missing" from "unreadable" the same way for both.
@@ -17,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bamstore import http_ranges
 from bamstore.errors import QueryError
 from bamstore.extras import require_extra
 
@@ -50,13 +53,22 @@ def is_url(location: Location) -> bool:
 
 
 class StoreFiles:
-    """The files of one store: `local` (a folder) or `fs` (an fsspec filesystem) at `root`."""
+    """The files of one store: `local` (a folder) or `fs` (an fsspec filesystem) at `root`;
+    an http(s):// root's files are fetched by `http_ranges` unless fsspec must (see there)."""
 
-    def __init__(self, label: str, local: Path | None, fs: Any = None, root: str = ""):
+    def __init__(
+        self,
+        label: str,
+        local: Path | None,
+        fs: Any = None,
+        root: str = "",
+        storage_options: Mapping[str, Any] | None = None,
+    ):
         self.label = label
         self.local = local
         self.fs = fs
         self.root = root.rstrip("/")
+        self.http = None if local is not None else http_ranges.for_url(self.root, storage_options)
 
     @classmethod
     def open(
@@ -73,7 +85,8 @@ class StoreFiles:
         url = label.rstrip("/")
         fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         # HTTP filesystems take whole URLs as paths, the others paths without the scheme
-        return cls(url, None, fs, url if scheme in ("http", "https") else root)
+        path = url if scheme in ("http", "https") else root
+        return cls(url, None, fs, path, storage_options)
 
     @property
     def remote(self) -> bool:
@@ -106,6 +119,12 @@ class StoreFiles:
         paths = [self.path(k) for k in keys]
         if self.local is not None:
             return [_read_local(p, s) for p, s in zip(paths, spans, strict=True)]
+        if self.http is not None:
+            got = self.http.fetch(paths, spans)
+            return [
+                v if isinstance(v, Exception) else _ranged(v, s)
+                for v, s in zip(got, spans, strict=True)
+            ]
         starts = [None if s is None else s[0] for s in spans]
         ends = [None if s is None else s[1] for s in spans]
         out = self.fs.cat_ranges(paths, starts, ends, on_error="return")

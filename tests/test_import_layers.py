@@ -27,6 +27,7 @@ UNITS = {
     "options": "format",
     "extras": "format",
     "storage": "format",
+    "http_ranges": "format",
     "layout": "format",
     "simulate": "format",
     "engine": "engine",

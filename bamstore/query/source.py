@@ -30,6 +30,7 @@ from bamstore.errors import (
     DamagedStoreError,
     FormatError,
     QueryError,
+    RemoteReadError,
     UnanswerableError,
 )
 from bamstore.extras import require_extra
@@ -258,8 +259,15 @@ class CoverageSource:
             completed = np.asarray(done[...], dtype=bool)
             total = np.asarray(reads[...]) if isinstance(reads, zarr.Array) else None
         except Exception as exc:  # zarr and its codecs raise many kinds for a damaged chunk
+            where = f"{label.rstrip('/')}/{layout.METADATA_GROUP}"
+            # a server's error status (aiohttp's errors carry it) or a failed connection is
+            # not damage
+            if isinstance(exc, OSError) or isinstance(getattr(exc, "status", None), int):
+                raise RemoteReadError(
+                    where, f"cannot be fetched ({type(exc).__name__}: {exc})"
+                ) from None
             raise DamagedStoreError(
-                f"{label.rstrip('/')}/{layout.METADATA_GROUP}",
+                where,
                 f"cannot be decoded ({type(exc).__name__}: {exc})",
                 VALIDATE_FIX.format(store=label),
             ) from None
@@ -494,7 +502,8 @@ def _files_of(label: str, root: Any) -> StoreFiles | None:
         if getattr(fs, "asynchronous", False):
             protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
             fs = fsspec.filesystem(protocol, **{**fs.storage_options, "asynchronous": False})
-        return StoreFiles(label, None, fs, store.path)
+        options = {k: v for k, v in fs.storage_options.items() if k != "asynchronous"}
+        return StoreFiles(label, None, fs, store.path, options)
     return None
 
 
