@@ -14,11 +14,12 @@ Timed as subprocesses (run.py's `measure`: wall, CPU, peak RSS):
     reference-point` with the same window, bins and reference point;
   - `bamstore export --format bigwig` of one sample (and `bamCoverage --binSize 1` with
     `--bamcoverage`);
-  - the store served over loopback HTTP (Range requests): summarize of 10,000 regions, there
-    and locally.
-Timed in-process (window_bench.py, one process per reader, best of 3): random 2 kb windows with
+  - the store served over loopback HTTP (Range requests, kept-alive connections as nginx and
+    S3): summarize of 10,000 regions, there and locally.
+Timed in-process (window_bench.py, one process per reader, best of 5): random 2 kb windows with
 BamStore.extract_region, pyBigWig and pybigtools; across 4, all and 100 samples; batched with
-extract_regions and iter_regions; and through BamStore.open(URL).
+extract_regions and iter_regions; and through BamStore.open(URL), from a server that keeps
+connections alive and from one that closes each (HTTP/1.0, as `python -m http.server`).
 Outside the timing every side's values are compared, and QuantNado 0.4.3 reads the store.
 """
 
@@ -37,6 +38,7 @@ from window_bench import (
     BATCH,
     COHORT,
     COHORT_WINDOWS,
+    PASSES,
     WINDOW_LEN,
     WINDOW_SEED,
     WINDOWS,
@@ -669,6 +671,20 @@ def remote_rows(s: Section) -> None:
         if "one" in report.windows:
             row.versus = times(row, report.windows["one"], "the local time")
         report.windows["remote"] = row
+    with loopback(store.parent, keep_alive=False) as (base, counts):
+        row = time_windows(
+            timed,
+            s.python,
+            windows,
+            "BamStore.open(URL).extract_region, samples=[s1]",
+            f"{WINDOWS:,} random {WINDOW_LEN // 1000} kb windows, 1 sample, over loopback "
+            "HTTP/1.0 (a connection per request)",
+            ["region", f"{base}/{store.name}", samples[0]],
+            counts=counts,
+        )
+        if "one" in report.windows:
+            row.versus = times(row, report.windows["one"], "the local time")
+        report.windows["remote_close"] = row
     harness = max((r.harness_cpu for r in remote.runs), default=0.0)
     report.notes.append(
         f"the loopback server runs in the harness (Python threads): up to {harness:.2f} CPU-s "
@@ -682,11 +698,13 @@ def remote_rows(s: Section) -> None:
             same,
         )
     )
-    if "one" in report.windows:
-        problem = same_sums(report.windows["one"], report.windows["remote"])
+    for key, how in (("remote", "HTTP"), ("remote_close", "HTTP/1.0")):
+        if "one" not in report.windows:
+            break
+        problem = same_sums(report.windows["one"], report.windows[key])
         report.checks.append(
             (
-                "windows: over HTTP vs local, 1 sample",
+                f"windows: over {how} vs local, 1 sample",
                 "per-sample sums " + ("equal" if problem is None else f"differ: {problem}"),
                 problem is None,
             )
@@ -906,7 +924,8 @@ def format_read_section(report: ReadReport) -> list[str]:
     if report.windows:
         lines += [
             "",
-            "### Random windows (timed in-process, one process per reader, best of 3 passes, "
+            f"### Random windows (timed in-process, one process per reader, best of {PASSES} "
+            "passes, "
             "readers opened outside the timing)",
             "",
             "| reader | windows | ms per window | windows/s | time vs | peak RSS MiB | run |",

@@ -33,7 +33,7 @@ WINDOWS = 2000
 COHORT_WINDOWS = 200  # the first of them, for 100 samples (100 bigWigs take ~10 ms a window)
 WINDOW_LEN = 2000
 WINDOW_SEED = 17
-PASSES = 3
+PASSES = 5
 BATCH = 256
 COHORT = 100
 CHECK_WINDOWS = 50  # windows whose per-sample sums are compared across readers
@@ -145,16 +145,18 @@ def link_copies(bigwig: Path, folder: Path, n: int) -> list[Path]:
 
 
 @contextlib.contextmanager
-def loopback(folder: Path) -> Iterator[tuple[str, Counter[str]]]:
+def loopback(folder: Path, keep_alive: bool = True) -> Iterator[tuple[str, Counter[str]]]:
     """tests/servers.py's static server over `folder` (Range requests answered, requests
-    counted), in a thread of this process: (base URL, counter)."""
+    counted), in a thread of this process: (base URL, counter). HTTP/1.1 with kept-alive
+    connections as nginx and S3, or (`keep_alive=False`) HTTP/1.0 with a connection per
+    request as `python -m http.server`."""
     spec = importlib.util.spec_from_file_location("bench_servers", SERVERS)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {SERVERS}")
     servers = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = servers
     spec.loader.exec_module(servers)
-    with servers.serve_folder(folder) as (url, counts):
+    with servers.serve_folder(folder, keep_alive=keep_alive) as (url, counts):
         yield url, counts
 
 
