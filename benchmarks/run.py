@@ -341,6 +341,31 @@ def measure(
     return row
 
 
+def measure_alternating(
+    jobs: Sequence[tuple[str, str, Sequence[str | os.PathLike[str]]]],
+    repeat: int,
+    *,
+    warmups: int = 1,
+) -> list[Row]:
+    """Rows of (label, scope, cmd) jobs whose runs alternate (A B A B ...), for a ratio of
+    their times: on this shared VM the same command's wall time drifts by 10-20 % within
+    minutes, so back-to-back blocks of runs of each (A A A B B B) moved the extract-vs-baseline
+    ratio by as much; alternating runs see the same drift."""
+    rows = [Row(label, scope, warmups=warmups) for label, scope, _ in jobs]
+    for _ in range(warmups):
+        for *_, cmd in jobs:
+            run_once(cmd)
+    for _ in range(repeat):
+        for row, (*_, cmd) in zip(rows, jobs, strict=True):
+            row.runs.append(run_once(cmd))
+    for row in rows:
+        log(
+            f"{row.label} [{row.scope}]: median {row.wall:.2f} s wall, {row.cpu:.2f} s CPU, "
+            f"{row.rss_mib:.0f} MiB (runs alternating with {len(jobs) - 1} other command(s))"
+        )
+    return rows
+
+
 def missing_row(label: str, scope: str, why: str) -> Row:
     log(f"{label}: {why}")
     return Row(label, scope, status=why)
@@ -1498,6 +1523,7 @@ def run_read_section(
         waiter.wait(args.wait_quiet, window=5)
     section = Section(
         timed=functools.partial(measure, retry_busy=args.retry_busy, waiter=waiter),
+        alternating=measure_alternating,
         store_bytes=tree_bytes,
         bamstore=bamstore,
         store=built,

@@ -316,6 +316,7 @@ def test_the_section_runs_end_to_end(tiny, monkeypatch: pytest.MonkeyPatch) -> N
     why = "not installed: needs Python >= 3.12, none found"
     section = read_bench.Section(
         timed=timed,
+        alternating=lambda jobs, repeat: run.measure_alternating(jobs, 1, warmups=0),
         store_bytes=run.tree_bytes,
         bamstore=run.bamstore_exe(),
         store=tiny["store"],
@@ -337,8 +338,10 @@ def test_the_section_runs_end_to_end(tiny, monkeypatch: pytest.MonkeyPatch) -> N
         "windows: a sample of the 3-sample store vs s1",
         "remote summarize vs local",
         "windows: over HTTP vs local, 1 sample",
+        "windows: over HTTP/1.0 vs local, 1 sample",
     } <= checks
     assert report.windows["remote"].requests > 0
+    assert report.windows["remote_close"].requests > 0
     assert report.windows["cohort"].result["windows"] == 10
     assert report.windows["pybigwig"].status == why
     assert report.sizes["ours"] > 0 and set(report.extraction) == {"ours"}
@@ -348,3 +351,12 @@ def test_the_section_runs_end_to_end(tiny, monkeypatch: pytest.MonkeyPatch) -> N
     assert {verdicts["1b"], verdicts["4a"], verdicts["4b"], verdicts["2c"]} <= {"PASS", "FAIL"}
     text = "\n".join(read_bench.format_read_section(report))
     assert "### Reading goals" in text and why in text
+
+
+def test_alternating_runs_interleave(tmp_path: Path) -> None:
+    """measure_alternating runs A B A B ... after one warm-up of each, one row per command."""
+    log = tmp_path / "order"
+    jobs = [(name, "scope", ["sh", "-c", f"echo {name} >> {log}"]) for name in ("a", "b")]
+    rows = run.measure_alternating(jobs, 3)
+    assert log.read_text().split() == ["a", "b"] * 4
+    assert [r.label for r in rows] == ["a", "b"] and all(len(r.runs) == 3 for r in rows)
