@@ -4,6 +4,7 @@ unless --debug, nothing written at --out on failure. Run through bin/bamstore, a
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,24 @@ def test_version_and_help(run_cli) -> None:
         assert command in top.stdout
         sub = run_cli(command, "--help")
         assert sub.returncode == 0 and "--debug" in sub.stdout and "--quiet" in sub.stdout
+
+
+def test_the_command_line_starts_no_blas_threads() -> None:
+    """numpy's OpenBLAS starts a spinning thread per extra core unless told otherwise; the CLI
+    never calls BLAS, so importing it leaves one thread (unless the user set the variable)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    count = "import os, {}; print(len(os.listdir('/proc/self/task')))"
+    cli = subprocess.run(
+        [sys.executable, "-c", count.format("bamstore.cli")], env=env, text=True,
+        capture_output=True, check=True, cwd=REPO,
+    )  # fmt: skip
+    assert cli.stdout.split() == ["1"]
+    if (os.cpu_count() or 1) > 1:  # the check can fail: numpy alone starts BLAS threads
+        bare = subprocess.run(
+            [sys.executable, "-c", count.format("numpy")], env=env, text=True,
+            capture_output=True, check=True,
+        )  # fmt: skip
+        assert int(bare.stdout) > 1
 
 
 def test_exclude_flags_help_says_the_value_replaces_the_default(run_cli) -> None:
