@@ -82,6 +82,14 @@ def leftovers(folder: Path, name: str) -> list[str]:
     )
 
 
+def default_sigint() -> None:
+    """preexec_fn: SIGINT back to its default, as a terminal's foreground job has it. A child
+    inherits an ignored SIGINT (a test run started in the background of a shell without job
+    control ignores it), and Python then installs no KeyboardInterrupt handler: Ctrl-C tests
+    saw the build run to the end and exit 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def limit_file_size(max_bytes: int) -> Callable[[], None]:
     """preexec_fn: RLIMIT_FSIZE with SIGXFSZ ignored, so an oversized write() fails (EFBIG)."""
 

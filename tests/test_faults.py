@@ -18,6 +18,7 @@ from support import (
     assert_clean_refusal,
     chunk_files,
     cli_argv,
+    default_sigint,
     extract_here,
     leftovers,
     limit_file_size,
@@ -368,6 +369,7 @@ def _start_build(sim_bam: Path, tmp_path: Path, n: int) -> tuple[subprocess.Pope
         cli_argv("build", "--input", sheet, "--out", out, "--jobs", 2, "--chunk-len", CHUNK,
                  "--chromosomes", "all"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=default_sigint,
     )  # fmt: skip
     parts = tmp_path / ".run.zarr.parts"
     deadline = time.monotonic() + 120
