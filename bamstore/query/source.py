@@ -260,9 +260,10 @@ class CoverageSource:
             total = np.asarray(reads[...]) if isinstance(reads, zarr.Array) else None
         except Exception as exc:  # zarr and its codecs raise many kinds for a damaged chunk
             where = f"{label.rstrip('/')}/{layout.METADATA_GROUP}"
-            # a server's error status (aiohttp's errors carry it) or a failed connection is
-            # not damage
-            if isinstance(exc, OSError) or isinstance(getattr(exc, "status", None), int):
+            # at a URL, a server's error status (aiohttp's errors carry it) or a failed
+            # connection is not damage
+            failed = isinstance(exc, OSError) or isinstance(getattr(exc, "status", None), int)
+            if failed and is_url(label):
                 raise RemoteReadError(
                     where, f"cannot be fetched ({type(exc).__name__}: {exc})"
                 ) from None
