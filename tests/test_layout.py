@@ -176,6 +176,24 @@ def test_encoded_frames_decode_as_cblosc_frames(profile: str, what: str) -> None
     assert len(ours) <= len(values) * 4 + 16
 
 
+def test_zstd_frames_carry_no_content_size() -> None:
+    """Every zstd frame of a blosc block leaves out its content size (blosc's header has it):
+    one byte less per block. A frame whose header says the size would fail here."""
+    values = np.repeat(np.random.default_rng(6).poisson(4, 16_384), 4).astype(np.uint32)
+    frame = layout.compression_profile("default").encoder().encode(values)
+    blocksize = int.from_bytes(frame[8:12], "little")
+    nblocks = -(-len(values) * 4 // blocksize)
+    assert nblocks == 16
+    for j in range(nblocks):
+        start = int.from_bytes(frame[16 + 4 * j : 20 + 4 * j], "little")
+        length = int.from_bytes(frame[start : start + 4], "little")
+        assert length < blocksize  # compressed, not stored raw
+        zstd = frame[start + 4 : start + 4 + length]
+        assert zstd[:4] == b"\x28\xb5\x2f\xfd"  # zstd's magic number
+        descriptor = zstd[4]
+        assert descriptor >> 6 == 0 and not descriptor & 0x20  # no content size, not single-segment
+
+
 def test_encoder_threads_get_frames_of_their_own() -> None:
     """One encoder shared by threads (as extraction shares it) writes what one thread writes."""
     from concurrent.futures import ThreadPoolExecutor

@@ -203,7 +203,9 @@ def test_shard_files_are_zarrs(written: Written) -> None:
     for key in ours:
         if ours[key] == theirs[key]:
             continue
-        assert written.profile == "default", key  # only zstd's level-5 bytes may differ
+        # only zstd's bytes may differ: our frames leave out each block's content size, and
+        # its compressed bytes depend on libzstd's version
+        assert layout.compression_profile(written.profile).blosc_clevel is not None, key
         r = int(key.split("/")[1])
         mine = shard.read_shard_index(shard.shard_path(written.ours, ARRAY, r), n_inner)
         zarrs = shard.read_shard_index(shard.shard_path(written.zarr_sharded, ARRAY, r), n_inner)

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""blosc1 frames of coverage chunks, written as c-blosc 1.21 writes them: the encoder of
-`codec.ChunkEncoder`.
+"""blosc1 frames of coverage chunks, written as c-blosc 1.21 writes them but for one byte per
+block: the encoder of `codec.ChunkEncoder`.
 
 Why not numcodecs' Blosc: with the 16 KiB blocks that random windows need (format 3), c-blosc
 took 11.8 ms per 1 Mi-position chunk of the bench BAM's coverage, against 7.3 ms with 128 KiB
@@ -18,8 +18,12 @@ blosc_c, zstd_wrap_compress), so every blosc reader decodes it (zarr, numcodecs,
 - otherwise one int32 offset per block, then per block an int32 length and its byte-shuffled
   bytes compressed by zstd at blosc's level (2 x clevel - 1), or the shuffled bytes as they are
   (length = block size) when zstd cannot make them smaller.
-The compressed bytes equal c-blosc's when libzstd is the same version as the one numcodecs
-bundles; the tests decode every frame through numcodecs and zarr either way.
+The one difference: each block's zstd frame leaves out its content size (c-blosc writes it), a
+byte per block, 256 per 1 Mi-position chunk, which keeps the store of 16 KiB blocks no larger
+than QuantNado's of 128 KiB blocks (`make bench`, core target 5). Every blosc reader decodes
+such frames: zstd's one-shot decoder sizes its output by the capacity it is given, which blosc
+knows from its header. The zstd bytes after the frame header equal c-blosc's when libzstd is
+the version numcodecs bundles; the tests decode every frame through numcodecs and zarr.
 """
 
 from libc.stdint cimport int64_t, uint8_t
@@ -34,16 +38,23 @@ cdef extern from *:
     typedef struct ZSTD_CCtx_s ZSTD_CCtx;
     ZSTD_CCtx* ZSTD_createCCtx(void);
     size_t ZSTD_freeCCtx(ZSTD_CCtx* cctx);
-    size_t ZSTD_compressCCtx(ZSTD_CCtx* cctx, void* dst, size_t dstCapacity,
-                             const void* src, size_t srcSize, int compressionLevel);
+    /* the advanced API (v1.4.0 on) */
+    typedef enum { ZSTD_c_compressionLevel = 100, ZSTD_c_contentSizeFlag = 200 } ZSTD_cParameter;
+    size_t ZSTD_CCtx_setParameter(ZSTD_CCtx* cctx, ZSTD_cParameter param, int value);
+    size_t ZSTD_compress2(ZSTD_CCtx* cctx, void* dst, size_t dstCapacity,
+                          const void* src, size_t srcSize);
     unsigned ZSTD_isError(size_t code);
     int ZSTD_maxCLevel(void);
     """
     ctypedef struct ZSTD_CCtx
     ZSTD_CCtx* ZSTD_createCCtx() nogil
     size_t ZSTD_freeCCtx(ZSTD_CCtx* cctx) nogil
-    size_t ZSTD_compressCCtx(ZSTD_CCtx* cctx, void* dst, size_t cap, const void* src,
-                             size_t size, int level) nogil
+    ctypedef enum ZSTD_cParameter:
+        ZSTD_c_compressionLevel
+        ZSTD_c_contentSizeFlag
+    size_t ZSTD_CCtx_setParameter(ZSTD_CCtx* cctx, ZSTD_cParameter param, int value) nogil
+    size_t ZSTD_compress2(ZSTD_CCtx* cctx, void* dst, size_t cap, const void* src,
+                          size_t size) nogil
     unsigned ZSTD_isError(size_t code) nogil
     int ZSTD_maxCLevel() nogil
 
@@ -91,7 +102,7 @@ cdef int64_t block_size(int64_t nbytes, int64_t forced) noexcept nogil:
 
 
 cdef int64_t compressed_blocks(const uint8_t *src, int64_t nbytes, int64_t blocksize,
-                               int level, uint8_t *dest, uint8_t *tmp,
+                               uint8_t *dest, uint8_t *tmp,
                                ZSTD_CCtx *ctx) noexcept nogil:
     """serial_blosc + blosc_c: the frame's size with its blocks written after the header, or
     0 when they do not fit in nbytes + 16 bytes (the frame is then stored as it is)."""
@@ -115,7 +126,7 @@ cdef int64_t compressed_blocks(const uint8_t *src, int64_t nbytes, int64_t block
             maxout = maxbytes - ntbytes
             if maxout <= 0:
                 return 0
-        cbytes = ZSTD_compressCCtx(ctx, dest + ntbytes, maxout, tmp, bsize, level)
+        cbytes = ZSTD_compress2(ctx, dest + ntbytes, maxout, tmp, bsize)
         if ZSTD_isError(cbytes):
             cbytes = 0  # zstd_wrap_compress: an error (the output did not fit) is 0
         if cbytes == 0 or <int64_t>cbytes == bsize:
@@ -149,6 +160,13 @@ cdef class FrameEncoder:
         self.ctx = ZSTD_createCCtx()
         if self.ctx == NULL:
             raise MemoryError("ZSTD_createCCtx failed")
+        # no content size in the zstd frame headers: a block's size is in blosc's header
+        # already, and every zstd decoder takes a frame without it (ZSTD_decompressDCtx sizes
+        # its output by the capacity it is given). One byte less per block, 256 per chunk.
+        for param, value in ((ZSTD_c_compressionLevel, self.zstd_level),
+                             (ZSTD_c_contentSizeFlag, 0)):
+            if ZSTD_isError(ZSTD_CCtx_setParameter(self.ctx, param, value)):
+                raise ValueError(f"libzstd refused parameter {param} = {value}")
 
     def __dealloc__(self):
         if self.ctx != NULL:
@@ -172,7 +190,7 @@ cdef class FrameEncoder:
                 raise MemoryError()
             with nogil:
                 ntbytes = compressed_blocks(
-                    src, nbytes, bs, self.zstd_level, dest, tmp, self.ctx
+                    src, nbytes, bs, dest, tmp, self.ctx
                 )
             free(tmp)
         if ntbytes == 0:  # stored as it is, after the header

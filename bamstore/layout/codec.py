@@ -2,8 +2,9 @@
 
 Why not zarr's own codec pipeline: it runs through asyncio per chunk, and the extraction encodes
 in worker threads while the kernel decodes the next window. `ChunkEncoder` writes the frames
-c-blosc writes (`_bloscframe`; the layout tests decode every one through numcodecs and zarr), and
-merge and validate check chunk files by their CRC32 without decoding them.
+c-blosc writes, a byte per block shorter (`_bloscframe`; the layout tests decode every one
+through numcodecs and zarr), and merge and validate check chunk files by their CRC32 without
+decoding them.
 """
 
 from __future__ import annotations
